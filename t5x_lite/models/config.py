@@ -1,0 +1,107 @@
+"""Frozen architecture configs. A gin size file overrides only these fields."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+import jax.numpy as jnp
+
+REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "einsum")
+
+
+def _check_common(cfg) -> None:
+    if cfg.remat_policy not in REMAT_POLICIES:
+        raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {cfg.remat_policy!r}")
+    if cfg.attention_impl not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLEMENTATIONS}, got {cfg.attention_impl!r}")
+    for name in ("dtype", "param_dtype"):
+        try:
+            jnp.dtype(getattr(cfg, name))
+        except TypeError as e:
+            raise ValueError(f"{name}={getattr(cfg, name)!r} is not a dtype name") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+    """T5-family encoder-decoder (and the decoder-only LM built from the same blocks).
+
+    T5 1.0: ``mlp_activations=('relu',)``, ``logits_via_embedding=True`` (tied head,
+    decoder output scaled by d_model**-0.5). T5 1.1 / mT5 / UL2: gated-GELU
+    ``('gelu', 'linear')`` and an untied head.
+    """
+
+    vocab_size: int = 32128
+    d_model: int = 512
+    d_ff: int = 2048
+    num_heads: int = 8
+    d_kv: int = 64
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    mlp_activations: Tuple[str, ...] = ("relu",)
+    logits_via_embedding: bool = True
+    dropout_rate: float = 0.1
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    layer_norm_epsilon: float = 1e-6
+    # Decoder-only prefix LM: let the bias table see direction inside the prefix.
+    decoder_only_bidirectional_bias: bool = False
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+    remat_policy: str = "none"
+    attention_impl: str = "xla"
+    pad_id: int = 0
+    eos_id: int = 1
+    decoder_start_id: int = 0
+
+    def __post_init__(self):
+        _check_common(self)
+        object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+
+    def replace(self, **kw) -> "T5Config":
+        return dataclasses.replace(self, **kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """BERT-style encoder: learned absolute positions, token types, post-LN, GELU."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_act: str = "gelu_exact"
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    layer_norm_epsilon: float = 1e-12
+    num_labels: int = 2
+    # Dropout before the classification head; None means dropout_rate (HF classifier_dropout).
+    classifier_dropout_rate: Optional[float] = None
+    pad_id: int = 0
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+    remat_policy: str = "none"
+    attention_impl: str = "xla"
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        _check_common(self)
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def replace(self, **kw) -> "BertConfig":
+        return dataclasses.replace(self, **kw)
+
+
+def dtype_of(name: Optional[str]) -> jnp.dtype:
+    return jnp.dtype(name)

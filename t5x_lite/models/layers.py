@@ -1,0 +1,431 @@
+"""Transformer building blocks shared by the T5, BERT and decoder-only models.
+
+Every parameter carries logical axis names (``nn.with_logical_partitioning``) and
+activations are constrained by logical names; a rules table in the run config
+maps those names onto a device mesh (see ``t5x_lite.training.partitioning``).
+Outside a mesh the constraints are no-ops.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+DType = jnp.dtype
+
+# Large negative instead of -inf so fully-masked rows (padding queries) stay finite.
+NEG_INF = -1e10
+
+default_kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+
+
+def constrain(x: Array, axes: tuple) -> Array:
+    """Logical sharding constraint on an activation (no-op without rules)."""
+    return nn.with_logical_constraint(x, axes)
+
+
+# --------------------------------------------------------------------------- norms
+
+
+class RMSNorm(nn.Module):
+    """T5 layer norm: scale only, no mean, no bias; statistics in float32."""
+
+    epsilon: float = 1e-6
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        x32 = x.astype(jnp.float32)
+        variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+        y = x32 * jax.lax.rsqrt(variance + self.epsilon)
+        scale = self.param(
+            "scale",
+            nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+            (x.shape[-1],),
+            self.param_dtype,
+        )
+        return (y * scale.astype(jnp.float32)).astype(self.dtype)
+
+
+class LayerNorm(nn.Module):
+    """BERT layer norm (mean and variance, scale and bias), computed in float32."""
+
+    epsilon: float = 1e-12
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        variance = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(variance + self.epsilon)
+        features = x.shape[-1]
+        scale = self.param(
+            "scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (features,), self.param_dtype
+        )
+        bias = self.param(
+            "bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (features,), self.param_dtype
+        )
+        return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+
+
+# ----------------------------------------------------------------------- embeddings
+
+
+class Embed(nn.Module):
+    """Token embedding; ``attend`` computes logits against the same table (tied head)."""
+
+    num_embeddings: int
+    features: int
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    embedding_init: Callable = nn.initializers.normal(stddev=1.0)
+    axes: tuple = ("vocab", "embed")
+
+    def setup(self):
+        self.embedding = self.param(
+            "embedding",
+            nn.with_logical_partitioning(self.embedding_init, self.axes),
+            (self.num_embeddings, self.features),
+            self.param_dtype,
+        )
+
+    def __call__(self, ids: Array) -> Array:
+        table = jnp.asarray(self.embedding, self.dtype)
+        return jnp.take(table, ids, axis=0)
+
+    def attend(self, query: Array) -> Array:
+        table = jnp.asarray(self.embedding, self.dtype)
+        return jnp.einsum("...d,vd->...v", query.astype(self.dtype), table)
+
+
+class DenseGeneral(nn.Module):
+    """A dense layer over arbitrary in/out axes, with logical axis names for its kernel."""
+
+    features: Sequence[int]
+    kernel_axes: tuple
+    in_axes: int = 1  # how many trailing input axes are contracted
+    use_bias: bool = False
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    kernel_init: Callable = default_kernel_init
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        features = tuple(self.features) if isinstance(self.features, Sequence) else (self.features,)
+        in_shape = x.shape[x.ndim - self.in_axes :]
+        kernel_shape = tuple(in_shape) + features
+        fan_in = int(np.prod(in_shape))
+        fan_out = int(np.prod(features))
+
+        def init(key, shape, dtype):
+            # Initialize as a 2-D matrix so fan-in/fan-out scaling is that of the flat map.
+            flat = self.kernel_init(key, (fan_in, fan_out), dtype)
+            return jnp.reshape(flat, shape)
+
+        kernel = self.param(
+            "kernel", nn.with_logical_partitioning(init, self.kernel_axes), kernel_shape, self.param_dtype
+        )
+        kernel = jnp.asarray(kernel, self.dtype)
+        x = jnp.asarray(x, self.dtype)
+        contract = tuple(range(x.ndim - self.in_axes, x.ndim))
+        y = jax.lax.dot_general(x, kernel, ((contract, tuple(range(self.in_axes))), ((), ())))
+        if self.use_bias:
+            bias_axes = self.kernel_axes[self.in_axes :]
+            bias = self.param(
+                "bias", nn.with_logical_partitioning(nn.initializers.zeros, bias_axes), features, self.param_dtype
+            )
+            y = y + jnp.asarray(bias, self.dtype)
+        return y
+
+
+# ------------------------------------------------------------------ position biases
+
+
+def relative_position_bucket(
+    relative_position: Array, bidirectional: bool, num_buckets: int, max_distance: int
+) -> Array:
+    """T5's bucketing of (key - query) distances: exact for small, log-spaced up to max_distance."""
+    ret = jnp.zeros_like(relative_position)
+    n = relative_position
+    if bidirectional:
+        num_buckets //= 2
+        ret = ret + (n > 0).astype(jnp.int32) * num_buckets
+        n = jnp.abs(n)
+    else:
+        n = -jnp.minimum(n, 0)
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    # Guard log(0); those entries take the `is_small` branch anyway.
+    n_safe = jnp.maximum(n, 1).astype(jnp.float32)
+    large = max_exact + (
+        jnp.log(n_safe / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    ).astype(jnp.int32)
+    large = jnp.minimum(large, num_buckets - 1)
+    return ret + jnp.where(is_small, n, large)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head bias indexed by bucketed relative position (one table per stack)."""
+
+    num_buckets: int
+    max_distance: int
+    num_heads: int
+    bidirectional: bool
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, query_positions: Array, key_positions: Array) -> Array:
+        """Positions [B, Q] and [B, K] (or unbatched [Q], [K]) -> bias [B, heads, Q, K]."""
+        if query_positions.ndim == 1:
+            query_positions = query_positions[None]
+        if key_positions.ndim == 1:
+            key_positions = key_positions[None]
+        rel = key_positions[:, None, :] - query_positions[:, :, None]
+        buckets = relative_position_bucket(rel, self.bidirectional, self.num_buckets, self.max_distance)
+        table = self.param(
+            "rel_embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0), ("heads", "relpos_buckets")),
+            (self.num_heads, self.num_buckets),
+            self.param_dtype,
+        )
+        table = jnp.asarray(table, self.dtype)
+        bias = jnp.take(table, buckets, axis=1)  # [heads, B, Q, K]
+        return jnp.transpose(bias, (1, 0, 2, 3))
+
+
+# ------------------------------------------------------------------------- masks
+
+
+def make_attention_mask(query_ok: Array, key_ok: Array) -> Array:
+    """[B, Q] and [B, K] booleans -> [B, 1, Q, K]."""
+    return (query_ok[:, :, None] & key_ok[:, None, :])[:, None]
+
+
+def segment_mask(query_segments: Array, key_segments: Array) -> Array:
+    """Attend only within the same packed example; segment 0 is padding."""
+    same = query_segments[:, :, None] == key_segments[:, None, :]
+    return (same & (key_segments[:, None, :] != 0))[:, None]
+
+
+def causal_mask(query_positions: Array, key_positions: Array) -> Array:
+    """Key position <= query position, from explicit positions ([B, Q], [B, K])."""
+    return (key_positions[:, None, :] <= query_positions[:, :, None])[:, None]
+
+
+def combine_masks(*masks: Optional[Array]) -> Optional[Array]:
+    masks = [m for m in masks if m is not None]
+    if not masks:
+        return None
+    out = masks[0]
+    for m in masks[1:]:
+        out = out & m
+    return out
+
+
+# --------------------------------------------------------------------- attention
+
+
+def dot_product_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    *,
+    bias: Optional[Array],
+    mask: Optional[Array],
+    scale: float,
+    implementation: str,
+    dropout_rate: float = 0.0,
+    dropout_rng: Optional[Array] = None,
+    deterministic: bool = True,
+) -> Array:
+    """[B, Q, N, H] x [B, K, N, H] -> [B, Q, N, H]. Softmax is taken in float32.
+
+    ``implementation='xla'`` goes through ``jax.nn.dot_product_attention`` (so GPUs
+    can pick fused kernels); ``'einsum'`` is the readable reference path and the
+    only one that supports attention-probability dropout.
+    """
+    use_reference = implementation == "einsum" or (dropout_rate > 0.0 and not deterministic)
+    if not use_reference:
+        if implementation not in ("xla", "cudnn"):
+            raise ValueError(f"attention implementation must be 'xla', 'cudnn' or 'einsum', got {implementation!r}")
+        return jax.nn.dot_product_attention(
+            query, key, value, bias=bias, mask=mask, scale=scale, implementation=implementation
+        )
+    logits = jnp.einsum("bqnh,bknh->bnqk", query, key).astype(jnp.float32) * scale
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, NEG_INF)
+    weights = jax.nn.softmax(logits, axis=-1)
+    if dropout_rate > 0.0 and not deterministic:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+        weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    return jnp.einsum("bnqk,bknh->bqnh", weights.astype(value.dtype), value)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with an optional KV cache for incremental decoding.
+
+    Kernels are [embed, heads, kv] / [heads, kv, embed] (t5x layout). With
+    ``decode=True`` the keys/values of this call are written into a cache at
+    ``cache_index`` and the queries attend to everything cached so far; a call
+    with several tokens (a prompt) prefills, a call with one token decodes.
+    """
+
+    num_heads: int
+    head_dim: int
+    use_bias: bool = False
+    scale: Optional[float] = None  # None: 1/sqrt(head_dim); T5 uses 1.0 (folded into init)
+    dropout_rate: float = 0.0
+    implementation: str = "xla"
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    qkv_init: Callable = default_kernel_init
+    query_init: Optional[Callable] = None  # defaults to qkv_init
+    out_init: Callable = default_kernel_init
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs_q: Array,
+        inputs_kv: Array,
+        *,
+        bias: Optional[Array] = None,
+        mask: Optional[Array] = None,
+        deterministic: bool = True,
+        decode: bool = False,
+    ) -> Array:
+        dense = lambda name, init: DenseGeneral(  # noqa: E731
+            features=(self.num_heads, self.head_dim),
+            kernel_axes=("embed", "heads", "kv"),
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=init,
+            name=name,
+        )
+        query = dense("query", self.query_init or self.qkv_init)(inputs_q)
+        key = dense("key", self.qkv_init)(inputs_kv)
+        value = dense("value", self.qkv_init)(inputs_kv)
+        query = constrain(query, ("batch", "length", "heads", "kv"))
+        key = constrain(key, ("batch", "length", "heads", "kv"))
+        value = constrain(value, ("batch", "length", "heads", "kv"))
+
+        if decode:
+            key, value = self._update_cache(key, value)
+
+        scale = self.scale if self.scale is not None else self.head_dim**-0.5
+        dropout_rng = None
+        if self.dropout_rate > 0.0 and not deterministic:
+            dropout_rng = self.make_rng("dropout")
+        out = dot_product_attention(
+            query,
+            key,
+            value,
+            bias=bias,
+            mask=mask,
+            scale=scale,
+            implementation=self.implementation,
+            dropout_rate=self.dropout_rate,
+            dropout_rng=dropout_rng,
+            deterministic=deterministic,
+        )
+        out = constrain(out, ("batch", "length", "heads", "kv"))
+        return DenseGeneral(
+            features=inputs_q.shape[-1],
+            kernel_axes=("heads", "kv", "embed"),
+            in_axes=2,
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.out_init,
+            name="out",
+        )(out)
+
+    def _update_cache(self, key: Array, value: Array) -> tuple[Array, Array]:
+        is_initialized = self.has_variable("cache", "cached_key")
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+        cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
+        if not is_initialized:
+            # First (shape-defining) call: the cache is allocated at the full decode length.
+            return key, value
+        idx = cache_index.value
+        k = jax.lax.dynamic_update_slice(cached_key.value, key.astype(cached_key.value.dtype), (0, idx, 0, 0))
+        v = jax.lax.dynamic_update_slice(cached_value.value, value.astype(cached_value.value.dtype), (0, idx, 0, 0))
+        cached_key.value, cached_value.value = k, v
+        cache_index.value = idx + key.shape[1]
+        return k, v
+
+
+def cache_positions(decode_index: Array, num_new: int, max_length: int) -> tuple[Array, Array]:
+    """Query positions of the tokens being decoded and the positions of all cache slots."""
+    query = decode_index + jnp.arange(num_new, dtype=jnp.int32)
+    keys = jnp.arange(max_length, dtype=jnp.int32)
+    return query, keys
+
+
+# --------------------------------------------------------------------------- MLPs
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": jax.nn.relu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=True),  # HF "gelu_new", used by T5 1.1
+    "gelu_exact": lambda x: jax.nn.gelu(x, approximate=False),  # BERT
+    "silu": jax.nn.silu,
+    "linear": lambda x: x,
+}
+
+
+class MlpBlock(nn.Module):
+    """Feed-forward block. ``activations=('gelu', 'linear')`` is gated-GELU: act(x W0) * (x W1)."""
+
+    intermediate_dim: int
+    activations: Sequence[str] = ("relu",)
+    use_bias: bool = False
+    intermediate_dropout_rate: float = 0.0
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    kernel_init: Callable = default_kernel_init
+    out_init: Optional[Callable] = None
+
+    @nn.compact
+    def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
+        for act in self.activations:
+            if act not in ACTIVATIONS:
+                raise ValueError(f"unknown MLP activation {act!r}; choose from {sorted(ACTIVATIONS)}")
+        hidden = None
+        for i, act in enumerate(self.activations):
+            name = "wi" if len(self.activations) == 1 else f"wi_{i}"
+            h = DenseGeneral(
+                self.intermediate_dim,
+                kernel_axes=("embed", "mlp"),
+                use_bias=self.use_bias,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=self.kernel_init,
+                name=name,
+            )(x)
+            h = ACTIVATIONS[act](h)
+            hidden = h if hidden is None else hidden * h
+        hidden = constrain(hidden, ("batch", "length", "mlp"))
+        hidden = nn.Dropout(self.intermediate_dropout_rate, broadcast_dims=())(hidden, deterministic=deterministic)
+        return DenseGeneral(
+            x.shape[-1],
+            kernel_axes=("mlp", "embed"),
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.out_init or self.kernel_init,
+            name="wo",
+        )(hidden)

@@ -1,0 +1,154 @@
+"""Model wrappers: a Flax module plus the features it reads and its pure loss.
+
+Each wrapper is a frozen dataclass (gin builds it from a config) exposing
+``init(rng, batch)``, ``logits(params, batch, dropout_rng)`` and
+``loss_fn(params, batch, dropout_rng) -> (loss, metrics)``; nothing is hidden
+in the object, so these functions jit, shard and differentiate as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from t5x_lite.models.config import BertConfig, T5Config
+from t5x_lite.models.decoder_only import DecoderOnly
+from t5x_lite.models.stacking import stack_layer_params, unstack_layer_params
+from t5x_lite.models.t5 import T5
+from t5x_lite.training.losses import weighted_mean_loss
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+Params = Any
+
+
+def _get(batch: Batch, key: str) -> Optional[Array]:
+    return batch.get(key) if key in batch else None
+
+
+@dataclasses.dataclass(frozen=True)
+class _LossOptions:
+    z_loss: float = 1e-4
+    label_smoothing: float = 0.0
+    loss_normalizer: Optional[float] = None  # None: divide by the number of target tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseModel(_LossOptions):
+    """Shared plumbing: init, layout conversion and the token-level loss."""
+
+    kind = "base"  # overridden; recorded in checkpoints so a restore picks the right wrapper
+
+    @property
+    def module(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _apply_kwargs(self, batch: Batch) -> dict:
+        raise NotImplementedError
+
+    def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
+        raise NotImplementedError
+
+    def init(self, rng: Array, batch: Batch) -> Params:
+        """Parameters with their logical-axis boxes removed (plain arrays)."""
+        variables = self.module.init({"params": rng, "dropout": rng}, **self._apply_kwargs(batch))
+        return nn.unbox(variables["params"])
+
+    def abstract_params(self, batch: Batch) -> Params:
+        """Shapes and logical axes without allocating anything (``jax.eval_shape``)."""
+        return jax.eval_shape(
+            lambda r: self.module.init({"params": r, "dropout": r}, **self._apply_kwargs(batch))["params"],
+            jax.random.key(0),
+        )
+
+    def logits(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None) -> Array:
+        rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
+        return self.module.apply(
+            {"params": params}, **self._apply_kwargs(batch), enable_dropout=dropout_rng is not None, rngs=rngs
+        )
+
+    def replace(self, **changes) -> "BaseModel":
+        return dataclasses.replace(self, **changes)
+
+    def to_loop_layout(self, params: Params) -> Params:
+        return unstack_layer_params(params) if self.config.scan_layers else params
+
+    def from_loop_layout(self, params: Params) -> Params:
+        return stack_layer_params(params) if self.config.scan_layers else params
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderDecoderModel(BaseModel):
+    """T5-family encoder-decoder trained with teacher forcing on ``decoder_target_tokens``."""
+
+    config: T5Config = T5Config()
+    kind = "encoder_decoder"
+
+    @property
+    def module(self) -> nn.Module:
+        return T5(self.config)
+
+    def _apply_kwargs(self, batch: Batch) -> dict:
+        return dict(
+            encoder_input_tokens=batch["encoder_input_tokens"],
+            decoder_input_tokens=batch["decoder_input_tokens"],
+            encoder_segment_ids=_get(batch, "encoder_segment_ids"),
+            decoder_segment_ids=_get(batch, "decoder_segment_ids"),
+            encoder_positions=_get(batch, "encoder_positions"),
+            decoder_positions=_get(batch, "decoder_positions"),
+        )
+
+    def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
+        enc = jnp.ones((batch_size, lengths["inputs"]), jnp.int32)
+        dec = jnp.ones((batch_size, lengths["targets"]), jnp.int32)
+        return {"encoder_input_tokens": enc, "decoder_input_tokens": dec, "decoder_target_tokens": dec}
+
+    def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
+        logits = self.logits(params, batch, dropout_rng)
+        targets = batch["decoder_target_tokens"]
+        weights = _get(batch, "decoder_loss_weights")
+        if weights is None:
+            weights = targets != self.config.pad_id
+        return weighted_mean_loss(
+            logits, targets, weights, z_loss=self.z_loss, label_smoothing=self.label_smoothing,
+            normalizer=self.loss_normalizer,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderOnlyModel(BaseModel):
+    """Causal or prefix LM; the loss covers the positions ``decoder_loss_weights`` marks (targets only)."""
+
+    config: T5Config = T5Config()
+    kind = "decoder_only"
+
+    @property
+    def module(self) -> nn.Module:
+        return DecoderOnly(self.config)
+
+    def _apply_kwargs(self, batch: Batch) -> dict:
+        return dict(
+            decoder_input_tokens=batch["decoder_input_tokens"],
+            decoder_segment_ids=_get(batch, "decoder_segment_ids"),
+            decoder_positions=_get(batch, "decoder_positions"),
+            decoder_causal_attention=_get(batch, "decoder_causal_attention"),
+        )
+
+    def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
+        dec = jnp.ones((batch_size, lengths["targets"]), jnp.int32)
+        return {"decoder_input_tokens": dec, "decoder_target_tokens": dec}
+
+    def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
+        logits = self.logits(params, batch, dropout_rng)
+        targets = batch["decoder_target_tokens"]
+        weights = _get(batch, "decoder_loss_weights")
+        if weights is None:
+            weights = targets != self.config.pad_id
+        return weighted_mean_loss(
+            logits, targets, weights, z_loss=self.z_loss, label_smoothing=self.label_smoothing,
+            normalizer=self.loss_normalizer,
+        )

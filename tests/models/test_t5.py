@@ -1,0 +1,237 @@
+"""T5 encoder-decoder and decoder-only: layouts, packing, KV cache, dtypes."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from t5x_lite.models.config import T5Config
+from t5x_lite.models.model import DecoderOnlyModel, EncoderDecoderModel
+from t5x_lite.models.stacking import stack_layer_params, unstack_layer_params
+
+TINY = T5Config(
+    vocab_size=50, d_model=32, d_ff=48, num_heads=4, d_kv=8, num_encoder_layers=2, num_decoder_layers=3,
+    mlp_activations=("gelu", "linear"), logits_via_embedding=False, dropout_rate=0.0,
+    relative_attention_num_buckets=8, relative_attention_max_distance=16,
+)
+TINY_V10 = TINY.replace(mlp_activations=("relu",), logits_via_embedding=True)
+
+
+def _tokens(rng, shape, low=3, high=50):
+    return jnp.asarray(np.random.default_rng(rng).integers(low, high, shape), jnp.int32)
+
+
+def _encdec_batch(seed=0, b=2, s=7, t=5):
+    enc = _tokens(seed, (b, s))
+    tgt = _tokens(seed + 1, (b, t))
+    dec_in = jnp.concatenate([jnp.zeros((b, 1), jnp.int32), tgt[:, :-1]], axis=1)
+    return {"encoder_input_tokens": enc, "decoder_input_tokens": dec_in, "decoder_target_tokens": tgt}
+
+
+def _lm_batch(seed=0, b=2, t=9):
+    tgt = _tokens(seed, (b, t))
+    dec_in = jnp.concatenate([jnp.zeros((b, 1), jnp.int32), tgt[:, :-1]], axis=1)
+    return {"decoder_input_tokens": dec_in, "decoder_target_tokens": tgt}
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_V10], ids=["v1_1", "v1_0"])
+def test_scan_matches_loop(cfg):
+    model = EncoderDecoderModel(config=cfg)
+    batch = _encdec_batch()
+    params = model.init(jax.random.key(0), batch)
+    scanned = EncoderDecoderModel(config=cfg.replace(scan_layers=True))
+    stacked = stack_layer_params(params)
+    assert "layers" in stacked["encoder"] and "layers_0" not in stacked["encoder"]
+    np.testing.assert_allclose(model.logits(params, batch), scanned.logits(stacked, batch), atol=1e-5)
+    # scan's own init has the layout that stack_layer_params produces
+    own = scanned.init(jax.random.key(0), batch)
+    assert jax.tree_util.tree_structure(own) == jax.tree_util.tree_structure(stacked)
+    back = unstack_layer_params(stacked)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool(jnp.array_equal(a, b)), params, back))
+
+
+def test_decoder_only_scan_matches_loop():
+    model = DecoderOnlyModel(config=TINY)
+    batch = _lm_batch()
+    params = model.init(jax.random.key(1), batch)
+    scanned = DecoderOnlyModel(config=TINY.replace(scan_layers=True))
+    np.testing.assert_allclose(model.logits(params, batch), scanned.logits(stack_layer_params(params), batch),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["full", "dots"])
+@pytest.mark.parametrize("scan", [False, True])
+def test_remat_gives_same_loss_and_grads(policy, scan):
+    base = EncoderDecoderModel(config=TINY.replace(scan_layers=scan))
+    remat = EncoderDecoderModel(config=TINY.replace(scan_layers=scan, remat_policy=policy))
+    batch = _encdec_batch()
+    params = base.init(jax.random.key(0), batch)
+    (l1, _), g1 = jax.value_and_grad(base.loss_fn, has_aux=True)(params, batch)
+    (l2, _), g2 = jax.value_and_grad(remat.loss_fn, has_aux=True)(params, batch)
+    np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_einsum_attention_matches_xla():
+    batch = _encdec_batch()
+    model = EncoderDecoderModel(config=TINY)
+    params = model.init(jax.random.key(0), batch)
+    ref = EncoderDecoderModel(config=TINY.replace(attention_impl="einsum"))
+    np.testing.assert_allclose(model.logits(params, batch), ref.logits(params, batch), atol=1e-5)
+
+
+def _pack(rows, length):
+    """Concatenate examples into one row with segment ids and per-example positions."""
+    tokens, seg, pos = [], [], []
+    for i, r in enumerate(rows, start=1):
+        tokens += list(r)
+        seg += [i] * len(r)
+        pos += list(range(len(r)))
+    pad = length - len(tokens)
+    return (np.array(tokens + [0] * pad)[None], np.array(seg + [0] * pad)[None], np.array(pos + [0] * pad)[None])
+
+
+def test_packed_encoder_decoder_equals_separate():
+    model = EncoderDecoderModel(config=TINY)
+    rng = np.random.default_rng(3)
+    inputs = [rng.integers(3, 50, n) for n in (5, 3, 6)]
+    targets = [rng.integers(3, 50, n) for n in (4, 2, 3)]
+    dec_inputs = [np.concatenate([[0], t[:-1]]) for t in targets]
+    enc, enc_seg, enc_pos = _pack(inputs, 16)
+    dec, dec_seg, dec_pos = _pack(dec_inputs, 12)
+    packed = {"encoder_input_tokens": enc, "decoder_input_tokens": dec, "encoder_segment_ids": enc_seg,
+              "decoder_segment_ids": dec_seg, "encoder_positions": enc_pos, "decoder_positions": dec_pos}
+    packed = {k: jnp.asarray(v, jnp.int32) for k, v in packed.items()}
+    params = model.init(jax.random.key(0), packed)
+    packed_logits = np.asarray(model.logits(params, packed))[0]
+    offset = 0
+    for x, d in zip(inputs, dec_inputs):
+        single = {"encoder_input_tokens": jnp.asarray(x[None], jnp.int32),
+                  "decoder_input_tokens": jnp.asarray(d[None], jnp.int32)}
+        alone = np.asarray(model.logits(params, single))[0]
+        np.testing.assert_allclose(packed_logits[offset: offset + len(d)], alone, atol=1e-5)
+        offset += len(d)
+
+
+@pytest.mark.parametrize("prefix_lm", [False, True])
+def test_packed_decoder_only_equals_separate(prefix_lm):
+    model = DecoderOnlyModel(config=TINY)
+    rng = np.random.default_rng(4)
+    rows = [rng.integers(3, 50, n) for n in (5, 4, 6)]
+    prefix_lens = [2, 1, 3]
+    dec, seg, pos = _pack(rows, 18)
+    causal = np.zeros_like(dec)
+    if prefix_lm:
+        offset = 0
+        for r, p in zip(rows, prefix_lens):
+            causal[0, offset: offset + p] = 1
+            offset += len(r)
+    batch = {"decoder_input_tokens": dec, "decoder_segment_ids": seg, "decoder_positions": pos}
+    if prefix_lm:
+        batch["decoder_causal_attention"] = causal
+    batch = {k: jnp.asarray(v, jnp.int32) for k, v in batch.items()}
+    params = model.init(jax.random.key(0), batch)
+    packed = np.asarray(model.logits(params, batch))[0]
+    offset = 0
+    for r, p in zip(rows, prefix_lens):
+        single = {"decoder_input_tokens": jnp.asarray(r[None], jnp.int32)}
+        if prefix_lm:
+            single["decoder_causal_attention"] = jnp.asarray((np.arange(len(r)) < p)[None], jnp.int32)
+        np.testing.assert_allclose(packed[offset: offset + len(r)], np.asarray(model.logits(params, single))[0],
+                                   atol=1e-5)
+        offset += len(r)
+
+
+def test_prefix_lm_mask_sees_the_whole_prefix():
+    """Changing a later prefix token changes earlier prefix outputs (bidirectional), not for a causal LM."""
+    model = DecoderOnlyModel(config=TINY)
+    batch = _lm_batch(t=6)
+    params = model.init(jax.random.key(0), batch)
+    changed = dict(batch, decoder_input_tokens=batch["decoder_input_tokens"].at[:, 2].set(7))
+    causal = jnp.asarray(np.array([[1, 1, 1, 0, 0, 0]] * 2), jnp.int32)
+    a = model.logits(params, dict(batch, decoder_causal_attention=causal))
+    b = model.logits(params, dict(changed, decoder_causal_attention=causal))
+    assert not np.allclose(a[:, 0], b[:, 0])
+    np.testing.assert_allclose(model.logits(params, batch)[:, :2], model.logits(params, changed)[:, :2], atol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_V10, TINY.replace(scan_layers=True)], ids=["v1_1", "v1_0", "scan"])
+def test_kv_cache_decoding_equals_full_forward(cfg):
+    model = EncoderDecoderModel(config=cfg)
+    batch = _encdec_batch(t=6)
+    batch["encoder_input_tokens"] = batch["encoder_input_tokens"].at[1, 5:].set(0)  # padded input
+    params = model.init(jax.random.key(0), batch)
+    full = np.asarray(model.logits(params, batch))
+    module = model.module
+    dec_in = batch["decoder_input_tokens"]
+    t = dec_in.shape[1]
+    encoded = module.apply({"params": params}, batch["encoder_input_tokens"], method=module.encode)
+    cache = module.apply({"params": params}, encoded, batch["encoder_input_tokens"], dec_in, decode=True,
+                         method=module.decode, mutable=["cache"])[1]["cache"]
+    for i in range(t):
+        logits, mut = module.apply({"params": params, "cache": cache}, encoded, batch["encoder_input_tokens"],
+                                   dec_in[:, i: i + 1], decode=True, max_decode_length=t, method=module.decode,
+                                   mutable=["cache"])
+        cache = mut["cache"]
+        np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, i], atol=1e-5)
+
+
+def test_decoder_only_cache_prefill_then_step():
+    """A prompt prefilled in one call, then token-by-token, equals the full prefix-LM forward."""
+    model = DecoderOnlyModel(config=TINY)
+    batch = _lm_batch(t=8)
+    tokens = batch["decoder_input_tokens"]
+    p = 3
+    causal = jnp.asarray(np.tile(np.arange(8) < p, (2, 1)), jnp.int32)
+    params = model.init(jax.random.key(0), batch)
+    full = np.asarray(model.logits(params, dict(batch, decoder_causal_attention=causal)))
+    module = model.module
+    cache = module.apply({"params": params}, tokens, decode=True, mutable=["cache"])[1]["cache"]
+    logits, mut = module.apply({"params": params, "cache": cache}, tokens[:, :p],
+                               decoder_causal_attention=causal[:, :p], decode=True, max_decode_length=8,
+                               mutable=["cache"])
+    np.testing.assert_allclose(np.asarray(logits), full[:, :p], atol=1e-5)
+    cache = mut["cache"]
+    for i in range(p, 8):
+        logits, mut = module.apply({"params": params, "cache": cache}, tokens[:, i: i + 1], decode=True,
+                                   max_decode_length=8, mutable=["cache"])
+        cache = mut["cache"]
+        np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, i], atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    cfg = TINY.replace(dtype="bfloat16")
+    model = EncoderDecoderModel(config=cfg)
+    batch = _encdec_batch()
+    params = model.init(jax.random.key(0), batch)
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(params))
+    logits = model.logits(params, batch)
+    assert logits.dtype == jnp.float32
+    ref = EncoderDecoderModel(config=TINY).logits(params, batch)
+    assert np.abs(np.asarray(logits) - np.asarray(ref)).max() < 0.1 * np.abs(np.asarray(ref)).max()
+
+
+def test_every_param_has_logical_axes():
+    for cfg in (TINY, TINY.replace(scan_layers=True)):
+        model = EncoderDecoderModel(config=cfg)
+        abstract = model.abstract_params(_encdec_batch())
+        specs = nn.get_partition_spec(abstract)
+        leaves = jax.tree_util.tree_leaves(abstract, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+        assert all(isinstance(x, nn.Partitioned) for x in leaves)
+        for leaf, spec in zip(leaves, jax.tree_util.tree_leaves(specs, is_leaf=lambda x: x is None or
+                                                                   isinstance(x, jax.sharding.PartitionSpec))):
+            assert len(leaf.names) == leaf.value.ndim
+        if cfg.scan_layers:
+            assert any("layers" in x.names for x in leaves)
+
+
+def test_dropout_is_active_only_with_rng():
+    model = EncoderDecoderModel(config=TINY.replace(dropout_rate=0.5))
+    batch = _encdec_batch()
+    params = model.init(jax.random.key(0), batch)
+    a = model.logits(params, batch)
+    np.testing.assert_array_equal(a, model.logits(params, batch))
+    b = model.logits(params, batch, dropout_rng=jax.random.key(1))
+    assert not np.allclose(a, b)
