@@ -1,0 +1,47 @@
+"""Masked language modeling for an encoder-only model (Devlin et al. 2019, BERT)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+
+from t5x_lite.data.objectives import encodings as enc
+from t5x_lite.data.objectives.base import as_tokens
+from t5x_lite.data.objectives.noise import iid_noise_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class BertMLM:
+    """BERT's masked LM: 15% of positions selected, of those 80% mask / 10% random / 10% kept.
+
+    Returns ``inputs`` (the corrupted text, same length), ``mlm_targets`` (the
+    original token at selected positions, 0 elsewhere) and ``mlm_weights``
+    (float32, 1 at selected positions), so the loss is taken only there.
+    Positions are selected i.i.d. (as T5's ``iid_noise_mask`` and Hugging Face's
+    collator do), not as an exact count per sequence as BERT's original script.
+    For a BERT vocabulary set ``VocabInfo(mask_id=103, num_extra_ids=0, ...)``.
+    """
+
+    vocab: enc.VocabInfo
+    noise_density: float = 0.15
+    random_prob: float = 0.1
+    keep_prob: float = 0.1
+    name: str = "bert_mlm"
+
+    def required_raw_length(self, feature_lengths: Mapping[str, int]) -> int:
+        # One position is left for the EOS / separator the feature converter adds.
+        return max(feature_lengths["inputs"] - 1, 0)
+
+    def __call__(self, tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        tokens = as_tokens(tokens)
+        selected = iid_noise_mask(tokens.size, self.noise_density, rng)
+        inputs = enc.noise_token_to_random_token_or_sentinel(
+            tokens, selected, self.vocab, rng, random_prob=self.random_prob, keep_prob=self.keep_prob
+        )
+        return {
+            "inputs": inputs,
+            "mlm_targets": np.where(selected, tokens, np.zeros_like(tokens)),
+            "mlm_weights": selected.astype(np.float32),
+        }
