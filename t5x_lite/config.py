@@ -8,7 +8,9 @@ override only ``models.T5Config`` / ``models.BertConfig`` fields.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -64,7 +66,25 @@ def parse(
     for path in search_paths(extra_search_paths):
         gin.add_config_file_search_path(path)
     resolved = [resolve_gin_file(f, extra_search_paths) for f in gin_files]
-    gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=finalize)
+    with _quiet_include_probing():
+        gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=finalize)
+
+
+class _DropPathNotFound(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Path not found")
+
+
+@contextlib.contextmanager
+def _quiet_include_probing():
+    """gin logs an ERROR for every search path an ``include`` misses before it hits; drop those."""
+    root = logging.getLogger()
+    flt = _DropPathNotFound()
+    root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
 
 
 def resolve_gin_file(name: str, extra_search_paths: Sequence[str] = ()) -> str:

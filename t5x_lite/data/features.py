@@ -1,0 +1,218 @@
+"""Output features, truncation, and feature converters (task features -> model features).
+
+A task yields examples with token arrays ``inputs`` / ``targets`` (and, for
+encoder-only tasks, ``mlm_targets`` / ``mlm_weights`` / ``label``). A converter
+turns a padded or packed batch of those into the feature names each model
+reads (t5x names: ``encoder_input_tokens``, ``decoder_target_tokens`` ...).
+Packing itself is grain's ``FirstFitPackIterDataset``; it adds
+``<feature>_segment_ids`` and ``<feature>_positions``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+PAD_ID = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    """One token feature of a task: its vocabulary and whether EOS ends it."""
+
+    vocabulary: Any
+    add_eos: bool = True
+    required: bool = True
+
+
+class TruncationStats:
+    """Counts tokens cut by truncation, per feature (in-process; thread-safe)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.examples = 0
+        self.truncated_examples: dict[str, int] = {}
+        self.truncated_tokens: dict[str, int] = {}
+
+    def record(self, feature: str, dropped: int) -> None:
+        with self._lock:
+            self.truncated_examples[feature] = self.truncated_examples.get(feature, 0) + 1
+            self.truncated_tokens[feature] = self.truncated_tokens.get(feature, 0) + dropped
+
+    def count_example(self) -> None:
+        with self._lock:
+            self.examples += 1
+
+    def as_dict(self) -> dict:
+        return {"examples": self.examples, "truncated_examples": dict(self.truncated_examples),
+                "truncated_tokens": dict(self.truncated_tokens)}
+
+
+def trim_and_append_eos(
+    example: Mapping[str, Any],
+    lengths: Mapping[str, int],
+    add_eos: Mapping[str, bool],
+    eos_id: int,
+    stats: Optional[TruncationStats] = None,
+) -> dict:
+    """Cut each token feature to its length (keeping room for EOS) and append EOS.
+
+    Truncation is counted, never silent: ``stats`` records how many examples and
+    tokens each feature lost.
+    """
+    out = dict(example)
+    for key, length in lengths.items():
+        if key not in example:
+            continue
+        tokens = np.asarray(example[key], dtype=np.int32)
+        eos = bool(add_eos.get(key, False))
+        room = length - int(eos)
+        if tokens.shape[0] > room:
+            if stats is not None:
+                stats.record(key, int(tokens.shape[0] - room))
+            tokens = tokens[:room]
+        if eos:
+            tokens = np.concatenate([tokens, np.array([eos_id], np.int32)])
+        out[key] = tokens
+    if stats is not None:
+        stats.count_example()
+    return out
+
+
+def pad_to(tokens: np.ndarray, length: int) -> np.ndarray:
+    tokens = np.asarray(tokens)
+    if tokens.shape[0] > length:
+        raise ValueError(f"sequence of length {tokens.shape[0]} exceeds feature length {length}")
+    return np.pad(tokens, (0, length - tokens.shape[0]))
+
+
+def shift_right(targets: np.ndarray, segment_ids: Optional[np.ndarray] = None, start_id: int = 0) -> np.ndarray:
+    """Teacher-forcing inputs: targets moved one step right, ``start_id`` at each segment start."""
+    targets = np.asarray(targets)
+    shifted = np.concatenate([np.full(targets.shape[:-1] + (1,), start_id, targets.dtype), targets[..., :-1]], -1)
+    if segment_ids is not None:
+        starts = np.concatenate(
+            [np.ones(segment_ids.shape[:-1] + (1,), bool), segment_ids[..., 1:] != segment_ids[..., :-1]], -1
+        )
+        shifted = np.where(starts, start_id, shifted)
+    return shifted
+
+
+def _int32(batch: Mapping[str, np.ndarray]) -> dict:
+    return {k: np.asarray(v, np.int32) if np.asarray(v).dtype.kind in "iub" else np.asarray(v, np.float32)
+            for k, v in batch.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class EncDecFeatureConverter:
+    """inputs -> encoder, targets -> decoder (teacher forcing), loss on non-padding targets."""
+
+    pack: bool = False
+    decoder_start_id: int = 0
+
+    def trim_lengths(self, lengths: Mapping[str, int]) -> dict:
+        return {"inputs": lengths["inputs"], "targets": lengths["targets"]}
+
+    def task_lengths(self, lengths: Mapping[str, int]) -> dict:
+        return self.trim_lengths(lengths)
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict:
+        targets = np.asarray(batch["targets"])
+        out = {
+            "encoder_input_tokens": batch["inputs"],
+            "decoder_target_tokens": targets,
+            "decoder_loss_weights": (targets != PAD_ID).astype(np.float32),
+        }
+        if self.pack:
+            out["encoder_segment_ids"] = batch["inputs_segment_ids"]
+            out["encoder_positions"] = batch["inputs_positions"]
+            out["decoder_segment_ids"] = batch["targets_segment_ids"]
+            out["decoder_positions"] = batch["targets_positions"]
+            out["decoder_input_tokens"] = shift_right(targets, batch["targets_segment_ids"], self.decoder_start_id)
+        else:
+            out["decoder_input_tokens"] = shift_right(targets, None, self.decoder_start_id)
+        return _int32(out)
+
+
+def concat_for_decoder_only(example: Mapping[str, Any], loss_on_targets_only: bool = True) -> dict:
+    """Prefix LM: one sequence ``inputs ++ targets`` plus per-token prefix and loss masks.
+
+    ``causal_attention`` covers the inputs and one more position, because after
+    the shift the first target is predicted from the last input (t5x convention).
+    """
+    inputs = np.asarray(example.get("inputs", np.zeros(0, np.int32)), np.int32)
+    targets = np.asarray(example["targets"], np.int32)
+    n_in = inputs.shape[0]
+    seq = np.concatenate([inputs, targets])
+    causal = np.zeros(seq.shape[0], np.int32)
+    if n_in:
+        causal[: n_in + 1] = 1
+    weights = np.ones(seq.shape[0], np.int32)
+    if loss_on_targets_only:
+        weights[:n_in] = 0
+    return {"targets": seq, "causal_attention": causal, "loss_weights": weights}
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderOnlyFeatureConverter:
+    """Causal LM on ``targets``, or a prefix LM on ``inputs ++ targets`` (loss on targets only)."""
+
+    pack: bool = False
+    prefix_lm: bool = True
+    loss_on_targets_only: bool = True
+
+    def trim_lengths(self, lengths: Mapping[str, int]) -> dict:
+        return {k: lengths[k] for k in ("inputs", "targets") if k in lengths}
+
+    def task_lengths(self, lengths: Mapping[str, int]) -> dict:
+        # The concatenated sequence (and its two masks) takes the place of "targets".
+        n = lengths["targets"] + (lengths.get("inputs", 0) if self.prefix_lm else 0)
+        return {"targets": n, "causal_attention": n, "loss_weights": n}
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict:
+        targets = np.asarray(batch["targets"])
+        seg = batch.get("targets_segment_ids") if self.pack else None
+        weights = np.asarray(batch["loss_weights"]) * (targets != PAD_ID)
+        out = {
+            "decoder_target_tokens": targets,
+            "decoder_input_tokens": shift_right(targets, seg, 0),
+            "decoder_loss_weights": weights.astype(np.float32),
+        }
+        if self.prefix_lm:
+            out["decoder_causal_attention"] = batch["causal_attention"]
+        if self.pack:
+            out["decoder_segment_ids"] = batch["targets_segment_ids"]
+            out["decoder_positions"] = batch["targets_positions"]
+        return _int32(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderOnlyFeatureConverter:
+    """BERT-style: ``inputs`` -> ``input_tokens``; MLM targets/weights or a class ``label``."""
+
+    pack: bool = False
+    classification: bool = False
+
+    def trim_lengths(self, lengths: Mapping[str, int]) -> dict:
+        out = {"inputs": lengths["inputs"]}
+        if not self.classification:
+            out.update(mlm_targets=lengths["inputs"], mlm_weights=lengths["inputs"])
+        return out
+
+    def task_lengths(self, lengths: Mapping[str, int]) -> dict:
+        return self.trim_lengths(lengths)
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict:
+        out = {"input_tokens": batch["inputs"]}
+        if self.classification:
+            out["labels"] = np.asarray(batch["label"]).reshape(-1)
+        else:
+            out["mlm_targets"] = batch["mlm_targets"]
+            out["mlm_weights"] = np.asarray(batch["mlm_weights"], np.float32)
+        if self.pack:
+            out["segment_ids"] = batch["inputs_segment_ids"]
+            out["positions"] = batch["inputs_positions"]
+        return _int32(out)

@@ -1,0 +1,210 @@
+"""The input pipeline: grain, deterministic for a seed, sharded per host, resumable.
+
+    records --preprocess/tokenize--> (pretraining: concat + chunk + objective)
+      --shard(process)--> shuffle(seed) --> repeat --> trim + EOS
+      --> [pack (grain first-fit) | pad] --> batch(global / processes) --> converter
+
+Every random choice is a function of (seed, position in the stream), so the
+iterator's ``get_state()`` (a small dict, saved in every checkpoint) and
+``set_state()`` resume at exactly the next batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Mapping, Optional
+
+import grain
+import numpy as np
+
+from t5x_lite.data.features import (
+    DecoderOnlyFeatureConverter,
+    TruncationStats,
+    concat_for_decoder_only,
+    pad_to,
+    trim_and_append_eos,
+)
+from t5x_lite.data.tasks import DataError, Mixture, Task, get_task_or_mixture
+
+log = logging.getLogger(__name__)
+
+
+def process_shard() -> tuple[int, int]:
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
+# ------------------------------------------------------------------ tokenization
+
+
+def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any]) -> Optional[dict]:
+    """Preprocess one record and tokenize its text features; errors name file:line."""
+    example: Optional[dict] = dict(record)
+    for fn in task.preprocessors:
+        example = fn(example)
+        if example is None:
+            return None
+    out = {}
+    for key, feature in task.output_features.items():
+        if key not in example:
+            if feature.required:
+                raise DataError(f"{source.origin(index)}: task {task.name!r} produced no {key!r} feature "
+                                f"(record keys: {sorted(example)})")
+            continue
+        value = example[key]
+        if isinstance(value, str):
+            if not value.strip() and feature.required:
+                raise DataError(f"{source.origin(index)}: empty {key!r} in task {task.name!r}")
+            value = feature.vocabulary.encode(value)
+        out[key] = np.asarray(value, np.int32)
+    for key, value in example.items():  # non-token fields (labels, ids) pass through
+        if key not in task.output_features and not isinstance(value, str):
+            out[key] = np.asarray(value)
+    return out
+
+
+_TOKEN_CACHE: dict[tuple[int, str, str], np.ndarray] = {}
+
+
+def _concatenated_tokens(task: Task, split: str) -> np.ndarray:
+    """All documents of a pretraining split tokenized and concatenated (T5 adds no separator).
+
+    Cached per process: tokenizing the bundled corpus takes seconds, and every
+    objective of a sweep reads the same tokens.
+    """
+    key = (id(task), task.name, split)
+    if key not in _TOKEN_CACHE:
+        _TOKEN_CACHE[key] = _tokenize_corpus(task, split)
+    return _TOKEN_CACHE[key]
+
+
+def _tokenize_corpus(task: Task, split: str) -> np.ndarray:
+    source = task.source(split)
+    texts = []
+    for i in range(len(source)):
+        example: Optional[dict] = dict(source[i])
+        for fn in task.preprocessors:
+            example = fn(example)
+            if example is None:
+                break
+        if example is not None:
+            texts.append(example[task.text_field])
+    if not texts:
+        raise DataError(f"task {task.name!r} split {split!r}: no documents ({source.description})")
+    pieces = task.vocabulary.encode_batch(texts)
+    return np.concatenate([np.asarray(p, np.int32) for p in pieces])
+
+
+def _pretraining_pieces(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDataset:
+    tokens = _concatenated_tokens(task, split)
+    raw = task.objective.required_raw_length(dict(lengths))
+    n = tokens.shape[0] // raw
+    if n == 0:
+        raise DataError(f"task {task.name!r} split {split!r}: {tokens.shape[0]} tokens, fewer than one "
+                        f"piece of {raw} tokens")
+    return grain.MapDataset.range(n).map(lambda i: tokens[i * raw: (i + 1) * raw])
+
+
+def _examples(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDataset:
+    """Tokenized examples before corruption (pretraining) or as they are (everything else)."""
+    if task.objective is not None:
+        return _pretraining_pieces(task, split, lengths)
+    source = task.source(split)
+    if len(source) == 0:
+        raise DataError(f"task {task.name!r} split {split!r}: the source is empty ({source.description})")
+    return grain.MapDataset.source(source).map_with_index(
+        lambda i, rec: _tokenize_record(task, source, i, rec)
+    ).filter(lambda ex: ex is not None)
+
+
+# ---------------------------------------------------------------------- the graph
+
+
+def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, shuffle: bool, repeat: bool,
+                  shard: tuple[int, int], stats: TruncationStats) -> grain.MapDataset:
+    ds = _examples(task, split, lengths)
+    index, count = shard
+    if count > 1:
+        ds = ds[index::count]
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    if repeat:
+        ds = ds.repeat(None)
+    if task.objective is not None:
+        objective = task.objective
+        ds = ds.random_map(lambda piece, rng: objective(piece, rng), seed=seed)
+    add_eos = {k: f.add_eos for k, f in task.output_features.items()}
+    eos = task.vocabulary.eos_id
+    return ds.map(lambda ex: trim_and_append_eos(ex, trim_lengths, add_eos, eos, stats))
+
+
+def get_dataset(
+    task_or_mixture: str | Task | Mixture,
+    *,
+    split: str,
+    feature_lengths: Mapping[str, int],
+    batch_size: int,
+    converter,
+    seed: int = 0,
+    shuffle: bool = True,
+    repeat: bool = True,
+    pack: bool = False,
+    shard: Optional[tuple[int, int]] = None,
+    drop_remainder: Optional[bool] = None,
+) -> tuple[grain.IterDataset, TruncationStats]:
+    """A batched ``grain.IterDataset`` of model features for this host, plus truncation stats.
+
+    ``batch_size`` is the global batch; each of the ``shard[1]`` hosts gets an
+    equal slice of the examples and builds ``batch_size / hosts`` rows.
+    """
+    item = get_task_or_mixture(task_or_mixture) if isinstance(task_or_mixture, str) else task_or_mixture
+    index, count = shard if shard is not None else process_shard()
+    if batch_size % count:
+        raise DataError(f"batch_size {batch_size} is not divisible by the number of processes {count}")
+    per_host = batch_size // count
+    stats = TruncationStats()
+    lengths = dict(feature_lengths)
+    trim = converter.trim_lengths(lengths)
+    if isinstance(item, Mixture):
+        parts = item.resolved()
+        datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
+                                  shard=(index, count), stats=stats) for i, (t, _) in enumerate(parts)]
+        ds = grain.MapDataset.mix(datasets, [rate for _, rate in parts])
+    else:
+        ds = _task_dataset(item, split, lengths, trim, seed=seed, shuffle=shuffle, repeat=repeat,
+                           shard=(index, count), stats=stats)
+    ds = ds.map(functools.partial(_prepare_for_converter, converter=converter))
+    packed_lengths = converter.task_lengths(lengths)
+    iter_ds = ds.to_iter_dataset()
+    if pack:
+        iter_ds = grain.experimental.FirstFitPackIterDataset(
+            iter_ds, length_struct=packed_lengths, num_packing_bins=max(per_host, 1), seed=seed,
+            shuffle_bins=shuffle,
+        )
+    else:
+        iter_ds = iter_ds.map(functools.partial(_pad_example, lengths=packed_lengths))
+    if drop_remainder is None:
+        drop_remainder = repeat
+    iter_ds = iter_ds.batch(per_host, drop_remainder=drop_remainder).map(converter)
+    return iter_ds, stats
+
+
+def _prepare_for_converter(example: dict, converter) -> dict:
+    """Decoder-only converters read one concatenated sequence; build it before packing."""
+    if isinstance(converter, DecoderOnlyFeatureConverter):
+        if not converter.prefix_lm:
+            example = {"targets": example["targets"]}
+        return concat_for_decoder_only(example, converter.loss_on_targets_only)
+    return example
+
+
+def _pad_example(example: Mapping[str, Any], lengths: Mapping[str, int]) -> dict:
+    out = {}
+    for key, value in example.items():
+        if key in lengths:
+            out[key] = pad_to(value, lengths[key])
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,112 @@
+"""Tasks and mixtures, registered by name so gin can refer to them.
+
+A :class:`Task` names a source (per split), record-level preprocessors (text in,
+text out), its output features (vocabulary, EOS) and its metrics. A task with an
+``objective`` is a pretraining task: the ``text`` of all records is tokenized,
+concatenated and cut into pieces of exactly the raw length the objective needs
+(T5's ``reduce_concat_tokens`` + ``split_tokens``), then corrupted per piece.
+
+Adding a task::
+
+    TaskRegistry.add(Task(
+        name="my_sentiment",
+        source=lambda split: JsonlSource(f"data/{split}.jsonl", fields=("text", "label")),
+        preprocessors=(lambda ex: {"inputs": "review: " + ex["text"], "targets": ex["label"]},),
+        output_features={"inputs": Feature(vocab), "targets": Feature(vocab)},
+    ))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from t5x_lite.data.features import Feature
+
+
+class DataError(ValueError):
+    """Bad data or a bad task/mixture name; the message names the file, line or key."""
+
+
+Preprocessor = Callable[[dict], Optional[dict]]  # return None to drop a record (counted)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    source: Callable[[str], Any]  # split -> random-access source (len, getitem, origin)
+    output_features: Mapping[str, Feature]
+    preprocessors: Sequence[Preprocessor] = ()
+    objective: Optional[Any] = None  # a t5x_lite.data.objectives objective, for pretraining tasks
+    text_field: str = "text"
+    metric_fns: Sequence[Callable[[Sequence[Any], Sequence[Any]], Mapping[str, float]]] = ()
+    postprocess_fn: Optional[Callable[[str], Any]] = None
+    splits: Sequence[str] = ("train", "validation")
+
+    @property
+    def vocabulary(self):
+        first = next(iter(self.output_features.values()))
+        return first.vocabulary
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixture:
+    """Tasks sampled by rate (grain's deterministic weighted interleaving)."""
+
+    name: str
+    tasks: Sequence[tuple[str, float]]
+
+    def resolved(self) -> list[tuple[Task, float]]:
+        return [(TaskRegistry.get(name), float(rate)) for name, rate in self.tasks]
+
+
+class _Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, Any] = {}
+        self._factories: list[Callable[[], None]] = []
+
+    def add(self, item, *, overwrite: bool = False):
+        if item.name in self._items and not overwrite:
+            raise DataError(f"{self.kind} {item.name!r} is already registered")
+        self._items[item.name] = item
+        return item
+
+    def add_provider(self, register_fn: Callable[[], None]) -> None:
+        """A function that registers items on first lookup (keeps imports lazy)."""
+        self._factories.append(register_fn)
+
+    def _load(self) -> None:
+        while self._factories:
+            self._factories.pop(0)()
+
+    def get(self, name: str):
+        self._load()
+        if name not in self._items:
+            import difflib
+
+            close = difflib.get_close_matches(name, self._items, n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise DataError(f"unknown {self.kind} {name!r}{hint}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._items
+
+    def remove(self, name: str) -> None:
+        self._items.pop(name, None)
+
+
+TaskRegistry = _Registry("task")
+MixtureRegistry = _Registry("mixture")
+
+
+def get_task_or_mixture(name: str):
+    if name in MixtureRegistry:
+        return MixtureRegistry.get(name)
+    return TaskRegistry.get(name)
