@@ -1,4 +1,4 @@
-"""``t5x_lite`` command line: ``t5x_lite convert ...`` (train/eval/infer/vocab follow).
+"""``t5x_lite`` command line: ``convert`` and ``vocab`` (train/eval/infer follow).
 
 Errors that a user can fix (a missing file, a bad key) print one line naming the
 file or key and exit with status 2; no traceback.
@@ -36,6 +36,24 @@ def _convert(args: argparse.Namespace) -> None:
         print(f"exported {args.from_checkpoint} ({model.kind}) -> {out} (config.json + model.safetensors)")
 
 
+def _vocab(args: argparse.Namespace) -> None:
+    from t5x_lite.data.sources import DataError
+    from t5x_lite.data.vocab import train_vocabulary
+
+    if args.vocab_size <= args.extra_ids:
+        raise UserError(f"vocab: --vocab_size {args.vocab_size} must exceed --extra_ids {args.extra_ids}")
+    try:
+        vocab = train_vocabulary(args.input, args.vocab_size, args.out, extra_ids=args.extra_ids,
+                                 text_field=args.text_field, byte_fallback=not args.no_byte_fallback,
+                                 max_sentences=args.max_sentences)
+    except (RuntimeError, ValueError) as e:  # e.g. a corpus too small for the vocabulary; names the file
+        if isinstance(e, DataError):
+            raise
+        raise UserError(str(e).splitlines()[0]) from e
+    print(f"trained {args.out}.model: {vocab.num_pieces} SentencePiece pieces + {args.extra_ids} sentinels "
+          f"= vocab_size {vocab.vocab_size} (pad 0, eos 1, unk 2; <extra_id_0> = {vocab.sentinel_id(0)})")
+
+
 def _count(params) -> int:
     import jax
     import numpy as np
@@ -52,18 +70,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_checkpoint", metavar="CKPT_DIR", help="t5x_lite params checkpoint")
     p.add_argument("--to_hf", metavar="DIR", help="where to write the HF directory")
     p.set_defaults(func=_convert)
+
+    v = sub.add_parser("vocab", help="train a SentencePiece vocabulary (T5 layout) on local text")
+    v.add_argument("--input", required=True, action="append", metavar="GLOB",
+                   help="text/JSONL/TSV/CSV files, .gz/.bz2 fine; repeat for several globs")
+    v.add_argument("--vocab_size", required=True, type=int, help="total ids, sentinels included (T5: 32100)")
+    v.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.model and PREFIX.vocab")
+    v.add_argument("--extra_ids", type=int, default=100, help="sentinels on top of the vocabulary")
+    v.add_argument("--text_field", default=None, help="field holding the text in JSONL/TSV/CSV")
+    v.add_argument("--max_sentences", type=int, default=0, help="train on the first N documents (0: all)")
+    v.add_argument("--no_byte_fallback", action="store_true", help="no byte pieces (needed below ~400 pieces)")
+    v.set_defaults(func=_vocab)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from t5x_lite.convert.hf_io import HFDirectoryError
     from t5x_lite.convert.t5 import ConversionError
+    from t5x_lite.data.sources import DataError
     from t5x_lite.training.checkpoints import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (UserError, HFDirectoryError, ConversionError, CheckpointError, FileNotFoundError) as e:
+    except (UserError, HFDirectoryError, ConversionError, CheckpointError, DataError, FileNotFoundError) as e:
         print(f"t5x_lite {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -25,7 +25,8 @@ from t5x_lite.data.features import (
     pad_to,
     trim_and_append_eos,
 )
-from t5x_lite.data.tasks import DataError, Mixture, Task, get_task_or_mixture
+from t5x_lite.data.sources import DataError
+from t5x_lite.data.tasks import Mixture, Task, get_task_or_mixture
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,15 @@ def _tokenize_corpus(task: Task, split: str) -> np.ndarray:
     return np.concatenate([np.asarray(p, np.int32) for p in pieces])
 
 
+def bound_objective(task: Task, lengths: Mapping[str, int]):
+    """The task's objective for these feature lengths (UL2's mixture is sized per length)."""
+    for_lengths = getattr(task.objective, "for_lengths", None)
+    return for_lengths(dict(lengths)) if for_lengths is not None else task.objective
+
+
 def _pretraining_pieces(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDataset:
     tokens = _concatenated_tokens(task, split)
-    raw = task.objective.required_raw_length(dict(lengths))
+    raw = bound_objective(task, lengths).required_raw_length(dict(lengths))
     n = tokens.shape[0] // raw
     if n == 0:
         raise DataError(f"task {task.name!r} split {split!r}: {tokens.shape[0]} tokens, fewer than one "
@@ -133,7 +140,7 @@ def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, s
     if repeat:
         ds = ds.repeat(None)
     if task.objective is not None:
-        objective = task.objective
+        objective = bound_objective(task, lengths)
         ds = ds.random_map(lambda piece, rng: objective(piece, rng), seed=seed)
     add_eos = {k: f.add_eos for k, f in task.output_features.items()}
     eos = task.vocabulary.eos_id

@@ -22,10 +22,7 @@ import dataclasses
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from t5x_lite.data.features import Feature
-
-
-class DataError(ValueError):
-    """Bad data or a bad task/mixture name; the message names the file, line or key."""
+from t5x_lite.data.sources import DataError  # one error type for bad data, bad names and bad files
 
 
 Preprocessor = Callable[[dict], Optional[dict]]  # return None to drop a record (counted)

@@ -1,0 +1,663 @@
+"""Random-access record sources: local text/JSONL/TSV/CSV files and TFDS.
+
+A *source* is the first stage of the data pipeline: a finite, indexable
+sequence of examples (``dict``s). Every source here has
+
+- ``len(source)`` and ``source[i] -> dict`` (``0 <= i < len``; negative indices
+  count from the end), so it can be handed straight to grain:
+  ``grain.MapDataset.source(source)``;
+- ``source.origin(i) -> "path:line"`` (``"tfds:name/split[i]"`` for TFDS), to
+  point an error message at the input that caused it;
+- ``source.description``, one line saying what it reads;
+- ``source.stats``, counters of what was skipped (blank lines, and with
+  ``on_error="skip"`` the bad records: see below).
+
+Local files (``TextLineSource``, ``JsonlSource``, ``DelimitedSource``):
+
+- ``patterns`` is a path or glob, or a list of them; ``~`` is expanded and
+  ``**`` matches recursively. Files are read in pattern order, each pattern's
+  matches sorted, duplicates dropped, so record indices are deterministic.
+- A name ending in ``.gz`` or ``.bz2`` is decompressed.
+- Files are read **fully into memory** when the source is built (and the
+  records travel with it when it is pickled to a grain worker). That is right
+  for the bundled data (a few MB) and fine-tuning sets; a corpus of many GB
+  wants a streaming or ArrayRecord source instead.
+- Lines are split on ``"\\n"`` only (a trailing ``"\\r"`` is dropped, and a
+  UTF-8 byte-order mark at the start of a file); line numbers are 1-based and
+  count every line of the file, blank or not.
+
+Bad input, with the default ``on_error="raise"``, raises one ``DataError`` (a
+``ValueError``) whose message starts with ``path:line:`` and names the field
+where there is one: a line that is not valid UTF-8, a line that is not a JSON
+object, a missing required field, a CSV/TSV row with the wrong number of
+columns, a file that holds no records (empty, only blank lines, or only a
+header), a compressed file that cannot be decompressed. With
+``on_error="skip"`` each such record (or file) is skipped instead and counted
+in ``source.stats`` under ``skipped_<reason>``::
+
+    skipped_invalid_utf8  skipped_bad_json  skipped_missing_field
+    skipped_bad_columns   skipped_empty_files  skipped_unreadable_files
+
+and a warning with the first such message is logged. Two things always
+raise, whatever ``on_error``: a pattern that matches no file (a typo must never
+silently give less data) and a source left with no records at all.
+
+Blank lines are never records: they are counted in ``stats["blank_lines"]``.
+
+TFDS (``TfdsSource``) imports ``tensorflow_datasets`` only when first used,
+never when this module is imported, so the core stays TensorFlow-free.
+"""
+
+from __future__ import annotations
+
+import abc
+import array
+import bz2
+import csv
+import glob
+import gzip
+import json
+import logging
+import operator
+import os
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+Patterns = Union[PathLike, Sequence[PathLike]]
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+_ON_ERROR = ("raise", "skip")
+
+
+class DataError(ValueError):
+    """Bad input data. ``path``, ``line`` and ``field`` say where (``None`` if not known)."""
+
+    def __init__(self, message: str, *, path: Optional[str] = None, line: Optional[int] = None,
+                 field: Optional[str] = None):
+        where = path if path is not None else ""
+        if path is not None and line is not None:
+            where = f"{path}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path, self.line, self.field = path, line, field
+
+
+# --------------------------------------------------------------------------------------
+# The interface
+# --------------------------------------------------------------------------------------
+class Source(abc.ABC):
+    """A finite random-access sequence of example dicts (see the module docstring)."""
+
+    description: str = ""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, int] = {}
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def _get(self, index: int) -> dict[str, Any]:
+        """The record at ``0 <= index < len(self)``."""
+
+    @abc.abstractmethod
+    def _origin(self, index: int) -> str: ...
+
+    def _index(self, index: Any) -> int:
+        i = operator.index(index)  # ints and NumPy integers; a slice or a str is a TypeError
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {index} out of range for {n} records of {self.description}")
+        return i
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._get(self._index(index))
+
+    def origin(self, index: int) -> str:
+        """Where record ``index`` came from: ``"path:line"`` (or ``"tfds:name/split[i]"``)."""
+        return self._origin(self._index(index))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self)):
+            yield self._get(i)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.description}>"
+
+
+# --------------------------------------------------------------------------------------
+# Local files
+# --------------------------------------------------------------------------------------
+def expand_patterns(patterns: Patterns) -> list[str]:
+    """The files ``patterns`` match: pattern order, each pattern's matches sorted, no duplicates.
+
+    Raises ``DataError`` naming a pattern that matches no file.
+    """
+    if isinstance(patterns, (str, os.PathLike)):
+        patterns = [patterns]
+    patterns = [os.path.expanduser(os.fspath(p)) for p in patterns]
+    if not patterns:
+        raise DataError("no file patterns given")
+    files: list[str] = []
+    seen: set[str] = set()
+    for pattern in patterns:
+        if os.path.isfile(pattern):  # also a literal name containing glob characters
+            matches = [pattern]
+        else:
+            matches = sorted(m for m in glob.glob(pattern, recursive=True) if os.path.isfile(m))
+        if not matches:
+            raise DataError(f"{pattern!r} matches no files", path=pattern)
+        for m in matches:
+            if m not in seen:
+                seen.add(m)
+                files.append(m)
+    return files
+
+
+def read_bytes(path: str) -> bytes:
+    """A file's bytes, decompressed if its name ends in ``.gz`` or ``.bz2``."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if path.endswith(".gz"):
+        return gzip.decompress(data)
+    if path.endswith(".bz2"):
+        return bz2.decompress(data)
+    return data
+
+
+def _strip_compression(path: str) -> str:
+    for ext in (".gz", ".bz2"):
+        if path.endswith(ext):
+            return path[: -len(ext)]
+    return path
+
+
+class _FileSource(Source):
+    """Shared machinery: expand globs, read and decode files, skip or raise on bad input."""
+
+    _kind = "files"
+
+    def __init__(self, patterns: Patterns, *, on_error: str = "raise") -> None:
+        super().__init__()
+        if on_error not in _ON_ERROR:
+            raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
+        self.on_error = on_error
+        self.paths = expand_patterns(patterns)
+        self.stats = {"blank_lines": 0}
+        self._first_skip: Optional[str] = None
+        # origin of record i: (self._file[i], self._line[i]); compact for big corpora
+        self._file = array.array("i")
+        self._line = array.array("i")
+        for file_index, path in enumerate(self.paths):
+            before = (len(self._file), self._skipped())
+            try:
+                lines = self._read_lines(path)
+            except _Skipped:
+                continue
+            self._parse_file(file_index, path, lines)
+            if (len(self._file), self._skipped()) == before:  # nothing kept, nothing skipped
+                self._bad("empty_files", "file holds no records (only blank lines or a header)", path)
+        if not len(self._file):
+            raise DataError(f"no records in {self._where()} (stats: {self.stats})")
+        if self._first_skip is not None:
+            skipped = {k: v for k, v in self.stats.items() if k.startswith("skipped_")}
+            log.warning("%s: skipped %s; first: %s", self.description, skipped, self._first_skip)
+
+    # -- helpers for subclasses --------------------------------------------------------
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return f"{self._kind} from {self._where()}"
+
+    def _where(self) -> str:
+        if len(self.paths) == 1:
+            return self.paths[0]
+        return f"{len(self.paths)} files ({self.paths[0]} ... {self.paths[-1]})"
+
+    def _bad(self, reason: str, message: str, path: str, line: Optional[int] = None,
+             field: Optional[str] = None) -> None:
+        """Raise a ``DataError`` or, with ``on_error="skip"``, count ``skipped_<reason>``."""
+        error = DataError(message, path=path, line=line, field=field)
+        if self.on_error == "raise":
+            raise error
+        key = f"skipped_{reason}"
+        self.stats[key] = self.stats.get(key, 0) + 1
+        if self._first_skip is None:
+            self._first_skip = str(error)
+
+    def _skipped(self) -> int:
+        return sum(v for k, v in self.stats.items() if k.startswith("skipped_"))
+
+    def _add(self, file_index: int, line: int) -> None:
+        self._file.append(file_index)
+        self._line.append(line)
+
+    def _origin(self, index: int) -> str:
+        return f"{self.paths[self._file[index]]}:{self._line[index]}"
+
+    def _read_lines(self, path: str) -> list[tuple[int, str]]:
+        """``(line number, text)`` of every line that decodes (blank ones included)."""
+        try:
+            data = read_bytes(path)
+        except (OSError, EOFError, zlib.error, ValueError) as e:
+            self._bad("unreadable_files", f"cannot read: {e}", path)
+            raise _Skipped from e
+        if not data.strip():
+            self._bad("empty_files", "file is empty" if not data else "file holds only whitespace", path)
+            raise _Skipped
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            raw = text.split("\n")
+        else:
+            raw = []
+            for number, line in enumerate(data.split(b"\n"), start=1):
+                try:
+                    raw.append(line.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    self._bad("invalid_utf8", f"invalid UTF-8 (byte {e.start}: {line[e.start:e.start + 4]!r})",
+                              path, number)
+                    raw.append(None)  # type: ignore[arg-type]
+        if raw and raw[-1] == "":
+            raw.pop()  # the final newline ends the last line; it does not start another
+        if raw and raw[0] is not None and raw[0].startswith("\ufeff"):
+            raw[0] = raw[0][1:]
+        return [(n, s[:-1] if s.endswith("\r") else s) for n, s in enumerate(raw, start=1) if s is not None]
+
+    @abc.abstractmethod
+    def _parse_file(self, file_index: int, path: str, lines: list[tuple[int, str]]) -> None: ...
+
+
+class _Skipped(Exception):
+    """A whole file was skipped (``on_error="skip"``)."""
+
+
+def _select(record: Mapping[str, Any], fields: Optional[Sequence[str]]) -> tuple[dict[str, Any], Optional[str]]:
+    """(record restricted to ``fields``, first missing field or None)."""
+    if fields is None:
+        return dict(record), None
+    for f in fields:
+        if f not in record:
+            return {}, f
+    return {f: record[f] for f in fields}, None
+
+
+def _fields_tuple(fields: Optional[Sequence[str]]) -> Optional[tuple[str, ...]]:
+    if fields is None:
+        return None
+    if isinstance(fields, str):
+        raise TypeError(f"fields must be a sequence of names, not the string {fields!r}")
+    fields = tuple(fields)
+    if not fields or len(set(fields)) != len(fields):
+        raise ValueError(f"fields must be distinct names, at least one; got {fields}")
+    return fields
+
+
+class TextLineSource(_FileSource):
+    """Plain text: one record per non-blank line, or per blank-line-separated paragraph.
+
+    Records are ``{field: text}``. In ``mode="line"`` the text is the line
+    (without its newline); in ``mode="paragraph"`` it is the paragraph's lines
+    joined with ``"\\n"`` and ``origin`` is the line it starts on. Blank lines
+    (whitespace only) are counted in ``stats["blank_lines"]``.
+    """
+
+    def __init__(self, patterns: Patterns, mode: str = "line", field: str = "text", *,
+                 on_error: str = "raise") -> None:
+        if mode not in ("line", "paragraph"):
+            raise ValueError(f"mode must be 'line' or 'paragraph', got {mode!r}")
+        self.mode, self.field = mode, field
+        self._kind = "text lines" if mode == "line" else "text paragraphs"
+        self._texts: list[str] = []
+        super().__init__(patterns, on_error=on_error)
+
+    def _parse_file(self, file_index, path, lines):
+        paragraph: list[str] = []
+        start = 0
+        for number, text in lines:
+            if not text.strip():
+                self.stats["blank_lines"] += 1
+                if paragraph:
+                    self._texts.append("\n".join(paragraph))
+                    self._add(file_index, start)
+                    paragraph = []
+            elif self.mode == "line":
+                self._texts.append(text)
+                self._add(file_index, number)
+            else:
+                if not paragraph:
+                    start = number
+                paragraph.append(text)
+        if paragraph:
+            self._texts.append("\n".join(paragraph))
+            self._add(file_index, start)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def _get(self, index: int) -> dict[str, Any]:
+        return {self.field: self._texts[index]}
+
+
+class JsonlSource(_FileSource):
+    """JSON Lines: one JSON object per non-blank line.
+
+    ``fields``: the keys every record must have; records keep only these. With
+    ``None`` a record is the whole object. A line that is not a JSON object is a
+    ``bad_json`` error; an object without one of ``fields`` a ``missing_field`` one.
+    """
+
+    _kind = "JSON lines"
+
+    def __init__(self, patterns: Patterns, fields: Optional[Sequence[str]] = None, *,
+                 on_error: str = "raise") -> None:
+        self.fields = _fields_tuple(fields)
+        self._records: list[dict[str, Any]] = []
+        super().__init__(patterns, on_error=on_error)
+
+    def _parse_file(self, file_index, path, lines):
+        for number, text in lines:
+            if not text.strip():
+                self.stats["blank_lines"] += 1
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                self._bad("bad_json", f"invalid JSON: {e}", path, number)
+                continue
+            if not isinstance(obj, dict):
+                self._bad("bad_json", f"expected a JSON object, got {type(obj).__name__}", path, number)
+                continue
+            record, missing = _select(obj, self.fields)
+            if missing is not None:
+                self._bad("missing_field", f"missing field {missing!r} (has {sorted(obj)})", path, number, missing)
+                continue
+            self._records.append(record)
+            self._add(file_index, number)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _get(self, index: int) -> dict[str, Any]:
+        return dict(self._records[index])
+
+
+class DelimitedSource(_FileSource):
+    """TSV/CSV with named columns, read with the ``csv`` module; values are strings.
+
+    Args:
+      fields: the columns to keep (each must exist); ``None`` keeps all. With
+        ``header=False`` these name the columns, in order, and are required.
+      delimiter: ``None`` picks it from the name: ``.tsv`` tab, ``.csv`` comma.
+      header: the first row of every file names its columns.
+      quoting: ``csv`` quoting mode; ``None`` is ``QUOTE_MINIMAL`` for commas
+        (quoted fields may span lines) and ``QUOTE_NONE`` for tabs (TSVs such as
+        GLUE's hold literal quote characters).
+
+    Blank lines are skipped and counted; a row whose column count differs from
+    the header's is a ``bad_columns`` error. ``origin`` is the row's first line.
+    """
+
+    _kind = "delimited rows"
+
+    def __init__(self, patterns: Patterns, fields: Optional[Sequence[str]] = None,
+                 delimiter: Optional[str] = None, header: bool = True, *,
+                 quoting: Optional[int] = None, on_error: str = "raise") -> None:
+        self.fields = _fields_tuple(fields)
+        if not header and self.fields is None:
+            raise ValueError("DelimitedSource(header=False) needs fields= to name the columns")
+        self.delimiter, self.header, self.quoting = delimiter, header, quoting
+        self._records: list[dict[str, str]] = []
+        super().__init__(patterns, on_error=on_error)
+
+    def _dialect(self, path: str) -> tuple[str, int]:
+        delimiter = self.delimiter
+        if delimiter is None:
+            name = _strip_compression(path).lower()
+            if name.endswith(".tsv"):
+                delimiter = "\t"
+            elif name.endswith(".csv"):
+                delimiter = ","
+            else:
+                raise DataError("cannot tell the delimiter from the name (not .tsv/.csv); pass delimiter=",
+                                path=path)
+        quoting = self.quoting
+        if quoting is None:
+            quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        return delimiter, quoting
+
+    def _parse_file(self, file_index, path, lines):
+        delimiter, quoting = self._dialect(path)
+        feed = _LineFeed(lines)
+        reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)
+        columns: Optional[list[str]] = None if self.header else list(self.fields)  # type: ignore[arg-type]
+        while True:
+            feed.row_start = None
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                self._bad("bad_columns", f"malformed row: {e}", path, feed.row_start or feed.current)
+                continue
+            start = feed.row_start
+            if not row or (len(row) == 1 and not row[0].strip()):
+                self.stats["blank_lines"] += 1
+                continue
+            if columns is None:
+                columns = row
+                if len(set(columns)) != len(columns):
+                    raise DataError(f"duplicate column names in header {columns}", path=path, line=start)
+                missing = [f for f in self.fields or () if f not in columns]
+                if missing:
+                    raise DataError(f"header has no column {missing[0]!r} (has {columns})",
+                                    path=path, line=start, field=missing[0])
+                continue
+            if len(row) != len(columns):
+                self._bad("bad_columns", f"{len(row)} columns, expected {len(columns)} ({columns})", path, start)
+                continue
+            record = dict(zip(columns, row))
+            self._records.append(_select(record, self.fields)[0])
+            self._add(file_index, start)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _get(self, index: int) -> dict[str, Any]:
+        return dict(self._records[index])
+
+
+class _LineFeed:
+    """Feeds decoded lines to ``csv.reader`` and remembers where each row starts."""
+
+    def __init__(self, lines: list[tuple[int, str]]):
+        self._lines = iter(lines)
+        self.current = 0
+        self.row_start: Optional[int] = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        number, text = next(self._lines)
+        self.current = number
+        if self.row_start is None:
+            self.row_start = number
+        return text + "\n"
+
+
+_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "delimited", ".csv": "delimited"}
+
+
+def open_files(patterns: Patterns, fields: Optional[Sequence[str]] = None, *, on_error: str = "raise",
+               **kwargs: Any) -> Source:
+    """A source for ``patterns``, its kind picked by extension (after ``.gz``/``.bz2``).
+
+    ``.jsonl``/``.json`` (JSON Lines): ``JsonlSource``; ``.tsv``/``.csv``:
+    ``DelimitedSource``; anything else: ``TextLineSource`` (one document per
+    line, field ``fields[0]`` if given, else ``"text"``). All files must be of
+    one kind.
+    """
+    paths = expand_patterns(patterns)
+    kinds = {_FORMATS.get(os.path.splitext(_strip_compression(p).lower())[1], "text") for p in paths}
+    if len(kinds) > 1:
+        raise DataError(f"{patterns!r} mixes file kinds {sorted(kinds)}; give one kind at a time")
+    kind = kinds.pop()
+    if kind == "jsonl":
+        return JsonlSource(paths, fields, on_error=on_error, **kwargs)
+    if kind == "delimited":
+        return DelimitedSource(paths, fields, on_error=on_error, **kwargs)
+    fields = _fields_tuple(fields)
+    if fields is not None and len(fields) != 1:
+        raise ValueError(f"text files have one field; got fields={fields}")
+    return TextLineSource(paths, field=fields[0] if fields else "text", on_error=on_error, **kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# TFDS
+# --------------------------------------------------------------------------------------
+def _to_python(value: Any) -> Any:
+    """TFDS values as plain Python: bytes -> str, scalars -> int/float, string arrays -> lists."""
+    if isinstance(value, Mapping):
+        return {k: _to_python(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "OSU":
+            return [_to_python(v) for v in value.tolist()]
+        if value.ndim == 0:
+            return value.item()
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_to_python(v) for v in value]
+    return value
+
+
+class TfdsSource(Source):
+    """A TFDS split, random access; records are plain Python (see ``_to_python``).
+
+    ``random_access``:
+
+    - ``"auto"`` (default): ``tfds.data_source`` (ArrayRecord files, read
+      lazily, no TensorFlow needed to read them) when the dataset was prepared
+      in a random-access format, else the ``"memory"`` path.
+    - ``"data_source"``: only ``tfds.data_source``.
+    - ``"memory"``: ``tfds.as_numpy(tfds.load(...))`` read fully into memory
+      (imports TensorFlow; fine for GLUE-sized splits, not for C4).
+
+    ``download`` (default False) lets TFDS download and prepare a missing
+    dataset; off, a missing one is an error instead of a surprise download.
+    Nothing is imported or opened until the source is first used; a pickled
+    copy (a grain worker) re-opens the dataset itself, except for in-memory
+    records, which travel with it.
+    """
+
+    def __init__(self, name: str, split: str, data_dir: Optional[PathLike] = None,
+                 fields: Optional[Sequence[str]] = None, *, random_access: str = "auto",
+                 download: bool = False) -> None:
+        super().__init__()
+        if random_access not in ("auto", "data_source", "memory"):
+            raise ValueError(f"random_access must be auto, data_source or memory; got {random_access!r}")
+        self.name, self.split = name, split
+        self.data_dir = None if data_dir is None else os.fspath(data_dir)
+        self.fields = _fields_tuple(fields)
+        self.random_access, self.download = random_access, download
+        self.description = f"tfds:{name}/{split}"
+        self._backend: Optional[Sequence[Any]] = None
+        self.mode: Optional[str] = None  # "data_source" or "memory", once loaded
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.mode == "data_source":
+            state["_backend"], state["mode"] = None, None
+        return state
+
+    def _load(self) -> Sequence[Any]:
+        if self._backend is not None:
+            return self._backend
+        import tensorflow_datasets as tfds  # lazy: TensorFlow only when a TFDS source is used
+
+        first_error: Optional[Exception] = None
+        if self.random_access in ("auto", "data_source"):
+            try:
+                self._backend = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir,
+                                                 download=self.download)
+                self.mode = "data_source"
+                return self._backend
+            except (NotImplementedError, ValueError) as e:  # not prepared as ArrayRecord
+                if self.random_access == "data_source":
+                    raise DataError(f"tfds.data_source failed: {e}", path=self.description) from e
+                first_error = e
+                log.info("%s: no random-access files (%s); loading the split into memory", self.description, e)
+        try:
+            dataset = tfds.load(self.name, split=self.split, data_dir=self.data_dir, download=self.download)
+            self._backend = list(tfds.as_numpy(dataset))
+        except Exception as e:
+            raise DataError(f"cannot load ({e})", path=self.description) from (first_error or e)
+        self.mode = "memory"
+        return self._backend
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def _get(self, index: int) -> dict[str, Any]:
+        example = self._load()[index]
+        if not isinstance(example, Mapping):
+            raise DataError(f"expected a dict of features, got {type(example).__name__}",
+                            path=self._origin(index))
+        record, missing = _select(example, self.fields)
+        if missing is not None:
+            raise DataError(f"no feature {missing!r} (has {sorted(example)})", path=self._origin(index),
+                            field=missing)
+        return _to_python(record)
+
+    def _origin(self, index: int) -> str:
+        return f"{self.description}[{index}]"
+
+
+# --------------------------------------------------------------------------------------
+# Bundled data
+# --------------------------------------------------------------------------------------
+def bundled_path(name: str) -> str:
+    """Path of a file in ``t5x_lite/data/bundled`` (e.g. ``"spiece.model"``)."""
+    path = BUNDLED_DIR / name
+    if not path.is_file():
+        have = sorted(p.name for p in BUNDLED_DIR.iterdir()) if BUNDLED_DIR.is_dir() else []
+        raise FileNotFoundError(f"no bundled file {name!r} in {BUNDLED_DIR}; have {have}")
+    return str(path)
+
+
+def _bundled_compressed(stem: str) -> str:
+    for ext in (".bz2", ".gz"):
+        if (BUNDLED_DIR / (stem + ext)).is_file():
+            return str(BUNDLED_DIR / (stem + ext))
+    return bundled_path(stem + ".bz2")  # raises, listing what there is
+
+
+_SPLITS = {"corpus": ("train", "validation"), "sentiment": ("train", "validation", "test")}
+
+
+def bundled_corpus(split: str = "train") -> TextLineSource:
+    """The bundled pretraining corpus (``train`` or ``validation``): ``{"text"}``, one document per line."""
+    if split not in _SPLITS["corpus"]:
+        raise ValueError(f"bundled corpus splits are {_SPLITS['corpus']}, not {split!r}")
+    return TextLineSource(_bundled_compressed(f"corpus_{split}.txt"))
+
+
+def bundled_sentiment(split: str = "train") -> JsonlSource:
+    """Bundled Rotten Tomatoes reviews (``train``/``validation``/``test``):
+    ``{"text", "label"}``, label ``"positive"`` or ``"negative"``."""
+    if split not in _SPLITS["sentiment"]:
+        raise ValueError(f"bundled sentiment splits are {_SPLITS['sentiment']}, not {split!r}")
+    return JsonlSource(_bundled_compressed(f"rotten_tomatoes_{split}.jsonl"), fields=("text", "label"))
