@@ -1,0 +1,117 @@
+"""TFDS tasks: C4 span corruption, GLUE and SuperGLUE in T5's text-to-text format.
+
+TensorFlow is imported only when one of these tasks is read (``TfdsSource`` is
+lazy). The datasets must already be prepared in ``data_dir`` (``tfds build``);
+nothing is downloaded here. The inputs follow T5's ``glue`` / ``super_glue``
+preprocessors: ``"<task> <field>: <value> ..."`` -> the label's name.
+
+These tasks use the bundled vocabulary by default. To use your own (T5's
+``spiece.model``), call :func:`register` with it before the first lookup.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional, Sequence
+
+from t5x_lite.data.features import Feature
+from t5x_lite.data.objectives import make_objective
+from t5x_lite.data.tasks import Task, TaskRegistry
+
+# name -> (TFDS features in input order, label names; None for regression)
+GLUE = {
+    "cola": (("sentence",), ("unacceptable", "acceptable")),
+    "sst2": (("sentence",), ("negative", "positive")),
+    "mrpc": (("sentence1", "sentence2"), ("not_equivalent", "equivalent")),
+    "qqp": (("question1", "question2"), ("not_duplicate", "duplicate")),
+    "stsb": (("sentence1", "sentence2"), None),
+    "mnli": (("premise", "hypothesis"), ("entailment", "neutral", "contradiction")),
+    "qnli": (("question", "sentence"), ("entailment", "not_entailment")),
+    "rte": (("sentence1", "sentence2"), ("entailment", "not_entailment")),
+    "wnli": (("sentence1", "sentence2"), ("not_entailment", "entailment")),
+}
+SUPER_GLUE = {
+    "boolq": (("question", "passage"), ("False", "True")),
+    "cb": (("premise", "hypothesis"), ("entailment", "contradiction", "neutral")),
+    "copa": (("choice1", "choice2", "premise", "question"), ("choice1", "choice2")),
+    "rte": (("premise", "hypothesis"), ("entailment", "not_entailment")),
+    "wic": (("sentence1", "sentence2", "word"), ("False", "True")),
+}
+GLUE_VALIDATION = {"mnli": "validation_matched"}
+
+
+def text_to_text(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[str]]) -> Callable:
+    """T5's format: ``"sst2 sentence: it 's great"`` -> ``"positive"``; STS-B scores round to 0.2."""
+
+    def preprocess(ex: dict) -> Optional[dict]:
+        label = ex["label"]
+        if labels is None:
+            target = f"{round(float(label) * 5) / 5:.1f}"
+        elif int(label) < 0:  # unlabelled test split
+            return None
+        else:
+            target = labels[int(label)]
+        inputs = " ".join([benchmark] + [f"{f}: {ex[f]}" for f in fields])
+        return {"inputs": inputs, "targets": target, "label": label}
+
+    return preprocess
+
+
+def label_postprocessor(labels: Optional[Sequence[str]]) -> Callable[[str], object]:
+    """Predicted text -> label index (unknown text -> -1, scored wrong) or a float for regression."""
+
+    def postprocess(text: str):
+        text = text.strip()
+        if labels is None:
+            try:
+                return float(text)
+            except ValueError:
+                return float("nan")
+        return labels.index(text) if text in labels else -1
+
+    return postprocess
+
+
+def _source(tfds_name: str, validation_split: str = "validation", data_dir: Optional[str] = None):
+    def make(split: str):
+        from t5x_lite.data.sources import TfdsSource
+
+        return TfdsSource(tfds_name, validation_split if split == "validation" else split, data_dir=data_dir)
+
+    return make
+
+
+def _accuracy(targets, predictions) -> dict:
+    from t5x_lite.tasks.bundled import accuracy
+
+    return accuracy(targets, predictions)
+
+
+def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
+    """Register (or re-register) the TFDS tasks with ``vocabulary`` (default: the bundled one)."""
+    if vocabulary is None:
+        from t5x_lite.tasks.bundled import vocabulary as bundled_vocabulary
+
+        vocabulary = bundled_vocabulary()
+    feature = Feature(vocabulary)
+    TaskRegistry.add(Task(
+        name="c4_span_corruption",
+        source=_source("c4/en:3.1.0", data_dir=data_dir),
+        output_features={"inputs": feature, "targets": feature},
+        objective=make_objective("span_3_15_u_u", vocabulary.vocab_info()),
+    ), overwrite=True)
+    for benchmark, table, tfds_prefix in (("glue", GLUE, "glue"), ("super_glue", SUPER_GLUE, "super_glue")):
+        for name, (fields, labels) in table.items():
+            validation = GLUE_VALIDATION.get(name, "validation") if benchmark == "glue" else "validation"
+            TaskRegistry.add(Task(
+                name=f"{benchmark}_{name}",
+                source=_source(f"{tfds_prefix}/{name}", validation, data_dir),
+                preprocessors=(text_to_text(name, fields, labels),),
+                output_features={"inputs": feature, "targets": feature},
+                metric_fns=(_accuracy,),
+                postprocess_fn=label_postprocessor(labels),
+                splits=("train", "validation", "test"),
+            ), overwrite=True)
+
+
+register_default = functools.partial(register, None, None)

@@ -1,0 +1,60 @@
+"""TFDS tasks under tfds.testing.mock_data (offline): C4 span corruption, GLUE, SuperGLUE."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import t5x_lite.tasks  # noqa: F401
+from t5x_lite.data.features import EncDecFeatureConverter
+from t5x_lite.data.pipeline import get_dataset
+from t5x_lite.data.tasks import TaskRegistry
+from t5x_lite.tasks.bundled import vocabulary
+from t5x_lite.tasks.tfds_tasks import GLUE, SUPER_GLUE, label_postprocessor, text_to_text
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+
+def _batch(task, lengths, n=4):
+    ds, _ = get_dataset(task, split="train", feature_lengths=lengths, batch_size=n,
+                        converter=EncDecFeatureConverter(), seed=0, shard=(0, 1))
+    return next(iter(ds))
+
+
+@pytest.mark.parametrize("task", ["glue_sst2", "glue_mnli", "super_glue_boolq", "super_glue_copa"])
+def test_glue_style_tasks_under_mock_data(task):
+    with tfds.testing.mock_data(num_examples=8):
+        batch = _batch(task, {"inputs": 64, "targets": 8})
+    vocab = vocabulary()
+    labels = set(dict(GLUE, **SUPER_GLUE)[task.split("_", 1)[1].replace("glue_", "")][1])
+    targets = {vocab.decode(r) for r in batch["decoder_target_tokens"]}
+    assert targets <= labels
+    prefix = task.replace("super_glue_", "").replace("glue_", "")
+    assert vocab.decode(batch["encoder_input_tokens"][0]).startswith(prefix)
+
+
+def test_c4_span_corruption_under_mock_data():
+    with tfds.testing.mock_data(num_examples=20):
+        batch = _batch("c4_span_corruption", {"inputs": 32, "targets": 12}, n=2)
+    assert batch["encoder_input_tokens"].shape == (2, 32)
+    assert (batch["encoder_input_tokens"] != 0).all()
+
+
+def test_text_to_text_format_and_postprocess():
+    pre = text_to_text("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"))
+    out = pre({"sentence1": "A man.", "sentence2": "A person.", "label": 0})
+    assert out["inputs"] == "rte sentence1: A man. sentence2: A person." and out["targets"] == "entailment"
+    assert pre({"sentence1": "x", "sentence2": "y", "label": -1}) is None  # unlabelled test rows are dropped
+    stsb = text_to_text("stsb", ("sentence1", "sentence2"), None)
+    assert stsb({"sentence1": "a", "sentence2": "b", "label": 3.27})["targets"] == "3.2"
+    post = label_postprocessor(("entailment", "not_entailment"))
+    assert post("not_entailment") == 1 and post("maybe") == -1
+    assert np.isnan(label_postprocessor(None)("n/a"))
+
+
+def test_registering_tasks_imports_no_tensorflow():
+    code = ("import sys, t5x_lite.tasks as t; t.TaskRegistry.get('glue_sst2'); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert "glue_cola" in TaskRegistry.names()
