@@ -31,16 +31,10 @@ def register_configurables() -> None:
     if _REGISTERED:
         return
     for cls in (model_config.T5Config, model_config.BertConfig, model_lib.EncoderDecoderModel,
-                model_lib.DecoderOnlyModel):
-        gin.external_configurable(cls, module="models")
-    for cls in _encoder_only_models():
+                model_lib.DecoderOnlyModel, model_lib.EncoderOnlyModel, model_lib.EncoderOnlyMLMModel,
+                model_lib.EncoderOnlyClassificationModel):
         gin.external_configurable(cls, module="models")
     _REGISTERED = True
-
-
-def _encoder_only_models() -> list:
-    return [getattr(model_lib, n) for n in ("EncoderOnlyMLMModel", "EncoderOnlyClassificationModel")
-            if hasattr(model_lib, n)]
 
 
 @gin.configurable(module="t5x_lite")

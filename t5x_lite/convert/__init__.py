@@ -24,11 +24,16 @@ def import_hf(directory: str | Path):
         params = t5_params_from_hf(state, cfg, source)
         return model_lib.EncoderDecoderModel(config=cfg), params
     if model_type == "bert":
-        from t5x_lite.convert.bert import bert_config_from_hf, bert_params_from_hf
+        from t5x_lite.convert.bert import bert_params_from_hf
 
-        cfg, params = bert_params_from_hf(state, hf_config)
-        classify = any("ForSequenceClassification" in a for a in hf_config.get("architectures") or [])
-        wrapper = model_lib.EncoderOnlyClassificationModel if classify else model_lib.EncoderOnlyMLMModel
+        cfg, params = bert_params_from_hf(state, hf_config, source=source)
+        # The heads present in the checkpoint decide the wrapper (and so what exports back).
+        if "classifier" in params:
+            wrapper = model_lib.EncoderOnlyClassificationModel
+        elif "mlm_dense" in params:
+            wrapper = model_lib.EncoderOnlyMLMModel
+        else:
+            wrapper = model_lib.EncoderOnlyModel
         return wrapper(config=cfg), params
     raise ConversionError(
         f"{directory / 'config.json'}: model_type={model_type!r} is not supported (supported: t5, mt5, bert)"
@@ -40,7 +45,7 @@ def export_hf(model, params, directory: str | Path) -> Path:
     params = model.to_loop_layout(params)
     if model.kind == "encoder_decoder":
         hf_config, state = t5_config_to_hf(model.config), t5_params_to_hf(params, model.config)
-    elif model.kind in ("encoder_only_mlm", "encoder_only_classification"):
+    elif model.kind in ("encoder_only", "encoder_only_mlm", "encoder_only_classification"):
         from t5x_lite.convert.bert import bert_config_to_hf, bert_params_to_hf
 
         hf_config, state = bert_config_to_hf(model.config), bert_params_to_hf(params, model.config)

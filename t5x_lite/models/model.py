@@ -54,9 +54,17 @@ class BaseModel(_LossOptions):
         raise NotImplementedError
 
     def init(self, rng: Array, batch: Batch) -> Params:
-        """Parameters with their logical-axis boxes removed (plain arrays)."""
-        variables = self.module.init({"params": rng, "dropout": rng}, **self._apply_kwargs(batch))
-        return nn.unbox(variables["params"])
+        """Parameters with their logical-axis boxes removed (plain arrays), initialized under jit.
+
+        Eager (op-by-op) init costs seconds even for a tiny model on CPU; one
+        compiled init is faster, and it is what a sharded init will do anyway.
+        """
+        kwargs = self._apply_kwargs(batch)
+
+        def init(r):
+            return nn.unbox(self.module.init({"params": r, "dropout": r}, **kwargs)["params"])
+
+        return jax.jit(init)(rng)
 
     def abstract_params(self, batch: Batch) -> Params:
         """Shapes and logical axes without allocating anything (``jax.eval_shape``)."""
@@ -152,3 +160,98 @@ class DecoderOnlyModel(BaseModel):
             logits, targets, weights, z_loss=self.z_loss, label_smoothing=self.label_smoothing,
             normalizer=self.loss_normalizer,
         )
+
+
+def _bert_kwargs(batch: Batch) -> dict:
+    return dict(
+        input_tokens=batch["input_tokens"],
+        token_type_ids=_get(batch, "token_type_ids"),
+        segment_ids=_get(batch, "segment_ids"),
+        positions=_get(batch, "positions"),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderOnlyMLMModel(BaseModel):
+    """BERT-style masked LM; the loss covers the positions ``mlm_weights`` marks."""
+
+    config: BertConfig = BertConfig()
+    kind = "encoder_only_mlm"
+
+    @property
+    def module(self) -> nn.Module:
+        from t5x_lite.models.bert import BertForMLM
+
+        return BertForMLM(self.config)
+
+    def _apply_kwargs(self, batch: Batch) -> dict:
+        return _bert_kwargs(batch)
+
+    def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
+        tokens = jnp.ones((batch_size, lengths["inputs"]), jnp.int32)
+        return {"input_tokens": tokens, "mlm_targets": tokens, "mlm_weights": jnp.ones(tokens.shape, jnp.float32)}
+
+    def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
+        logits = self.logits(params, batch, dropout_rng)
+        return weighted_mean_loss(
+            logits, batch["mlm_targets"], batch["mlm_weights"], z_loss=self.z_loss,
+            label_smoothing=self.label_smoothing, normalizer=self.loss_normalizer,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderOnlyClassificationModel(BaseModel):
+    """BERT-style sequence classification on the pooled first token; one example per row."""
+
+    config: BertConfig = BertConfig()
+    kind = "encoder_only_classification"
+
+    @property
+    def module(self) -> nn.Module:
+        from t5x_lite.models.bert import BertForClassification
+
+        return BertForClassification(self.config)
+
+    def _apply_kwargs(self, batch: Batch) -> dict:
+        return _bert_kwargs(batch)
+
+    def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
+        return {"input_tokens": jnp.ones((batch_size, lengths["inputs"]), jnp.int32),
+                "labels": jnp.zeros((batch_size,), jnp.int32)}
+
+    def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
+        logits = self.logits(params, batch, dropout_rng)[:, None, :]  # one "token" per example
+        labels = batch["labels"][:, None]
+        return weighted_mean_loss(logits, labels, jnp.ones(labels.shape, jnp.float32), z_loss=self.z_loss,
+                                  label_smoothing=self.label_smoothing, normalizer=self.loss_normalizer)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderOnlyModel(BaseModel):
+    """A bare BERT encoder (e.g. a converted sentence-transformers checkpoint); ``logits`` are its hidden states.
+
+    It has no training objective of its own: fine-tune it through
+    ``EncoderOnlyClassificationModel`` (the encoder params restore into it).
+    """
+
+    config: BertConfig = BertConfig()
+    kind = "encoder_only"
+
+    @property
+    def module(self) -> nn.Module:
+        from t5x_lite.models.bert import BertModel
+
+        return BertModel(self.config)
+
+    def _apply_kwargs(self, batch: Batch) -> dict:
+        return _bert_kwargs(batch)
+
+    def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
+        return {"input_tokens": jnp.ones((batch_size, lengths["inputs"]), jnp.int32)}
+
+    def logits(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None) -> Array:
+        return super().logits(params, batch, dropout_rng)[0]
+
+    def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
+        raise NotImplementedError("a bare encoder has no loss; use EncoderOnlyMLMModel or "
+                                  "EncoderOnlyClassificationModel")

@@ -1,5 +1,7 @@
 """T5 encoder-decoder and decoder-only: layouts, packing, KV cache, dtypes."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,21 @@ TINY = T5Config(
     relative_attention_num_buckets=8, relative_attention_max_distance=16,
 )
 TINY_V10 = TINY.replace(mlp_activations=("relu",), logits_via_embedding=True)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(model, params, batch):
+    return model.logits(params, batch)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _loss_and_grads(model, params, batch):
+    return jax.value_and_grad(model.loss_fn, has_aux=True)(params, batch)
+
+
+def _jit_apply(module, **static):
+    """module.apply with static keyword options (decode, method ...) under one jit."""
+    return jax.jit(functools.partial(module.apply, **static))
 
 
 def _tokens(rng, shape, low=3, high=50):
@@ -43,7 +60,7 @@ def test_scan_matches_loop(cfg):
     scanned = EncoderDecoderModel(config=cfg.replace(scan_layers=True))
     stacked = stack_layer_params(params)
     assert "layers" in stacked["encoder"] and "layers_0" not in stacked["encoder"]
-    np.testing.assert_allclose(model.logits(params, batch), scanned.logits(stacked, batch), atol=1e-5)
+    np.testing.assert_allclose(_logits(model, params, batch), _logits(scanned, stacked, batch), atol=1e-5)
     # scan's own init has the layout that stack_layer_params produces
     own = scanned.init(jax.random.key(0), batch)
     assert jax.tree_util.tree_structure(own) == jax.tree_util.tree_structure(stacked)
@@ -56,7 +73,7 @@ def test_decoder_only_scan_matches_loop():
     batch = _lm_batch()
     params = model.init(jax.random.key(1), batch)
     scanned = DecoderOnlyModel(config=TINY.replace(scan_layers=True))
-    np.testing.assert_allclose(model.logits(params, batch), scanned.logits(stack_layer_params(params), batch),
+    np.testing.assert_allclose(_logits(model, params, batch), _logits(scanned, stack_layer_params(params), batch),
                                atol=1e-5)
 
 
@@ -67,8 +84,8 @@ def test_remat_gives_same_loss_and_grads(policy, scan):
     remat = EncoderDecoderModel(config=TINY.replace(scan_layers=scan, remat_policy=policy))
     batch = _encdec_batch()
     params = base.init(jax.random.key(0), batch)
-    (l1, _), g1 = jax.value_and_grad(base.loss_fn, has_aux=True)(params, batch)
-    (l2, _), g2 = jax.value_and_grad(remat.loss_fn, has_aux=True)(params, batch)
+    (l1, _), g1 = _loss_and_grads(base, params, batch)
+    (l2, _), g2 = _loss_and_grads(remat, params, batch)
     np.testing.assert_allclose(l1, l2, rtol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
         np.testing.assert_allclose(a, b, atol=1e-6)
@@ -79,7 +96,7 @@ def test_einsum_attention_matches_xla():
     model = EncoderDecoderModel(config=TINY)
     params = model.init(jax.random.key(0), batch)
     ref = EncoderDecoderModel(config=TINY.replace(attention_impl="einsum"))
-    np.testing.assert_allclose(model.logits(params, batch), ref.logits(params, batch), atol=1e-5)
+    np.testing.assert_allclose(_logits(model, params, batch), _logits(ref, params, batch), atol=1e-5)
 
 
 def _pack(rows, length):
@@ -105,12 +122,12 @@ def test_packed_encoder_decoder_equals_separate():
               "decoder_segment_ids": dec_seg, "encoder_positions": enc_pos, "decoder_positions": dec_pos}
     packed = {k: jnp.asarray(v, jnp.int32) for k, v in packed.items()}
     params = model.init(jax.random.key(0), packed)
-    packed_logits = np.asarray(model.logits(params, packed))[0]
+    packed_logits = np.asarray(_logits(model, params, packed))[0]
     offset = 0
     for x, d in zip(inputs, dec_inputs):
         single = {"encoder_input_tokens": jnp.asarray(x[None], jnp.int32),
                   "decoder_input_tokens": jnp.asarray(d[None], jnp.int32)}
-        alone = np.asarray(model.logits(params, single))[0]
+        alone = np.asarray(_logits(model, params, single))[0]
         np.testing.assert_allclose(packed_logits[offset: offset + len(d)], alone, atol=1e-5)
         offset += len(d)
 
@@ -133,13 +150,13 @@ def test_packed_decoder_only_equals_separate(prefix_lm):
         batch["decoder_causal_attention"] = causal
     batch = {k: jnp.asarray(v, jnp.int32) for k, v in batch.items()}
     params = model.init(jax.random.key(0), batch)
-    packed = np.asarray(model.logits(params, batch))[0]
+    packed = np.asarray(_logits(model, params, batch))[0]
     offset = 0
     for r, p in zip(rows, prefix_lens):
         single = {"decoder_input_tokens": jnp.asarray(r[None], jnp.int32)}
         if prefix_lm:
             single["decoder_causal_attention"] = jnp.asarray((np.arange(len(r)) < p)[None], jnp.int32)
-        np.testing.assert_allclose(packed[offset: offset + len(r)], np.asarray(model.logits(params, single))[0],
+        np.testing.assert_allclose(packed[offset: offset + len(r)], np.asarray(_logits(model, params, single))[0],
                                    atol=1e-5)
         offset += len(r)
 
@@ -151,10 +168,10 @@ def test_prefix_lm_mask_sees_the_whole_prefix():
     params = model.init(jax.random.key(0), batch)
     changed = dict(batch, decoder_input_tokens=batch["decoder_input_tokens"].at[:, 2].set(7))
     causal = jnp.asarray(np.array([[1, 1, 1, 0, 0, 0]] * 2), jnp.int32)
-    a = model.logits(params, dict(batch, decoder_causal_attention=causal))
-    b = model.logits(params, dict(changed, decoder_causal_attention=causal))
+    a = _logits(model, params, dict(batch, decoder_causal_attention=causal))
+    b = _logits(model, params, dict(changed, decoder_causal_attention=causal))
     assert not np.allclose(a[:, 0], b[:, 0])
-    np.testing.assert_allclose(model.logits(params, batch)[:, :2], model.logits(params, changed)[:, :2], atol=1e-6)
+    np.testing.assert_allclose(_logits(model, params, batch)[:, :2], _logits(model, params, changed)[:, :2], atol=1e-6)
 
 
 @pytest.mark.parametrize("cfg", [TINY, TINY_V10, TINY.replace(scan_layers=True)], ids=["v1_1", "v1_0", "scan"])
@@ -163,17 +180,17 @@ def test_kv_cache_decoding_equals_full_forward(cfg):
     batch = _encdec_batch(t=6)
     batch["encoder_input_tokens"] = batch["encoder_input_tokens"].at[1, 5:].set(0)  # padded input
     params = model.init(jax.random.key(0), batch)
-    full = np.asarray(model.logits(params, batch))
+    full = np.asarray(_logits(model, params, batch))
     module = model.module
     dec_in = batch["decoder_input_tokens"]
     t = dec_in.shape[1]
-    encoded = module.apply({"params": params}, batch["encoder_input_tokens"], method=module.encode)
-    cache = module.apply({"params": params}, encoded, batch["encoder_input_tokens"], dec_in, decode=True,
-                         method=module.decode, mutable=["cache"])[1]["cache"]
+    encoded = _jit_apply(module, method=module.encode)({"params": params}, batch["encoder_input_tokens"])
+    cache = _jit_apply(module, method=module.decode, decode=True, mutable=["cache"])(
+        {"params": params}, encoded, batch["encoder_input_tokens"], dec_in)[1]["cache"]
+    step = _jit_apply(module, method=module.decode, decode=True, max_decode_length=t, mutable=["cache"])
     for i in range(t):
-        logits, mut = module.apply({"params": params, "cache": cache}, encoded, batch["encoder_input_tokens"],
-                                   dec_in[:, i: i + 1], decode=True, max_decode_length=t, method=module.decode,
-                                   mutable=["cache"])
+        logits, mut = step({"params": params, "cache": cache}, encoded, batch["encoder_input_tokens"],
+                           dec_in[:, i: i + 1])
         cache = mut["cache"]
         np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, i], atol=1e-5)
 
@@ -186,17 +203,15 @@ def test_decoder_only_cache_prefill_then_step():
     p = 3
     causal = jnp.asarray(np.tile(np.arange(8) < p, (2, 1)), jnp.int32)
     params = model.init(jax.random.key(0), batch)
-    full = np.asarray(model.logits(params, dict(batch, decoder_causal_attention=causal)))
+    full = np.asarray(_logits(model, params, dict(batch, decoder_causal_attention=causal)))
     module = model.module
-    cache = module.apply({"params": params}, tokens, decode=True, mutable=["cache"])[1]["cache"]
-    logits, mut = module.apply({"params": params, "cache": cache}, tokens[:, :p],
-                               decoder_causal_attention=causal[:, :p], decode=True, max_decode_length=8,
-                               mutable=["cache"])
+    cache = _jit_apply(module, decode=True, mutable=["cache"])({"params": params}, tokens)[1]["cache"]
+    step = _jit_apply(module, decode=True, max_decode_length=8, mutable=["cache"])
+    logits, mut = step({"params": params, "cache": cache}, tokens[:, :p], decoder_causal_attention=causal[:, :p])
     np.testing.assert_allclose(np.asarray(logits), full[:, :p], atol=1e-5)
     cache = mut["cache"]
     for i in range(p, 8):
-        logits, mut = module.apply({"params": params, "cache": cache}, tokens[:, i: i + 1], decode=True,
-                                   max_decode_length=8, mutable=["cache"])
+        logits, mut = step({"params": params, "cache": cache}, tokens[:, i: i + 1])
         cache = mut["cache"]
         np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, i], atol=1e-5)
 
@@ -207,9 +222,9 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     batch = _encdec_batch()
     params = model.init(jax.random.key(0), batch)
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(params))
-    logits = model.logits(params, batch)
+    logits = _logits(model, params, batch)
     assert logits.dtype == jnp.float32
-    ref = EncoderDecoderModel(config=TINY).logits(params, batch)
+    ref = _logits(EncoderDecoderModel(config=TINY), params, batch)
     assert np.abs(np.asarray(logits) - np.asarray(ref)).max() < 0.1 * np.abs(np.asarray(ref)).max()
 
 
@@ -231,7 +246,7 @@ def test_dropout_is_active_only_with_rng():
     model = EncoderDecoderModel(config=TINY.replace(dropout_rate=0.5))
     batch = _encdec_batch()
     params = model.init(jax.random.key(0), batch)
-    a = model.logits(params, batch)
-    np.testing.assert_array_equal(a, model.logits(params, batch))
-    b = model.logits(params, batch, dropout_rng=jax.random.key(1))
+    a = _logits(model, params, batch)
+    np.testing.assert_array_equal(a, _logits(model, params, batch))
+    b = jax.jit(model.logits)(params, batch, jax.random.key(1))
     assert not np.allclose(a, b)

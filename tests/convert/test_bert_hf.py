@@ -1,0 +1,194 @@
+"""HF BERT <-> t5x_lite: numerics against transformers, export/re-import identity, clear errors."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from t5x_lite.convert import hf_io  # noqa: E402
+from t5x_lite.convert.bert import (  # noqa: E402
+    BertConversionError,
+    bert_config_from_hf,
+    bert_config_to_hf,
+    bert_params_from_hf,
+    bert_params_to_hf,
+    load_hf_bert,
+    save_hf_bert,
+)
+from t5x_lite.models.bert import BertEncoder, BertForClassification, BertForMLM  # noqa: E402
+from t5x_lite.models.stacking import stack_layer_params  # noqa: E402
+
+HF_TINY = dict(
+    vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+    max_position_embeddings=40, type_vocab_size=2, num_labels=3,
+)
+HF_CLASSES = {
+    "base": transformers.BertModel,
+    "mlm": transformers.BertForMaskedLM,
+    "cls": transformers.BertForSequenceClassification,
+}
+# Keys HF writes that are not parameters of their own: tied copies and index buffers.
+DERIVED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "position_ids", "token_type_ids")
+
+
+def _hf_model(kind, seed):
+    torch.manual_seed(seed)
+    model = HF_CLASSES[kind](transformers.BertConfig(**HF_TINY)).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # LN and biases too; tied weights stay tied (shared Parameters)
+            p.normal_(0.0, 0.2)
+    return model
+
+
+def _state(model):
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    lengths = np.array([12, 8, 5])
+    real = np.arange(12)[None] < lengths[:, None]
+    ids = np.where(real, rng.integers(1, HF_TINY["vocab_size"], (3, 12)), 0)
+    types = (real & (np.arange(12)[None] >= lengths[:, None] // 2)).astype(np.int64)
+    labels = np.where(real & (rng.random((3, 12)) < 0.5), ids, -100)
+    return {"ids": ids, "mask": real.astype(np.int64), "types": types, "labels": labels}
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return {kind: _hf_model(kind, seed) for seed, kind in enumerate(HF_CLASSES)}
+
+
+def _torch_out(model, batch, **kw):
+    t = {k: torch.from_numpy(v) for k, v in batch.items()}
+    with torch.no_grad():
+        return model(input_ids=t["ids"], attention_mask=t["mask"], token_type_ids=t["types"], **kw)
+
+
+def _jax(model_cls, cfg, params, batch, with_mask):
+    mask = jnp.asarray(batch["mask"]) if with_mask else None
+    fn = jax.jit(lambda p, ids, types, m: model_cls(cfg).apply({"params": p}, ids, types, attention_mask=m))
+    return fn(params, jnp.asarray(batch["ids"]), jnp.asarray(batch["types"]), mask)
+
+
+def test_mlm_logits_and_loss_match_hf(hf, batch):
+    model = hf["mlm"]
+    cfg, params = bert_params_from_hf(_state(model), model.config.to_dict())
+    # No attention_mask: padding is derived from pad_id, as for HF when pads are pad_token_id.
+    logits = np.asarray(_jax(BertForMLM, cfg, params, batch, with_mask=False))
+    want = _torch_out(model, batch, labels=torch.from_numpy(batch["labels"]))
+    assert logits.dtype == np.float32
+    # Padding positions too: like HF, only padding keys are masked.
+    assert np.abs(logits - want.logits.numpy()).max() < 1e-4
+    valid = batch["labels"] != -100
+    log_probs = jax.nn.log_softmax(logits)
+    nll = -np.take_along_axis(np.asarray(log_probs), np.maximum(batch["labels"], 0)[..., None], -1)[..., 0]
+    assert abs(nll[valid].mean() - want.loss.item()) < 1e-4
+
+
+def test_classification_logits_match_hf(hf, batch):
+    model = hf["cls"]
+    cfg, params = bert_params_from_hf(_state(model), model.config.to_dict())
+    assert cfg.num_labels == 3
+    logits = np.asarray(_jax(BertForClassification, cfg, params, batch, with_mask=True))
+    assert np.abs(logits - _torch_out(model, batch).logits.numpy()).max() < 1e-4
+
+
+def test_bert_model_without_prefix_matches_hf(hf, batch):
+    model = hf["base"]
+    state = _state(model)
+    assert not any(k.startswith("bert.") for k in state)
+    cfg, params = bert_params_from_hf(state, model.config.to_dict())
+    assert set(params) == {"bert"}
+    seq, pooled = _jax(BertEncoder, cfg, params["bert"], batch, with_mask=True)
+    want = _torch_out(model, batch)
+    assert np.abs(np.asarray(seq) - want.last_hidden_state.numpy()).max() < 1e-4
+    assert np.abs(np.asarray(pooled) - want.pooler_output.numpy()).max() < 1e-4
+
+
+@pytest.mark.parametrize("kind", sorted(HF_CLASSES))
+def test_export_then_import_is_identity(hf, kind):
+    model = hf[kind]
+    state = _state(model)
+    cfg, params = bert_params_from_hf(state, model.config.to_dict())
+    exported = bert_params_to_hf(params, cfg)
+    assert set(exported) == {k for k in state if not k.endswith(DERIVED)}
+    for k, v in exported.items():
+        np.testing.assert_array_equal(v, state[k], err_msg=k)
+    cfg2, params2 = bert_params_from_hf(exported, bert_config_to_hf(cfg))
+    assert cfg2 == cfg
+    assert jax.tree_util.tree_structure(params2) == jax.tree_util.tree_structure(params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params2, params)
+    # Scan layout exports to the same tensors.
+    stacked = bert_params_to_hf(stack_layer_params(params), cfg)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, stacked, exported)
+
+
+@pytest.mark.parametrize("kind", ["mlm", "cls"])
+def test_exported_directory_loads_in_hf(hf, batch, kind, tmp_path):
+    model = hf[kind]
+    cfg, params = bert_params_from_hf(_state(model), model.config.to_dict())
+    save_hf_bert(tmp_path, params, cfg)
+    reloaded, info = HF_CLASSES[kind].from_pretrained(str(tmp_path), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    got = _torch_out(reloaded.eval(), batch).logits.numpy()
+    np.testing.assert_allclose(got, _torch_out(model, batch).logits.numpy(), atol=1e-6, rtol=0)
+    cfg2, params2 = load_hf_bert(tmp_path)
+    assert cfg2 == cfg
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params2, params)
+
+
+def test_config_round_trip_and_overrides(hf):
+    cfg = bert_config_from_hf(hf["mlm"].config.to_dict(), scan_layers=True, dtype="bfloat16")
+    assert cfg.hidden_act == "gelu_exact" and cfg.scan_layers and cfg.dtype == "bfloat16"
+    assert bert_config_from_hf(bert_config_to_hf(cfg), scan_layers=True, dtype="bfloat16") == cfg
+    with pytest.raises(BertConversionError, match="position_embedding_type"):
+        bert_config_from_hf({**HF_TINY, "position_embedding_type": "relative_key"})
+    with pytest.raises(BertConversionError, match="hidden_act 'mish'"):
+        bert_config_from_hf({**HF_TINY, "hidden_act": "mish"})
+
+
+def test_errors_name_the_key_and_file(hf, tmp_path):
+    model = hf["mlm"]
+    config = model.config.to_dict()
+    state = _state(model)
+
+    missing = dict(state)
+    del missing["bert.encoder.layer.1.output.dense.bias"]
+    hf_io.write_directory(tmp_path, config, missing)
+    message = r"model\.safetensors: missing key 'bert\.encoder\.layer\.1\.output\.dense\.bias'"
+    with pytest.raises(BertConversionError, match=message):
+        load_hf_bert(tmp_path)
+
+    bad_shape = {**state, "cls.predictions.bias": state["cls.predictions.bias"][:-1]}
+    with pytest.raises(BertConversionError, match=r"ckpt\.bin: key 'cls\.predictions\.bias' has shape \(98,\)"):
+        bert_params_from_hf(bad_shape, config, source="ckpt.bin")
+
+    extra = {**state, "bert.encoder.layer.2.output.dense.bias": np.zeros(32, np.float32)}
+    message = r"unexpected key\(s\) 'bert\.encoder\.layer\.2\.output\.dense\.bias'"
+    with pytest.raises(BertConversionError, match=message):
+        bert_params_from_hf(extra, config)
+
+    untied = {**state, "cls.predictions.decoder.weight": state["cls.predictions.decoder.weight"] + 1}
+    with pytest.raises(BertConversionError, match="untied"):
+        bert_params_from_hf(untied, config)
+
+
+def test_accepts_tf_style_names_and_drops_nsp_head(hf):
+    model = hf["mlm"]
+    state = _state(model)
+    _, params = bert_params_from_hf(state, model.config.to_dict())
+    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+               for k, v in state.items()}
+    renamed["cls.seq_relationship.weight"] = np.zeros((2, 32), np.float32)
+    with pytest.warns(UserWarning, match="next-sentence"):
+        _, params2 = bert_params_from_hf(renamed, model.config.to_dict())
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params2, params)
