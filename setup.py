@@ -12,6 +12,8 @@ CORE = [
     "gin-config>=0.5,<0.6",
     "grain>=0.2.10,<0.3",
     "numpy>=1.26,<3",
+    "tensorboardX>=2.6,<3",
+    "tqdm>=4.60",
 ]
 TFDS = ["tensorflow-cpu>=2.16,<2.22", "tensorflow-datasets>=4.9.7,<5"]
 # Exactly 2.13.0: a looser spec resolves to a multi-GB CUDA build.

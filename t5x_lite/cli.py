@@ -1,4 +1,4 @@
-"""``t5x_lite`` command line: ``convert`` and ``vocab`` (train/eval/infer follow).
+"""``t5x_lite`` command line: ``train``, ``convert`` and ``vocab`` (eval/infer follow).
 
 Errors that a user can fix (a missing file, a bad key) print one line naming the
 file or key and exit with status 2; no traceback.
@@ -54,6 +54,38 @@ def _vocab(args: argparse.Namespace) -> None:
           f"= vocab_size {vocab.vocab_size} (pad 0, eos 1, unk 2; <extra_id_0> = {vocab.sentinel_id(0)})")
 
 
+def _split_gin_flags(extra: Sequence[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for arg in extra:
+        if not arg.startswith("--gin.") or "=" not in arg:
+            raise UserError(f"unrecognized argument {arg!r} (gin overrides look like --gin.KEY=VALUE)")
+        key, value = arg[len("--gin."):].split("=", 1)
+        pairs.append((key, value))
+    return pairs
+
+
+def _train(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    import gin
+
+    from t5x_lite import config
+
+    if not args.gin_file:
+        raise UserError("train needs at least one --gin_file (e.g. experiments/quickstart.gin)")
+    search = [p for item in args.gin_search_paths for p in item.split(",") if p]
+    bindings = list(args.gin_bindings) + config.flag_bindings(_split_gin_flags(extra))
+    config.parse(args.gin_file, bindings, search, finalize=False)
+    config.check_required_macros(args.gin_file, search)
+    model_dir = gin.query_parameter("train.model_dir")
+    model_dir = config.evaluate_reference(model_dir)
+    from pathlib import Path
+
+    Path(model_dir).mkdir(parents=True, exist_ok=True)
+    (Path(model_dir) / "config.gin").write_text(gin.config_str())
+    result = config.CONFIGURED["train"]()
+    print(f"trained to step {result.step}; final loss {result.metrics.get('loss', float('nan')):.4f}; "
+          f"checkpoints, metrics and config.gin in {result.model_dir}")
+
+
 def _count(params) -> int:
     import jax
     import numpy as np
@@ -81,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max_sentences", type=int, default=0, help="train on the first N documents (0: all)")
     v.add_argument("--no_byte_fallback", action="store_true", help="no byte pieces (needed below ~400 pieces)")
     v.set_defaults(func=_vocab)
+
+    t = sub.add_parser("train", help="train (pretrain or fine-tune) from gin files; resumes an existing MODEL_DIR",
+                       epilog="Override any binding with --gin.KEY=VALUE, e.g. --gin.TRAIN_STEPS=100 "
+                              "--gin.MODEL_DIR=/tmp/run (strings need no extra quotes).")
+    t.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable)")
+    t.add_argument("--gin_bindings", action="append", default=[], help="a raw gin binding (repeatable)")
+    t.add_argument("--gin_search_paths", action="append", default=[], help="extra gin search paths (comma list)")
+    t.set_defaults(func=_train, accepts_gin_flags=True)
     return parser
 
 
@@ -90,10 +130,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from t5x_lite.data.sources import DataError
     from t5x_lite.training.checkpoints import CheckpointError
 
-    args = build_parser().parse_args(argv)
+    from t5x_lite.config import GinConfigError
+    from t5x_lite.training.train import TrainingError
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
     try:
-        args.func(args)
-    except (UserError, HFDirectoryError, ConversionError, CheckpointError, DataError, FileNotFoundError) as e:
+        if getattr(args, "accepts_gin_flags", False):
+            args.func(args, extra)
+        else:
+            if extra:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.func(args)
+    except (UserError, HFDirectoryError, ConversionError, CheckpointError, DataError, FileNotFoundError,
+            GinConfigError, TrainingError, TypeError) as e:
         print(f"t5x_lite {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -110,6 +110,11 @@ class EncoderDecoderModel(BaseModel):
             decoder_positions=_get(batch, "decoder_positions"),
         )
 
+    def feature_converter(self, pack: bool = False):
+        from t5x_lite.data.features import EncDecFeatureConverter
+
+        return EncDecFeatureConverter(pack=pack, decoder_start_id=self.config.decoder_start_id)
+
     def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
         enc = jnp.ones((batch_size, lengths["inputs"]), jnp.int32)
         dec = jnp.ones((batch_size, lengths["targets"]), jnp.int32)
@@ -129,10 +134,20 @@ class EncoderDecoderModel(BaseModel):
 
 @dataclasses.dataclass(frozen=True)
 class DecoderOnlyModel(BaseModel):
-    """Causal or prefix LM; the loss covers the positions ``decoder_loss_weights`` marks (targets only)."""
+    """Causal or prefix LM; the loss covers the positions ``decoder_loss_weights`` marks (targets only).
+
+    ``prefix_lm=True`` trains on ``inputs ++ targets`` with a bidirectional prefix;
+    ``False`` is a plain LM on ``targets``.
+    """
 
     config: T5Config = T5Config()
+    prefix_lm: bool = True
     kind = "decoder_only"
+
+    def feature_converter(self, pack: bool = False):
+        from t5x_lite.data.features import DecoderOnlyFeatureConverter
+
+        return DecoderOnlyFeatureConverter(pack=pack, prefix_lm=self.prefix_lm)
 
     @property
     def module(self) -> nn.Module:
@@ -178,6 +193,11 @@ class EncoderOnlyMLMModel(BaseModel):
     config: BertConfig = BertConfig()
     kind = "encoder_only_mlm"
 
+    def feature_converter(self, pack: bool = False):
+        from t5x_lite.data.features import EncoderOnlyFeatureConverter
+
+        return EncoderOnlyFeatureConverter(pack=pack)
+
     @property
     def module(self) -> nn.Module:
         from t5x_lite.models.bert import BertForMLM
@@ -205,6 +225,13 @@ class EncoderOnlyClassificationModel(BaseModel):
 
     config: BertConfig = BertConfig()
     kind = "encoder_only_classification"
+
+    def feature_converter(self, pack: bool = False):
+        from t5x_lite.data.features import EncoderOnlyFeatureConverter
+
+        if pack:
+            raise ValueError("classification reads the pooled first token: one example per row, pack=False")
+        return EncoderOnlyFeatureConverter(classification=True)
 
     @property
     def module(self) -> nn.Module:

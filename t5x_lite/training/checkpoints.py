@@ -27,8 +27,6 @@ class CheckpointError(ValueError):
 def save_params(directory: str | Path, params: Any, model) -> Path:
     import orbax.checkpoint as ocp
 
-    from t5x_lite.config import model_to_gin
-
     directory = Path(directory).absolute()
     target = directory / "params"
     if target.exists():
@@ -38,27 +36,112 @@ def save_params(directory: str | Path, params: Any, model) -> Path:
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(target, host_params)
     checkpointer.wait_until_finished()
+    write_model_description(directory, model)
+    return directory
+
+
+def write_model_description(directory: str | Path, model) -> None:
+    """``model.gin`` + ``t5x_lite.json`` beside a run's checkpoints, so the directory describes itself."""
+    from t5x_lite.config import model_to_gin
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / MODEL_GIN).write_text(model_to_gin(model))
     (directory / META_FILE).write_text(
         json.dumps({"format_version": FORMAT_VERSION, "kind": model.kind}, indent=2) + "\n"
     )
-    return directory
 
 
 def load_params(directory: str | Path):
-    """(model, params) from a params checkpoint; params in the model's own layout."""
+    """(model, params) from a params checkpoint or a training MODEL_DIR (its newest checkpoint).
+
+    Params come back in the model's own layout (loop or scan, per its config).
+    """
     import orbax.checkpoint as ocp
 
     from t5x_lite.config import model_from_gin
 
     directory = Path(directory).absolute()
-    for name in (META_FILE, MODEL_GIN, "params"):
+    for name in (META_FILE, MODEL_GIN):
         if not (directory / name).exists():
-            raise CheckpointError(f"{directory}: not a t5x_lite params checkpoint ({name} is missing)")
+            raise CheckpointError(f"{directory}: not a t5x_lite checkpoint ({name} is missing)")
     model = model_from_gin([str(directory / MODEL_GIN)])
+    if (directory / "params").exists():
+        try:
+            params = ocp.StandardCheckpointer().restore(directory / "params")
+        except Exception as e:  # orbax raises several types for damaged files
+            raise CheckpointError(f"{directory / 'params'}: cannot restore ({e})") from e
+        params = jax.tree_util.tree_map(np.asarray, params)
+        return model, model.from_loop_layout(params)
+    runs = directory / "checkpoints"
+    steps = sorted(int(p.name) for p in runs.iterdir() if p.name.isdigit()) if runs.is_dir() else []
+    if not steps:
+        raise CheckpointError(f"{directory}: holds no params/ and no checkpoints/<step>/ to read params from")
+    path = runs / str(steps[-1]) / "state"
     try:
-        params = ocp.StandardCheckpointer().restore(directory / "params")
-    except Exception as e:  # orbax raises several types for damaged files
-        raise CheckpointError(f"{directory / 'params'}: cannot restore ({e})") from e
-    params = jax.tree_util.tree_map(np.asarray, params)
-    return model, model.from_loop_layout(params)
+        state = ocp.PyTreeCheckpointer().restore(path)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot restore ({e})") from e
+    # Training checkpoints store params in the model's own layout already.
+    return model, jax.tree_util.tree_map(np.asarray, state["params"])
+
+
+# ----------------------------------------------------------------- training checkpoints
+
+
+class TrainCheckpointer:
+    """Orbax checkpoints of the whole run: train state + the data iterator's state, per step.
+
+    Saves are asynchronous (training continues while the files are written) and
+    atomic (orbax writes a temporary directory and renames it when complete, so
+    a killed save leaves no half checkpoint behind). ``restore`` tries the
+    newest step first and falls back to older ones if a checkpoint cannot be
+    read, with a warning naming it.
+    """
+
+    def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True):
+        import orbax.checkpoint as ocp
+
+        self.directory = Path(directory).absolute() / "checkpoints"
+        self._ocp = ocp
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            item_names=("state", "data"),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
+                                                 create=True),
+        )
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self):
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def save(self, step: int, state: Any, data_state: dict) -> None:
+        args = self._ocp.args
+        self.manager.save(int(step), args=args.Composite(state=args.StandardSave(state),
+                                                         data=args.JsonSave(data_state)), force=True)
+
+    def restore(self, abstract_state: Any):
+        """(state, data_state, step) from the newest readable checkpoint, or None if there is none."""
+        import logging
+
+        args = self._ocp.args
+        for step in reversed(self.steps()):
+            try:
+                restored = self.manager.restore(step, args=args.Composite(
+                    state=args.StandardRestore(abstract_state), data=args.JsonRestore()))
+                return restored["state"], restored["data"], step
+            except Exception as e:  # a damaged checkpoint: say which, and use the one before it
+                logging.getLogger(__name__).warning(
+                    "checkpoint %s is unreadable (%s: %s); trying the previous one",
+                    self.directory / str(step), type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        return None
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

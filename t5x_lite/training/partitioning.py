@@ -1,0 +1,107 @@
+"""Device mesh and logical-axis rules: how parameters and activations are sharded.
+
+Models name their axes (``embed``, ``mlp``, ``heads``, ``vocab``, ``batch`` ...);
+a rules table maps each name onto a mesh axis (``data`` or ``model``) or leaves
+it unsharded. Data parallelism, FSDP and tensor parallelism are rule changes,
+not code changes:
+
+- data parallel:   ``batch -> data``; parameters replicated.
+- FSDP:            also ``embed -> data``: parameters and optimizer state are
+                   split over the data axis and gathered per layer by XLA.
+- tensor parallel: ``mlp, heads, vocab -> model`` on a mesh with ``model > 1``.
+
+This is ``jax.jit`` with in/out shardings, JAX's successor to ``pmap``: one
+program for every device count, the same on one CPU as on a pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Iterator, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+Rules = Sequence[tuple[str, Optional[str]]]
+
+# Names used by t5x_lite's models. Anything unlisted is left unsharded.
+BASE_RULES: tuple = (
+    ("batch", "data"),
+    ("vocab", "model"),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv", None),
+    ("embed", None),
+    ("length", None),
+    ("layers", None),
+    ("relpos_buckets", None),
+    ("token_types", None),
+    ("abspos_buckets", None),
+)
+
+
+def rules_for(strategy: str = "data_parallel") -> tuple:
+    """Standard rule tables: ``data_parallel`` (with tensor parallel when model > 1) or ``fsdp``."""
+    if strategy == "data_parallel":
+        return BASE_RULES
+    if strategy == "fsdp":
+        return tuple(("embed", "data") if name == "embed" else (name, axis) for name, axis in BASE_RULES)
+    raise ValueError(f"unknown partitioning strategy {strategy!r}; choose 'data_parallel' or 'fsdp'")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Mesh shape: ``data`` x ``model`` devices; ``data=-1`` takes every device left over."""
+
+    data: int = -1
+    model: int = 1
+
+    def shape(self, num_devices: int) -> tuple[int, int]:
+        if self.model < 1 or num_devices % self.model:
+            raise ValueError(f"model={self.model} does not divide the {num_devices} devices")
+        data = num_devices // self.model if self.data == -1 else self.data
+        if data * self.model != num_devices:
+            raise ValueError(f"mesh data={data} x model={self.model} != {num_devices} devices")
+        return data, self.model
+
+
+def make_mesh(config: MeshConfig = MeshConfig(), devices: Optional[Sequence[Any]] = None) -> Mesh:
+    devices = list(jax.devices() if devices is None else devices)
+    data, model = config.shape(len(devices))
+    return Mesh(np.asarray(devices).reshape(data, model), ("data", "model"))
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules: Rules) -> Iterator[None]:
+    """Mesh + rules for tracing: the models' logical activation constraints take effect inside."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(tuple(rules)):
+        yield
+
+
+def param_shardings(abstract_boxed: Any, mesh: Mesh, rules: Rules) -> Any:
+    """NamedShardings for a tree whose leaves carry logical names (``nn.Partitioned``)."""
+    specs = nn.get_partition_spec(abstract_boxed)
+    return nn.logical_to_mesh_sharding(specs, mesh, tuple(rules))
+
+
+def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
+    """Leading (batch) axis over whatever ``batch`` maps to; the rest replicated."""
+    axis = dict(rules).get("batch")
+    return NamedSharding(mesh, PartitionSpec(axis))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def host_batch_to_global(batch: dict, mesh: Mesh, sharding: NamedSharding) -> dict:
+    """This host's rows -> global jax.Arrays laid out by ``sharding`` (works for 1 or many hosts)."""
+    def to_global(x):
+        x = np.asarray(x)
+        global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
+        return jax.make_array_from_process_local_data(sharding, x, global_shape)
+
+    return {k: to_global(v) for k, v in batch.items()}

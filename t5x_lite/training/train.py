@@ -1,0 +1,233 @@
+"""``train(...)``: the training loop as a plain keyword-only function (gin wraps it in the CLI).
+
+Usable from a notebook without gin::
+
+    from t5x_lite.training.train import train
+    train(model=model, task="bundled_corpus_span_3_15_u_u", feature_lengths={"inputs": 128, "targets": 32},
+          batch_size=32, train_steps=1000, model_dir="/tmp/run", optimizer=make_optimizer("adafactor_t5", ...))
+
+A ``model_dir`` that already holds checkpoints resumes from the newest readable
+one: train state and data iterator state, so no batch is replayed or skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import jax
+import numpy as np
+import optax
+
+from t5x_lite.training import checkpoints, partitioning
+from t5x_lite.training.trainer import Trainer, TrainState
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, a checkpoint that does not fit); says what and where."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int
+    metrics: dict
+    model_dir: str
+
+
+def _token_count(batch: Mapping[str, np.ndarray]) -> int:
+    """Non-padding tokens the model reads in this host batch (inputs + targets)."""
+    total = 0
+    for key in ("encoder_input_tokens", "decoder_target_tokens", "input_tokens"):
+        if key in batch:
+            total += int(np.count_nonzero(np.asarray(batch[key])))
+    return total
+
+
+def _restore_params_only(path: str, abstract_params: Any, shardings: Any) -> Any:
+    """Params from a params checkpoint (ours or converted), shape-checked against the model."""
+    _, params = checkpoints.load_params(path)
+    flat_want = dict(jax.tree_util.tree_flatten_with_path(abstract_params)[0])
+    flat_have = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    for key, want in flat_want.items():
+        name = jax.tree_util.keystr(key)
+        if key not in flat_have:
+            raise TrainingError(f"{path}: parameter {name} is missing (the checkpoint is for another model)")
+        if tuple(flat_have[key].shape) != tuple(want.shape):
+            raise TrainingError(f"{path}: parameter {name} has shape {tuple(flat_have[key].shape)}, "
+                                f"the model needs {tuple(want.shape)}")
+    params = jax.tree_util.tree_map(lambda x, w: np.asarray(x, w.dtype), params, abstract_params)
+    return jax.tree_util.tree_map(lambda x, s: jax.device_put(x, s), params, shardings)
+
+
+def train(
+    *,
+    model: Any,
+    task: str,
+    feature_lengths: Mapping[str, int],
+    batch_size: int,
+    train_steps: int,
+    model_dir: str,
+    optimizer: optax.GradientTransformation,
+    learning_rate_fn: Optional[Callable[[Any], Any]] = None,
+    seed: int = 0,
+    pack: bool = False,
+    num_microbatches: Optional[int] = None,
+    mesh: partitioning.MeshConfig = partitioning.MeshConfig(),
+    partitioning_strategy: str = "data_parallel",
+    logical_axis_rules: Optional[tuple] = None,
+    checkpoint_every: int = 1000,
+    keep_checkpoints: int = 3,
+    async_checkpointing: bool = True,
+    log_every: int = 100,
+    init_checkpoint: Optional[str] = None,
+    use_dropout: bool = True,
+    progress: bool = True,
+    step_callback: Optional[Callable[[int, dict], None]] = None,
+) -> TrainResult:
+    """Train ``model`` on ``task`` for ``train_steps`` steps of ``batch_size`` (global) examples.
+
+    ``init_checkpoint`` (fine-tuning) restores params only from a params checkpoint
+    (``t5x_lite convert`` output or ``export_params``) and starts a fresh optimizer;
+    it is ignored when ``model_dir`` already holds a checkpoint to resume from.
+    """
+    from t5x_lite.data.pipeline import get_dataset
+    from t5x_lite.training.flops import train_flops_per_example
+    from t5x_lite.training.metrics import MetricsWriter, ProgressBar, StepTimer, summarize_metrics
+
+    import t5x_lite.tasks  # noqa: F401  (registers the task providers)
+
+    _check_types(batch_size=(batch_size, int), train_steps=(train_steps, int), model_dir=(model_dir, str),
+                 task=(task, str), seed=(seed, int), checkpoint_every=(checkpoint_every, int),
+                 log_every=(log_every, int), pack=(pack, bool))
+    model_dir = str(Path(model_dir).absolute())
+    if jax.process_index() == 0:
+        checkpoints.write_model_description(model_dir, model)
+    rules = tuple(logical_axis_rules) if logical_axis_rules else partitioning.rules_for(partitioning_strategy)
+    device_mesh = partitioning.make_mesh(mesh)
+    trainer = Trainer(model=model, optimizer=optimizer, mesh=device_mesh, rules=rules,
+                      base_rng=jax.random.key(seed), learning_rate_fn=learning_rate_fn,
+                      num_microbatches=num_microbatches, use_dropout=use_dropout)
+
+    converter = model.feature_converter(pack)
+    dataset, truncation = get_dataset(task, split="train", feature_lengths=feature_lengths, batch_size=batch_size,
+                                      converter=converter, seed=seed, pack=pack)
+    data_iter = iter(dataset)
+    first_batch = next(data_iter)  # also tells the step its shapes
+    shardings = trainer.state_shardings(first_batch)
+
+    ckpt = checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints, async_save=async_checkpointing)
+    abstract = jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        _unboxed(trainer.abstract_state(first_batch)), shardings)
+    restored = ckpt.restore(abstract)
+    if restored is not None:
+        state, data_state, start = restored
+        data_iter = iter(dataset)
+        data_iter.set_state(data_state)
+        log.info("resumed from %s at step %d", ckpt.directory, start)
+    else:
+        state = trainer.init(seed, first_batch)
+        if init_checkpoint:
+            params = _restore_params_only(init_checkpoint, abstract.params, shardings.params)
+            state = TrainState(step=state.step, params=params, opt_state=trainer.optimizer.init(params))
+            state = jax.device_put(state, shardings)
+        data_iter = iter(dataset)
+        start = 0
+
+    flops = _flops(train_flops_per_example, model, converter, feature_lengths)
+    writer = MetricsWriter(Path(model_dir) / "train", every_n_steps=log_every, resume_step=start,
+                           enabled=jax.process_index() == 0)
+    bar = ProgressBar(train_steps, initial_step=start, print_every=log_every,
+                      disable=None if progress else True)
+    timer = StepTimer()
+    timer.mark(start, 0)
+    window: list = []
+    last_good = ckpt.latest_step()
+    pending = None
+    metrics_out: dict = {}
+    step = start
+    try:
+        while step < train_steps:
+            host_batch = next(data_iter)
+            tokens = _token_count(host_batch) * jax.process_count()
+            state, metrics = trainer.step(state, trainer.global_batch(host_batch))
+            step += 1
+            # Check the previous step's loss while this one runs (keeps dispatch asynchronous).
+            if pending is not None:
+                _check_finite(pending, step - 1, last_good, model_dir)
+            pending = metrics
+            window.append(metrics)
+            timer_due = step % log_every == 0 or step == train_steps
+            if timer_due:
+                jax.block_until_ready(metrics)
+                _check_finite(metrics, step, last_good, model_dir)
+                timer.mark(step, tokens * len(window))
+                metrics_out = summarize_metrics(window)
+                window = []
+                metrics_out.update(_throughput(timer.summary(), flops, batch_size, model.config.dtype))
+                metrics_out["truncated_tokens"] = float(sum(truncation.as_dict()["truncated_tokens"].values()))
+                writer.write(step, {f"train/{k}": v for k, v in metrics_out.items()}, force=True)
+                bar.update(step, metrics_out)
+                if step_callback is not None:
+                    step_callback(step, metrics_out)
+            if step % checkpoint_every == 0 or step == train_steps:
+                jax.block_until_ready(metrics)
+                _check_finite(metrics, step, last_good, model_dir)
+                ckpt.save(step, state, data_iter.get_state())
+                last_good = step
+    finally:
+        ckpt.close()
+        writer.close()
+    return TrainResult(step=step, metrics=metrics_out, model_dir=model_dir)
+
+
+def _check_types(**values: tuple) -> None:
+    """Gin passes whatever the file says; catch a wrong type here, by name, before any work starts."""
+    for name, (value, kind) in values.items():
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            raise TypeError(f"train.{name} must be {kind.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def _unboxed(tree):
+    import flax.linen as nn
+
+    return nn.unbox(tree)
+
+
+def _check_finite(metrics: Mapping[str, Any], step: int, last_good: Optional[int], model_dir: str) -> None:
+    loss = float(np.asarray(metrics["loss"]))
+    if not math.isfinite(loss):
+        where = f"step {last_good} in {model_dir}/checkpoints" if last_good is not None else "none yet"
+        raise TrainingError(f"loss is {loss} at step {step}; training stopped. Last good checkpoint: {where}")
+
+
+def _flops(fn, model, converter, feature_lengths) -> Optional[float]:
+    try:
+        lengths = converter.task_lengths(dict(feature_lengths))
+        if model.kind == "decoder_only":
+            return fn(model.config, {"targets": lengths["targets"]}, decoder_only=True)
+        return fn(model.config, lengths)
+    except Exception as e:  # an unknown model kind gets no MFU, never a made-up one
+        log.info("no FLOP count for %s: %s", type(model).__name__, e)
+        return None
+
+
+def _throughput(timing: Mapping[str, float], flops_per_example: Optional[float], batch_size: int,
+                dtype: str) -> dict:
+    from t5x_lite.training.flops import mfu, peak_flops_for
+
+    out = dict(timing)
+    if flops_per_example is not None and math.isfinite(timing.get("steps_per_s", float("nan"))):
+        tflops = flops_per_example * batch_size * timing["steps_per_s"] / 1e12
+        out["tflops_per_s"] = tflops
+        device = jax.devices()[0]
+        peak = peak_flops_for(device.device_kind, dtype)
+        if peak:
+            out["mfu"] = mfu(flops_per_example * batch_size, 1.0 / timing["steps_per_s"], peak, jax.device_count())
+    return out

@@ -1,0 +1,157 @@
+"""The sharded train step: state, initialization under ``eval_shape``, and one jit.
+
+``Trainer`` holds no data and no hidden state; it is the compiled functions and
+the shardings for one (model, optimizer, mesh, rules) combination:
+
+- ``init(seed)`` builds the train state directly in its sharded layout
+  (``jax.eval_shape`` first, so a model bigger than one host's memory is never
+  materialized on a single device);
+- ``step(state, batch)`` is ``jax.jit`` with in/out shardings and the state
+  donated. The step's rng is ``fold_in(base_rng, step)``, so a restarted run
+  draws the same dropout masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping, Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from t5x_lite.training import partitioning
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: Array
+    params: Any
+    opt_state: Any
+
+
+def _grad_norm(grads: Any) -> Array:
+    return optax.global_norm(grads)
+
+
+def compute_grads(loss_fn: Callable, params: Any, batch: Mapping[str, Array], rng: Array,
+                  num_microbatches: Optional[int]) -> tuple[Array, dict, Any]:
+    """(loss, metrics, grads), over microbatches when asked (see optimizers.accumulate_gradients)."""
+    if num_microbatches and num_microbatches > 1:
+        from t5x_lite.training.optimizers import accumulate_gradients
+
+        return accumulate_gradients(loss_fn, params, batch, rng, num_microbatches)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+    return loss, metrics, grads
+
+
+@dataclasses.dataclass
+class Trainer:
+    """Compiled init/step for a model, an optax optimizer, a mesh and logical-axis rules."""
+
+    model: Any
+    optimizer: optax.GradientTransformation
+    mesh: jax.sharding.Mesh
+    rules: tuple
+    base_rng: Array
+    learning_rate_fn: Optional[Callable[[Array], Array]] = None
+    num_microbatches: Optional[int] = None
+    use_dropout: bool = True
+
+    def __post_init__(self):
+        self._state_shardings = None
+        self._step_fn = None
+
+    # ------------------------------------------------------------------ init
+
+    def _init_state(self, rng: Array, batch: Mapping[str, Array]) -> TrainState:
+        variables = self.model.module.init({"params": rng, "dropout": rng}, **self.model._apply_kwargs(batch))
+        params = variables["params"]
+        opt_state = self.optimizer.init(nn.unbox(params))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+
+    def abstract_state(self, batch: Mapping[str, Array]) -> TrainState:
+        """Shapes, dtypes and logical names of the whole state; nothing is allocated."""
+        with partitioning.activate(self.mesh, self.rules):
+            return jax.eval_shape(self._init_state, jax.random.key(0), batch)
+
+    def state_shardings(self, batch: Mapping[str, Array]) -> TrainState:
+        """Params sharded by their logical names; optimizer slots like their params; the rest replicated."""
+        if self._state_shardings is None:
+            abstract = self.abstract_state(batch)
+            params = partitioning.param_shardings(abstract.params, self.mesh, self.rules)
+            replicated = partitioning.replicated(self.mesh)
+            # Slots shaped like their param (Adam moments) share its sharding; others (Adafactor's
+            # factored row/column statistics, counts) are small and replicated.
+            opt_state = optax.tree_map_params(
+                self.optimizer,
+                lambda slot, sharding, param: sharding if slot.shape == param.shape else replicated,
+                abstract.opt_state, params, nn.unbox(abstract.params),
+                transform_non_params=lambda _: replicated,
+                is_leaf=lambda x: isinstance(x, (jax.sharding.Sharding, jax.ShapeDtypeStruct)),
+            )
+            self._state_shardings = TrainState(step=replicated, params=params, opt_state=opt_state)
+        return self._state_shardings
+
+    def init(self, seed: int, batch: Mapping[str, Array]) -> TrainState:
+        shardings = self.state_shardings(batch)
+
+        def init(rng):
+            state = self._init_state(rng, batch)
+            return state.replace(params=nn.unbox(state.params))
+
+        with partitioning.activate(self.mesh, self.rules):
+            return jax.jit(init, out_shardings=shardings)(_fast_init_key(seed))
+
+    # ------------------------------------------------------------------ step
+
+    def _train_step(self, state: TrainState, batch: Mapping[str, Array]):
+        rng = jax.random.fold_in(self.base_rng, state.step)
+        loss_fn = functools.partial(_loss_with_rng, self.model, self.use_dropout)
+        loss, metrics, grads = compute_grads(loss_fn, state.params, batch, rng, self.num_microbatches)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics)
+        metrics["grad_norm"] = _grad_norm(grads)
+        if self.learning_rate_fn is not None:
+            metrics["learning_rate"] = jnp.asarray(self.learning_rate_fn(state.step), jnp.float32)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    def step(self, state: TrainState, batch: Mapping[str, Array]):
+        if self._step_fn is None:
+            shardings = self._state_shardings
+            if shardings is None:
+                raise RuntimeError("call init() or state_shardings() before step()")
+            batch_sharding = partitioning.batch_sharding(self.mesh, self.rules)
+            self._step_fn = jax.jit(
+                self._train_step,
+                in_shardings=(shardings, batch_sharding),
+                out_shardings=(shardings, partitioning.replicated(self.mesh)),
+                donate_argnums=(0,),
+            )
+        with partitioning.activate(self.mesh, self.rules):
+            return self._step_fn(state, batch)
+
+    def global_batch(self, host_batch: Mapping[str, Any]) -> dict:
+        return partitioning.host_batch_to_global(
+            dict(host_batch), self.mesh, partitioning.batch_sharding(self.mesh, self.rules)
+        )
+
+
+def _loss_with_rng(model, use_dropout: bool, params, batch, rng):
+    return model.loss_fn(params, batch, rng if use_dropout else None)
+
+
+def _fast_init_key(seed: int) -> Array:
+    """A key for parameter init with the ``unsafe_rbg`` PRNG.
+
+    The default threefry PRNG makes XLA:CPU compile and run init slowly (many
+    counter-mode hash calls); init needs statistical quality, not threefry's
+    splitting guarantees. Training-step randomness (dropout) keeps the default.
+    """
+    return jax.random.key(seed, impl="unsafe_rbg")
