@@ -144,7 +144,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.func(args)
     except (UserError, HFDirectoryError, ConversionError, CheckpointError, DataError, FileNotFoundError,
             GinConfigError, TrainingError, TypeError) as e:
-        print(f"t5x_lite {args.command}: error: {e}", file=sys.stderr)
+        # gin appends "In call to configurable ..." lines; the first line is the message.
+        message = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"t5x_lite {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

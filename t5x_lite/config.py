@@ -187,6 +187,31 @@ def check_required_macros(gin_files: Sequence[str], extra_search_paths: Sequence
                              + "; ".join(missing) + " -- set it in an experiment file or with --gin.NAME=VALUE")
 
 
+def _guard_namespace_packages() -> None:
+    """Work around gin-config 0.5.0: its package-resource reader crashes (TypeError) when an
+    include path's directory is a namespace package, e.g. ``experiments/x.gin`` run from a
+    checkout with a top-level ``experiments/`` folder. Report "not found" instead, as gin
+    does for any other non-package, so the search paths are tried next.
+    """
+    from gin import resource_reader
+
+    original = resource_reader._parse_config_path
+    if getattr(original, "_t5x_lite_guarded", False):
+        return
+
+    def parse_config_path(config_path: str) -> str:
+        try:
+            return original(config_path)
+        except TypeError as e:
+            raise ValueError("Package has no file location", config_path) from e
+
+    parse_config_path._t5x_lite_guarded = True
+    resource_reader._parse_config_path = parse_config_path
+
+
+_guard_namespace_packages()
+
+
 class _DropPathNotFound(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("Path not found")

@@ -104,11 +104,16 @@ class TrainCheckpointer:
 
         self.directory = Path(directory).absolute() / "checkpoints"
         self._ocp = ocp
-        self.manager = ocp.CheckpointManager(
+        self._options = dict(keep=keep, async_save=async_save)
+        self.manager = self._open()
+
+    def _open(self):
+        ocp = self._ocp
+        return ocp.CheckpointManager(
             self.directory,
             item_names=("state", "data"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
-                                                 create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=self._options["keep"], create=True,
+                                                 enable_async_checkpointing=self._options["async_save"]),
         )
 
     def steps(self) -> list[int]:
@@ -124,20 +129,33 @@ class TrainCheckpointer:
                                                          data=args.JsonSave(data_state)), force=True)
 
     def restore(self, abstract_state: Any):
-        """(state, data_state, step) from the newest readable checkpoint, or None if there is none."""
+        """(state, data_state, step) from the newest readable checkpoint, or None if there is none.
+
+        An unreadable checkpoint is moved aside to ``<step>.unreadable`` (kept, never
+        deleted) so the run can write that step again.
+        """
         import logging
 
         args = self._ocp.args
+        unreadable = []
+        result = None
         for step in reversed(self.steps()):
             try:
                 restored = self.manager.restore(step, args=args.Composite(
                     state=args.StandardRestore(abstract_state), data=args.JsonRestore()))
-                return restored["state"], restored["data"], step
+                result = (restored["state"], restored["data"], step)
+                break
             except Exception as e:  # a damaged checkpoint: say which, and use the one before it
                 logging.getLogger(__name__).warning(
                     "checkpoint %s is unreadable (%s: %s); trying the previous one",
                     self.directory / str(step), type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-        return None
+                unreadable.append(step)
+        if unreadable:
+            self.manager.close()
+            for step in unreadable:
+                (self.directory / str(step)).rename(self.directory / f"{step}.unreadable")
+            self.manager = self._open()
+        return result
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

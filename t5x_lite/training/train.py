@@ -201,10 +201,12 @@ def _unboxed(tree):
 
 
 def _check_finite(metrics: Mapping[str, Any], step: int, last_good: Optional[int], model_dir: str) -> None:
-    loss = float(np.asarray(metrics["loss"]))
-    if not math.isfinite(loss):
-        where = f"step {last_good} in {model_dir}/checkpoints" if last_good is not None else "none yet"
-        raise TrainingError(f"loss is {loss} at step {step}; training stopped. Last good checkpoint: {where}")
+    for name in ("loss", "update_norm"):
+        value = float(np.asarray(metrics[name]))
+        if not math.isfinite(value):
+            where = f"step {last_good} in {model_dir}/checkpoints" if last_good is not None else "none yet"
+            raise TrainingError(f"{name} is {value} at step {step}; training stopped, nothing saved after it. "
+                                f"Last good checkpoint: {where}")
 
 
 def _flops(fn, model, converter, feature_lengths) -> Optional[float]:

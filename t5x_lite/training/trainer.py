@@ -118,6 +118,8 @@ class Trainer:
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics)
         metrics["grad_norm"] = _grad_norm(grads)
+        # Finite loss and finite update => finite new params: what a checkpoint needs to be "good".
+        metrics["update_norm"] = _grad_norm(updates)
         if self.learning_rate_fn is not None:
             metrics["learning_rate"] = jnp.asarray(self.learning_rate_fn(state.step), jnp.float32)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics

@@ -1,0 +1,143 @@
+"""The training loop: exact resume after SIGKILL, damaged checkpoints, divergence, fine-tuning, the CLI."""
+
+import json
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from t5x_lite import cli
+from t5x_lite.models.model import EncoderDecoderModel
+from t5x_lite.training import checkpoints
+from t5x_lite.training.optimizers import make_optimizer
+from t5x_lite.training.train import TrainingError, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run_worker import TINY  # noqa: E402
+
+WORKER = Path(__file__).parent / "run_worker.py"
+MODEL = EncoderDecoderModel(config=TINY)
+LENGTHS = {"inputs": 32, "targets": 8}
+
+
+def _run(model_dir, steps, **kw):
+    args = dict(model=MODEL, task="bundled_corpus_span_3_15_u_u", feature_lengths=LENGTHS, batch_size=4,
+                train_steps=steps, model_dir=str(model_dir), checkpoint_every=2, log_every=2, progress=False,
+                optimizer=make_optimizer("adafactor_t5", learning_rate=1e-2))
+    args.update(kw)
+    return train(**args)
+
+
+def _params(model_dir):
+    return jax.tree_util.tree_leaves(checkpoints.load_params(model_dir)[1])
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_step_then_restart_equals_an_uninterrupted_run(tmp_path):
+    steps = 8
+    subprocess.run([sys.executable, str(WORKER), str(tmp_path / "straight"), str(steps)], check=True,
+                   capture_output=True, timeout=600)
+    kill_at = random.Random().randint(3, 6)
+    proc = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path / "killed"), str(steps)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            if line.strip() == f"STEP {kill_at}":
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL, f"worker ended with {proc.returncode} before step {kill_at}"
+    subprocess.run([sys.executable, str(WORKER), str(tmp_path / "killed"), str(steps)], check=True,
+                   capture_output=True, timeout=600)
+    a, b = _params(tmp_path / "straight"), _params(tmp_path / "killed")
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y, err_msg=f"killed at step {kill_at}")
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, caplog):
+    _run(tmp_path, 4)
+    newest = tmp_path / "checkpoints" / "4" / "state"
+    for f in newest.rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    result = _run(tmp_path, 6)
+    assert result.step == 6
+    assert "checkpoints/4 is unreadable" in caplog.text
+    assert checkpoints.TrainCheckpointer(tmp_path).steps()[-1] == 6
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    lr = lambda step: jnp.where(step >= 3, jnp.nan, 1e-3)  # noqa: E731
+    with pytest.raises(TrainingError, match=r"update_norm is nan at step 4.*Last good checkpoint: step 2"):
+        _run(tmp_path, 10, optimizer=optax.adamw(lr), log_every=1)
+    assert checkpoints.TrainCheckpointer(tmp_path).steps() == [2]
+    assert all(np.isfinite(x).all() for x in _params(tmp_path))
+
+
+def test_finetuning_restores_params_only_and_checks_shapes(tmp_path):
+    _run(tmp_path / "pre", 2)
+    pretrained = _params(tmp_path / "pre")
+    # zero learning rate: the fine-tuned params must be exactly the restored ones
+    result = _run(tmp_path / "ft", 1, init_checkpoint=str(tmp_path / "pre"), optimizer=optax.sgd(0.0))
+    assert result.step == 1
+    for x, y in zip(pretrained, _params(tmp_path / "ft")):
+        np.testing.assert_array_equal(x, y)
+    other = EncoderDecoderModel(config=TINY.replace(d_ff=64))
+    with pytest.raises(TrainingError, match=r"pre: parameter .*mlp.*shape \(32, 48\).*\(32, 64\)"):
+        _run(tmp_path / "bad", 1, model=other, init_checkpoint=str(tmp_path / "pre"))
+
+
+def test_metrics_and_model_description_are_written(tmp_path):
+    _run(tmp_path, 2)
+    lines = [json.loads(x) for x in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 2 and np.isfinite(lines[-1]["train/loss"])
+    assert {"train/grad_norm", "train/learning_rate", "train/accuracy"} <= set(lines[-1]) or \
+        {"train/grad_norm", "train/accuracy"} <= set(lines[-1])
+    assert list((tmp_path / "train").glob("events.out.tfevents*"))
+    model, _ = checkpoints.load_params(tmp_path)
+    assert model == MODEL
+
+
+# ----------------------------------------------------------------------------- CLI errors
+
+
+def _cli_error(capsys, *args):
+    assert cli.main(["train", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    return err
+
+
+def test_cli_missing_required_macro(capsys, tmp_path):
+    err = _cli_error(capsys, "--gin_file=models/t5_1_1/tiny.gin", "--gin_file=runs/pretrain.gin",
+                     f"--gin.MODEL_DIR={tmp_path}")
+    assert "missing REQUIRED macros" in err and "TASK (required by" in err and "pretrain.gin" in err
+
+
+def test_cli_misspelled_parameter_gets_a_suggestion(capsys):
+    err = _cli_error(capsys, "--gin_file=experiments/quickstart.gin", "--gin.train.bach_size=3")
+    assert "doesn't have a parameter named 'bach_size'" in err and "did you mean 'batch_size'" in err
+
+
+def test_cli_unknown_configurable_names_the_file_and_line(capsys, tmp_path):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("include 'experiments/quickstart.gin'\ntrian.seed = 1\n")
+    err = _cli_error(capsys, f"--gin_file={bad}")
+    assert f"{bad}:2" in err and "did you mean 'train'" in err
+
+
+def test_cli_missing_gin_file_and_wrong_type(capsys, tmp_path):
+    assert "gin file not found: nope.gin" in _cli_error(capsys, "--gin_file=nope.gin")
+    err = _cli_error(capsys, "--gin_file=experiments/quickstart.gin", "--gin.BATCH_SIZE=many",
+                     f"--gin.MODEL_DIR={tmp_path}")
+    assert "train.batch_size must be int, got 'many'" in err
