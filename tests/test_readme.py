@@ -49,3 +49,18 @@ def test_gin_snippet_builds_the_model():
 @pytest.mark.parametrize("heading", ["make demo", "make test"])
 def test_setup_commands_are_documented(heading):
     assert heading in README.read_text()
+
+
+def test_experiment_gin_snippet_parses_with_every_required_macro(tmp_path):
+    import gin
+
+    from t5x_lite import config
+
+    text = README.read_text().split("To\nadd an experiment, write a file like this:", 1)[1]
+    body = re.search(r"```\n(.*?)```", text, re.S).group(1)
+    path = tmp_path / "my_run.gin"
+    path.write_text(body)
+    config.parse([str(path)], finalize=False)
+    config.check_required_macros([str(path)])
+    assert gin.query_parameter("%BATCH_SIZE") == 128
+    assert gin.query_parameter("optimizers.make_optimizer.name") == "adamw_scaled"

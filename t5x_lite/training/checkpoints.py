@@ -9,6 +9,7 @@ checkpoints restore params from it for fine-tuning.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,10 @@ def load_params(directory: str | Path):
         raise CheckpointError(f"{directory}: holds no params/ and no checkpoints/<step>/ to read params from")
     path = runs / str(steps[-1]) / "state"
     try:
-        state = ocp.PyTreeCheckpointer().restore(path)
+        with warnings.catch_warnings():
+            # Restoring to host memory on purpose; orbax warns that it reads the saved sharding instead.
+            warnings.filterwarnings("ignore", message="Sharding info not provided")
+            state = ocp.PyTreeCheckpointer().restore(path)
     except Exception as e:
         raise CheckpointError(f"{path}: cannot restore ({e})") from e
     # Training checkpoints store params in the model's own layout already.

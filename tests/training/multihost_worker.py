@@ -1,0 +1,151 @@
+"""One process of a multi-process CPU training run (``tests/training/test_multihost.py`` starts two).
+
+    python tests/training/multihost_worker.py --coordinator 127.0.0.1:PORT --num-processes 2 \
+        --process-id 0 --devices-per-process 2 --out DIR
+
+Each process joins the run through ``t5x_lite.training.distributed.initialize``
+(gloo collectives over TCP on CPU), builds the same tiny T5, and trains it for
+``--steps`` steps of ``Trainer`` on a mesh over every device of every process,
+feeding only its own rows of the fixed global batch of 8
+(``Trainer.global_batch`` -> ``partitioning.host_batch_to_global``). It prints
+one JSON line (process index/count, devices, per-step losses) and writes the
+final params, gathered from all processes, to ``DIR/params_<process>.npz``.
+
+The functions here also serve the single-process reference run (imported by the test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GLOBAL_BATCH = 8
+STEPS = 3
+SEED = 0
+
+
+def tiny_model():
+    from t5x_lite.models.config import T5Config
+    from t5x_lite.models.model import EncoderDecoderModel
+
+    cfg = T5Config(
+        vocab_size=64, d_model=32, d_ff=48, num_heads=4, d_kv=8, num_encoder_layers=2, num_decoder_layers=2,
+        mlp_activations=("gelu", "linear"), logits_via_embedding=False, dropout_rate=0.1,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16,
+    )
+    return EncoderDecoderModel(config=cfg)
+
+
+def global_batch():
+    """The same 8 examples in every process (numpy)."""
+    import numpy as np
+
+    rng = np.random.default_rng(123)
+    enc = rng.integers(3, 64, (GLOBAL_BATCH, 10)).astype(np.int32)
+    tgt = rng.integers(3, 64, (GLOBAL_BATCH, 6)).astype(np.int32)
+    enc[1::2, 7:] = 0
+    tgt[::3, 4:] = 0
+    dec_in = np.concatenate([np.zeros((GLOBAL_BATCH, 1), np.int32), tgt[:, :-1]], axis=1)
+    return {"encoder_input_tokens": enc, "decoder_input_tokens": dec_in, "decoder_target_tokens": tgt}
+
+
+def host_rows(batch, process_index: int, process_count: int):
+    """This process's contiguous share of the global batch rows."""
+    per = GLOBAL_BATCH // process_count
+    return {k: v[process_index * per:(process_index + 1) * per] for k, v in batch.items()}
+
+
+def train_steps(host_batch, *, mesh_config, strategy: str, steps: int = STEPS, devices=None):
+    """(losses, final params as numpy, param specs) after ``steps`` Trainer steps; the same code for 1 or N processes."""
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from t5x_lite.training import partitioning
+    from t5x_lite.training.optimizers import make_optimizer
+    from t5x_lite.training.trainer import Trainer
+
+    mesh = partitioning.make_mesh(mesh_config, devices=devices)
+    trainer = Trainer(model=tiny_model(), optimizer=make_optimizer("adafactor_t5", learning_rate=0.01),
+                      mesh=mesh, rules=partitioning.rules_for(strategy), base_rng=jax.random.key(7))
+    state = trainer.init(SEED, host_batch)
+    losses = []
+    for _ in range(steps):
+        state, metrics = trainer.step(state, trainer.global_batch(host_batch))
+        losses.append(float(np.asarray(metrics["loss"])))  # replicated: every process holds it
+    specs = sorted({str(x.sharding.spec) for x in jax.tree_util.tree_leaves(state.params)})
+    if jax.process_count() > 1:
+        params = multihost_utils.process_allgather(state.params, tiled=True)
+    else:
+        params = jax.device_get(state.params)
+    flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    return losses, flat, specs
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--coordinator", default=None)
+    parser.add_argument("--num-processes", type=int, default=1)
+    parser.add_argument("--process-id", type=int, default=0)
+    parser.add_argument("--devices-per-process", type=int, default=1)
+    parser.add_argument("--model-parallel", type=int, default=1)
+    parser.add_argument("--strategy", default="data_parallel")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--timeout", type=int, default=60, help="seconds to wait for the other processes")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    sys.path.insert(0, str(ROOT))
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_num_cpu_devices", args.devices_per_process)
+    jax.config.update("jax_compilation_cache_dir", str(ROOT / ".jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+    from t5x_lite.training import distributed, partitioning
+
+    start = time.perf_counter()
+    bind = None
+    if args.coordinator:
+        bind = args.coordinator  # loopback only: the coordinator listens on the address it was given
+    kwargs = dict(initialization_timeout=args.timeout, heartbeat_timeout_seconds=args.timeout,
+                  shutdown_timeout_seconds=args.timeout)
+    if bind:
+        kwargs["coordinator_bind_address"] = bind
+    joined = distributed.initialize(args.coordinator, args.num_processes, args.process_id, **kwargs)
+    assert distributed.initialize(args.coordinator, args.num_processes, args.process_id) == joined  # idempotent
+    init_seconds = time.perf_counter() - start
+
+    batch = host_rows(global_batch(), jax.process_index(), jax.process_count())
+    losses, params, specs = train_steps(
+        batch, mesh_config=partitioning.MeshConfig(model=args.model_parallel), strategy=args.strategy,
+        steps=args.steps)
+    if args.out:
+        np.savez(Path(args.out) / f"params_{jax.process_index()}.npz", **params)
+    print(json.dumps({
+        "joined": joined,
+        "process_index": jax.process_index(),
+        "process_count": jax.process_count(),
+        "local_devices": jax.local_device_count(),
+        "global_devices": jax.device_count(),
+        "cpu_collectives": jax.config.jax_cpu_collectives_implementation,
+        "host_rows": int(next(iter(batch.values())).shape[0]),
+        "losses": losses,
+        "param_specs": specs,
+        "init_seconds": round(init_seconds, 2),
+        "seconds": round(time.perf_counter() - start, 2),
+    }), flush=True)
+    distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Multi-process training on one machine: two CPU processes joined by jax.distributed (gloo over TCP).
+
+Each worker (``multihost_worker.py``) has 2 CPU devices, so the run has 4
+devices in 2 processes on a 2 (data) x 2 (model) mesh with FSDP rules: the
+batch rows and the ``embed`` axis of every parameter are split *across the
+processes*, the tensor-parallel axis within each. Each process feeds only its
+half of the global batch. The losses and final params must equal a
+single-process, single-device run of the same global batch to float32
+rounding, and the two processes must agree exactly.
+
+The distributed runtime listens on 127.0.0.1 only (a free port); gloo's own
+TCP pairs bind the address the hostname resolves to (127.0.0.1 on a typical
+CI machine). Every subprocess has a timeout and is killed on failure.
+
+Also: ``distributed.initialize``'s decisions that need no second process.
+"""
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from t5x_lite.training import distributed, partitioning
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+WORKER = HERE / "multihost_worker.py"
+NUM_PROCESSES = 2
+TIMEOUT_S = 240
+TOL = 1e-5
+
+
+def _load_worker():
+    spec = importlib.util.spec_from_file_location("multihost_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker's own session: only what it started
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+
+def _start_workers(tmp_path: Path) -> list:
+    port = _free_port()
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    for var in ("XLA_FLAGS", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
+                "T5X_LITE_DISTRIBUTED"):
+        env.pop(var, None)
+    procs = []
+    for pid in range(NUM_PROCESSES):
+        cmd = [sys.executable, str(WORKER), "--coordinator", f"127.0.0.1:{port}",
+               "--num-processes", str(NUM_PROCESSES), "--process-id", str(pid),
+               "--devices-per-process", "2", "--model-parallel", "2", "--strategy", "fsdp",
+               "--timeout", "60", "--out", str(tmp_path)]
+        out = open(tmp_path / f"stdout_{pid}.txt", "w")
+        err = open(tmp_path / f"stderr_{pid}.txt", "w")
+        procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True),
+                      out, err))
+    return procs
+
+
+def _wait(procs, tmp_path: Path, deadline: float) -> list:
+    results, failures = [], []
+    try:
+        for pid, (proc, out, err) in enumerate(procs):
+            try:
+                rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                rc = None
+            out.close(), err.close()
+            stdout = (tmp_path / f"stdout_{pid}.txt").read_text()
+            stderr = (tmp_path / f"stderr_{pid}.txt").read_text()
+            if rc != 0:
+                why = f"timed out after {TIMEOUT_S} s" if rc is None else f"exit code {rc}"
+                failures.append(f"process {pid}: {why}\n--- stderr (tail)\n{stderr[-3000:]}")
+                continue
+            results.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for proc, _, _ in procs:
+            _kill(proc)
+    if failures:
+        pytest.fail("multi-process run failed:\n" + "\n".join(failures))
+    return results
+
+
+@pytest.mark.slow
+def test_two_processes_match_single_process(tmp_path):
+    start = time.monotonic()
+    procs = _start_workers(tmp_path)
+    try:
+        # The reference runs here, in this (single-device) process, while the workers compile.
+        worker = _load_worker()
+        ref_losses, ref_params, _ = worker.train_steps(
+            worker.global_batch(), mesh_config=partitioning.MeshConfig(data=1, model=1),
+            strategy="data_parallel", devices=jax.devices()[:1])
+    except BaseException:
+        for proc, _, _ in procs:
+            _kill(proc)
+        raise
+    results = _wait(procs, tmp_path, start + TIMEOUT_S)
+    elapsed = time.monotonic() - start
+
+    assert [r["process_index"] for r in results] == list(range(NUM_PROCESSES))
+    for r in results:
+        assert r["joined"] and r["process_count"] == NUM_PROCESSES and r["cpu_collectives"] == "gloo", r
+        assert r["local_devices"] == 2 and r["global_devices"] == 4, r
+        assert r["host_rows"] == worker.GLOBAL_BATCH // NUM_PROCESSES, r
+        assert len(r["losses"]) == worker.STEPS, r
+        # FSDP over the process axis: parameters really are split across the two processes.
+        assert any("'data'" in spec for spec in r["param_specs"]), r["param_specs"]
+    # Both processes hold the same replicated loss, bit for bit.
+    assert results[0]["losses"] == results[1]["losses"]
+
+    loss_diff = max(abs(a - b) for a, b in zip(results[0]["losses"], ref_losses))
+    params = [np.load(tmp_path / f"params_{i}.npz") for i in range(NUM_PROCESSES)]
+    assert set(params[0].files) == set(ref_params) == set(params[1].files)
+    param_diff = max(float(np.max(np.abs(params[0][k] - ref_params[k]))) for k in ref_params)
+    cross_diff = max(float(np.max(np.abs(params[0][k] - params[1][k]))) for k in ref_params)
+    moved = max(float(np.max(np.abs(ref_params[k]))) for k in ref_params)
+    print(f"multihost: {elapsed:.1f} s; losses {results[0]['losses']} vs {ref_losses}; "
+          f"max diff loss {loss_diff:.1e}, params {param_diff:.1e}, between processes {cross_diff:.1e}")
+    assert moved > 0
+    assert loss_diff < TOL
+    assert param_diff < TOL
+    assert cross_diff == 0.0
+
+
+# --------------------------------------------------------------------------- initialize(): no second process
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "T5X_LITE_DISTRIBUTED",
+                "OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES",
+                *distributed._SLURM_VARS):
+        monkeypatch.delenv(var, raising=False)
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    return calls
+
+
+def test_initialize_is_a_noop_for_one_process(clean_env, monkeypatch):
+    assert distributed.initialize() is False
+    assert distributed.initialize("127.0.0.1:1234", num_processes=1, process_id=0) is False
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "1")
+    assert distributed.initialize() is False
+    # A one-task SLURM job is one process.
+    for var, value in zip(distributed._SLURM_VARS, ("7", "node1", "1", "0", "0")):
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("JAX_NUM_PROCESSES")
+    assert distributed.detect_cluster() is None and distributed.initialize() is False
+    assert clean_env == []
+
+
+def test_initialize_reads_env_and_detects_launchers(clean_env, monkeypatch):
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("JAX_PROCESS_ID", "3")
+    assert distributed.initialize(initialization_timeout=5) is True
+    assert clean_env[-1] == dict(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=3,
+                                 initialization_timeout=5)
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(var)
+    # SLURM with several tasks: JAX reads the rest itself (no arguments).
+    for var, value in zip(distributed._SLURM_VARS, ("7", "node[1-2]", "2", "1", "0")):
+        monkeypatch.setenv(var, value)
+    assert distributed.detect_cluster() == "slurm"
+    assert distributed.initialize() is True and clean_env[-1] == {}
+    for var in distributed._SLURM_VARS:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "host-0,host-1")
+    assert distributed.detect_cluster() == "tpu"
+    monkeypatch.delenv("TPU_WORKER_HOSTNAMES")
+    # A TPU pod on GCE: opt in, and jax.distributed.initialize() gets no arguments.
+    monkeypatch.setenv("T5X_LITE_DISTRIBUTED", "auto")
+    assert distributed.initialize() is True and clean_env[-1] == {}
+    monkeypatch.setenv("T5X_LITE_DISTRIBUTED", "off")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    assert distributed.initialize() is False and len(clean_env) == 3
+
+
+def test_initialize_errors(clean_env, monkeypatch):
+    with pytest.raises(ValueError, match="got num_processes but not coordinator_address, process_id"):
+        distributed.initialize(num_processes=2)
+    monkeypatch.setenv("JAX_PROCESS_ID", "zero")
+    with pytest.raises(ValueError, match="JAX_PROCESS_ID='zero' is not an integer"):
+        distributed.initialize()
+    monkeypatch.delenv("JAX_PROCESS_ID")
+    monkeypatch.setenv("T5X_LITE_DISTRIBUTED", "yes")
+    with pytest.raises(ValueError, match="'auto', 'off'"):
+        distributed.initialize()
+    assert clean_env == []
+
+
+def test_initialize_is_idempotent(clean_env, monkeypatch):
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
+    assert distributed.initialize("10.0.0.1:1234", 2, 0) is True
+    assert clean_env == []
