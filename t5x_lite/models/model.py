@@ -79,6 +79,16 @@ class BaseModel(_LossOptions):
             {"params": params}, **self._apply_kwargs(batch), enable_dropout=dropout_rng is not None, rngs=rngs
         )
 
+    def _token_loss(self, params: Params, batch: Batch, dropout_rng, targets_key: str, weights_key: str,
+                    default_weights=None):
+        logits = self.logits(params, batch, dropout_rng)
+        targets = batch[targets_key]
+        weights = _get(batch, weights_key)
+        if weights is None:
+            weights = default_weights(targets)
+        return weighted_mean_loss(logits, targets, weights, z_loss=self.z_loss,
+                                  label_smoothing=self.label_smoothing, normalizer=self.loss_normalizer)
+
     def replace(self, **changes) -> "BaseModel":
         return dataclasses.replace(self, **changes)
 
@@ -121,15 +131,8 @@ class EncoderDecoderModel(BaseModel):
         return {"encoder_input_tokens": enc, "decoder_input_tokens": dec, "decoder_target_tokens": dec}
 
     def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
-        logits = self.logits(params, batch, dropout_rng)
-        targets = batch["decoder_target_tokens"]
-        weights = _get(batch, "decoder_loss_weights")
-        if weights is None:
-            weights = targets != self.config.pad_id
-        return weighted_mean_loss(
-            logits, targets, weights, z_loss=self.z_loss, label_smoothing=self.label_smoothing,
-            normalizer=self.loss_normalizer,
-        )
+        return self._token_loss(params, batch, dropout_rng, "decoder_target_tokens", "decoder_loss_weights",
+                                lambda targets: targets != self.config.pad_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,65 +169,59 @@ class DecoderOnlyModel(BaseModel):
         return {"decoder_input_tokens": dec, "decoder_target_tokens": dec}
 
     def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
-        logits = self.logits(params, batch, dropout_rng)
-        targets = batch["decoder_target_tokens"]
-        weights = _get(batch, "decoder_loss_weights")
-        if weights is None:
-            weights = targets != self.config.pad_id
-        return weighted_mean_loss(
-            logits, targets, weights, z_loss=self.z_loss, label_smoothing=self.label_smoothing,
-            normalizer=self.loss_normalizer,
-        )
-
-
-def _bert_kwargs(batch: Batch) -> dict:
-    return dict(
-        input_tokens=batch["input_tokens"],
-        token_type_ids=_get(batch, "token_type_ids"),
-        segment_ids=_get(batch, "segment_ids"),
-        positions=_get(batch, "positions"),
-    )
+        return self._token_loss(params, batch, dropout_rng, "decoder_target_tokens", "decoder_loss_weights",
+                                lambda targets: targets != self.config.pad_id)
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderOnlyMLMModel(BaseModel):
-    """BERT-style masked LM; the loss covers the positions ``mlm_weights`` marks."""
+class _BertModel(BaseModel):
+    """Shared plumbing of the BERT wrappers: features and the module by name."""
 
     config: BertConfig = BertConfig()
+    module_name = "BertModel"
+
+    @property
+    def module(self) -> nn.Module:
+        from t5x_lite.models import bert
+
+        return getattr(bert, self.module_name)(self.config)
+
+    def _apply_kwargs(self, batch: Batch) -> dict:
+        return dict(
+            input_tokens=batch["input_tokens"],
+            token_type_ids=_get(batch, "token_type_ids"),
+            segment_ids=_get(batch, "segment_ids"),
+            positions=_get(batch, "positions"),
+        )
+
+    def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
+        tokens = jnp.ones((batch_size, lengths["inputs"]), jnp.int32)
+        return {"input_tokens": tokens, "mlm_targets": tokens, "mlm_weights": jnp.ones(tokens.shape, jnp.float32),
+                "labels": jnp.zeros((batch_size,), jnp.int32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderOnlyMLMModel(_BertModel):
+    """BERT-style masked LM; the loss covers the positions ``mlm_weights`` marks."""
+
     kind = "encoder_only_mlm"
+    module_name = "BertForMLM"
 
     def feature_converter(self, pack: bool = False):
         from t5x_lite.data.features import EncoderOnlyFeatureConverter
 
         return EncoderOnlyFeatureConverter(pack=pack)
 
-    @property
-    def module(self) -> nn.Module:
-        from t5x_lite.models.bert import BertForMLM
-
-        return BertForMLM(self.config)
-
-    def _apply_kwargs(self, batch: Batch) -> dict:
-        return _bert_kwargs(batch)
-
-    def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
-        tokens = jnp.ones((batch_size, lengths["inputs"]), jnp.int32)
-        return {"input_tokens": tokens, "mlm_targets": tokens, "mlm_weights": jnp.ones(tokens.shape, jnp.float32)}
-
     def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
-        logits = self.logits(params, batch, dropout_rng)
-        return weighted_mean_loss(
-            logits, batch["mlm_targets"], batch["mlm_weights"], z_loss=self.z_loss,
-            label_smoothing=self.label_smoothing, normalizer=self.loss_normalizer,
-        )
+        return self._token_loss(params, batch, dropout_rng, "mlm_targets", "mlm_weights")
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderOnlyClassificationModel(BaseModel):
+class EncoderOnlyClassificationModel(_BertModel):
     """BERT-style sequence classification on the pooled first token; one example per row."""
 
-    config: BertConfig = BertConfig()
     kind = "encoder_only_classification"
+    module_name = "BertForClassification"
 
     def feature_converter(self, pack: bool = False):
         from t5x_lite.data.features import EncoderOnlyFeatureConverter
@@ -232,19 +229,6 @@ class EncoderOnlyClassificationModel(BaseModel):
         if pack:
             raise ValueError("classification reads the pooled first token: one example per row, pack=False")
         return EncoderOnlyFeatureConverter(classification=True)
-
-    @property
-    def module(self) -> nn.Module:
-        from t5x_lite.models.bert import BertForClassification
-
-        return BertForClassification(self.config)
-
-    def _apply_kwargs(self, batch: Batch) -> dict:
-        return _bert_kwargs(batch)
-
-    def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
-        return {"input_tokens": jnp.ones((batch_size, lengths["inputs"]), jnp.int32),
-                "labels": jnp.zeros((batch_size,), jnp.int32)}
 
     def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
         logits = self.logits(params, batch, dropout_rng)[:, None, :]  # one "token" per example
@@ -254,27 +238,15 @@ class EncoderOnlyClassificationModel(BaseModel):
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderOnlyModel(BaseModel):
+class EncoderOnlyModel(_BertModel):
     """A bare BERT encoder (e.g. a converted sentence-transformers checkpoint); ``logits`` are its hidden states.
 
     It has no training objective of its own: fine-tune it through
     ``EncoderOnlyClassificationModel`` (the encoder params restore into it).
     """
 
-    config: BertConfig = BertConfig()
     kind = "encoder_only"
-
-    @property
-    def module(self) -> nn.Module:
-        from t5x_lite.models.bert import BertModel
-
-        return BertModel(self.config)
-
-    def _apply_kwargs(self, batch: Batch) -> dict:
-        return _bert_kwargs(batch)
-
-    def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
-        return {"input_tokens": jnp.ones((batch_size, lengths["inputs"]), jnp.int32)}
+    module_name = "BertModel"
 
     def logits(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None) -> Array:
         return super().logits(params, batch, dropout_rng)[0]

@@ -62,6 +62,18 @@ def _norm(cfg: T5Config, name: str) -> L.RMSNorm:
     )
 
 
+def _relpos_bias(cfg: T5Config, bidirectional: bool) -> L.RelativePositionBias:
+    return L.RelativePositionBias(
+        cfg.relative_attention_num_buckets,
+        cfg.relative_attention_max_distance,
+        cfg.num_heads,
+        bidirectional=bidirectional,
+        dtype=jnp.dtype(cfg.dtype),
+        param_dtype=jnp.dtype(cfg.param_dtype),
+        name="relpos_bias",
+    )
+
+
 def _dropout(cfg: T5Config, x: Array, deterministic: bool) -> Array:
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
@@ -132,15 +144,7 @@ class Encoder(nn.Module):
         positions = _positions(tokens, positions)
         x = self.shared_embedding(tokens.astype(jnp.int32))
         x = _dropout(cfg, x, deterministic)
-        bias = L.RelativePositionBias(
-            cfg.relative_attention_num_buckets,
-            cfg.relative_attention_max_distance,
-            cfg.num_heads,
-            bidirectional=True,
-            dtype=jnp.dtype(cfg.dtype),
-            param_dtype=jnp.dtype(cfg.param_dtype),
-            name="relpos_bias",
-        )(positions, positions)
+        bias = _relpos_bias(cfg, bidirectional=True)(positions, positions)
         mask = L.segment_mask(segments, segments)
         x = run_layers(
             EncoderLayer,
@@ -184,15 +188,7 @@ class Decoder(nn.Module):
     ) -> Array:
         cfg = self.config
         bidirectional_bias = (not self.cross_attention) and cfg.decoder_only_bidirectional_bias
-        relpos = L.RelativePositionBias(
-            cfg.relative_attention_num_buckets,
-            cfg.relative_attention_max_distance,
-            cfg.num_heads,
-            bidirectional=bidirectional_bias,
-            dtype=jnp.dtype(cfg.dtype),
-            param_dtype=jnp.dtype(cfg.param_dtype),
-            name="relpos_bias",
-        )
+        relpos = _relpos_bias(cfg, bidirectional=bidirectional_bias)
         x = self.shared_embedding(tokens.astype(jnp.int32))
         x = _dropout(cfg, x, deterministic)
 
