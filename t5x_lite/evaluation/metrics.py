@@ -25,6 +25,7 @@ Such a prediction is always scored as wrong and never raises; every result also 
 from __future__ import annotations
 
 import collections
+import collections.abc
 import difflib
 import math
 import numbers
@@ -148,14 +149,17 @@ def _scores_with_invalid(targets: Sequence, predictions: Sequence) -> tuple[list
     """Float targets and predictions, each unparseable prediction replaced by a wrong value.
 
     The replacement is the end of the valid predictions' range opposite the target: the lowest valid
-    prediction when the target is at or above the targets' median, the highest otherwise (the
-    targets' range when no prediction is valid). It pulls the correlation toward negative, and it
-    stays on the model's own scale, so a single failure is a mistake rather than a huge outlier.
+    prediction when the target is at or above the targets' median, the highest otherwise. It pulls
+    the correlation toward negative, and it stays on the model's own scale, so a single failure is a
+    mistake rather than a huge outlier. With no valid prediction at all the score is 0 (nothing to
+    correlate), not the strongly negative value the same rule would give over the targets' range.
     """
     targets, predictions = _as_lists(targets, predictions)
     targets = [float(t) for t in targets]
     values = [_as_float(p) for p in predictions]
-    valid = [v for v in values if v is not None] or targets
+    valid = [v for v in values if v is not None]
+    if not valid:  # nothing to correlate: a constant, which _correlation scores 0
+        return targets, [0.0] * len(targets), len(values)
     low, high = min(valid), max(valid)
     ordered = sorted(targets)
     median = (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
@@ -205,9 +209,11 @@ def _texts(predictions: list) -> tuple[list[str], int]:
 
 def _references(target: Any) -> list[str]:
     """One target as a list of reference strings (a single string, or a list of alternatives)."""
-    if isinstance(target, (str, bytes)):
-        return [_as_text(target)]
-    refs = [_as_text(t) for t in (target if target is not None else [])]
+    if target is None:
+        return [""]
+    if isinstance(target, (str, bytes)) or not isinstance(target, collections.abc.Iterable):
+        return [_as_text(target) or ""]
+    refs = [_as_text(t) for t in target]
     return [r for r in refs if r is not None] or [""]
 
 
