@@ -1,7 +1,8 @@
 """Tasks and mixtures, registered by name so gin can refer to them.
 
 A :class:`Task` names a source (per split), record-level preprocessors (text in,
-text out), its output features (vocabulary, EOS) and its metrics. A task with an
+text out), its output features (vocabulary, EOS), its metrics (by name) and the
+postprocessor that turns decoded text into what the metrics compare. A task with an
 ``objective`` is a pretraining task: the ``text`` of all records is tokenized,
 concatenated and cut into pieces of exactly the raw length the objective needs
 (T5's ``reduce_concat_tokens`` + ``split_tokens``), then corrupted per piece.
@@ -36,7 +37,7 @@ class Task:
     preprocessors: Sequence[Preprocessor] = ()
     objective: Optional[Any] = None  # a t5x_lite.data.objectives objective, for pretraining tasks
     text_field: str = "text"
-    metric_fns: Sequence[Callable[[Sequence[Any], Sequence[Any]], Mapping[str, float]]] = ()
+    metric_names: Sequence[str] = ()  # names in t5x_lite.evaluation.metrics.METRICS, e.g. ("accuracy",)
     postprocess_fn: Optional[Callable[[str], Any]] = None
     splits: Sequence[str] = ("train", "validation")
 

@@ -57,12 +57,6 @@ def postprocess_sentiment(text: str) -> int:
     return LABELS.index(text) if text in LABELS else -1
 
 
-def accuracy(targets, predictions) -> dict:
-    targets, predictions = list(targets), list(predictions)
-    correct = sum(int(t == p) for t, p in zip(targets, predictions))
-    return {"accuracy": 100.0 * correct / max(len(targets), 1)}
-
-
 def corpus_task(objective_name: str, objective=None, name: Optional[str] = None) -> Task:
     vocab = vocabulary()
     if objective is None:
@@ -105,7 +99,7 @@ def register() -> None:
         source=_sentiment,
         preprocessors=(sentiment_to_text,),
         output_features={"inputs": Feature(vocab), "targets": Feature(vocab)},
-        metric_fns=(accuracy,),
+        metric_names=("accuracy", "f1"),
         postprocess_fn=postprocess_sentiment,
         splits=("train", "validation", "test"),
     ), overwrite=True)
@@ -114,6 +108,6 @@ def register() -> None:
         source=_sentiment,
         preprocessors=(sentiment_to_class,),
         output_features={"inputs": Feature(vocab)},
-        metric_fns=(accuracy,),
+        metric_names=("accuracy", "f1"),
         splits=("train", "validation", "test"),
     ), overwrite=True)

@@ -81,10 +81,14 @@ def _source(tfds_name: str, validation_split: str = "validation", data_dir: Opti
     return make
 
 
-def _accuracy(targets, predictions) -> dict:
-    from t5x_lite.tasks.bundled import accuracy
-
-    return accuracy(targets, predictions)
+# T5's metrics per task (accuracy unless listed).
+METRIC_NAMES = {
+    "glue_cola": ("matthews_corrcoef",),
+    "glue_mrpc": ("accuracy", "f1"),
+    "glue_qqp": ("accuracy", "f1"),
+    "glue_stsb": ("pearson", "spearman"),
+    "super_glue_cb": ("accuracy", "macro_f1"),
+}
 
 
 def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
@@ -108,7 +112,7 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
                 source=_source(f"{tfds_prefix}/{name}", validation, data_dir),
                 preprocessors=(text_to_text(name, fields, labels),),
                 output_features={"inputs": feature, "targets": feature},
-                metric_fns=(_accuracy,),
+                metric_names=METRIC_NAMES.get(f"{benchmark}_{name}", ("accuracy",)),
                 postprocess_fn=label_postprocessor(labels),
                 splits=("train", "validation", "test"),
             ), overwrite=True)

@@ -80,3 +80,11 @@ def test_pipeline_decodes_back_to_corpus_text():
     batch, _ = _first("bundled_corpus_prefix_lm", EncDecFeatureConverter(), {"inputs": 64, "targets": 64})
     text = vocabulary().decode(batch["encoder_input_tokens"][0])
     assert len(text) > 20 and np.mean([c.isalpha() or c.isspace() for c in text]) > 0.6
+
+
+def test_every_task_names_known_metrics():
+    from t5x_lite.evaluation.metrics import METRICS
+
+    for name in TaskRegistry.names():
+        assert set(TaskRegistry.get(name).metric_names) <= set(METRICS), name
+    assert TaskRegistry.get("glue_cola").metric_names == ("matthews_corrcoef",)

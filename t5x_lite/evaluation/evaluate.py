@@ -1,0 +1,219 @@
+"""Evaluate a task: validation loss, decode-based metrics, predictions and scores.
+
+Every function here is plain and keyword-only; the CLI (``t5x_lite eval`` /
+``t5x_lite infer``) and the training loop (evaluation every N steps) call them.
+Batches are padded to a fixed size (no recompilation for the last one) and the
+padding rows are dropped from every result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+
+from t5x_lite.evaluation.metrics import evaluate as compute_metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode: ``greedy``, ``beam`` (num_beams, alpha) or ``sample`` (temperature, top_k, top_p)."""
+
+    method: str = "greedy"
+    max_decode_length: int = 32
+    num_beams: int = 4
+    alpha: float = 0.6
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, converter, max_examples: Optional[int]
+                  ) -> Iterator[tuple[dict, int]]:
+    """(batch padded to batch_size, number of real rows) over the whole split, in order."""
+    from t5x_lite.data.pipeline import get_dataset
+
+    ds, _ = get_dataset(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
+                        converter=converter, shuffle=False, repeat=False, drop_remainder=False, shard=(0, 1))
+    seen = 0
+    for batch in ds:
+        n = len(next(iter(batch.values())))
+        if max_examples is not None:
+            n = min(n, max_examples - seen)
+            if n <= 0:
+                return
+        seen += n
+        yield {k: _pad_rows(np.asarray(v), batch_size) for k, v in batch.items()}, n
+
+
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    if x.shape[0] >= rows:
+        return x[:rows]
+    return np.concatenate([x, np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)])
+
+
+def _text(vocab, tokens) -> str:
+    return vocab.decode([int(t) for t in np.asarray(tokens).reshape(-1)])
+
+
+def _as_label(task, text: str):
+    return task.postprocess_fn(text) if task.postprocess_fn is not None else text
+
+
+def _get_task(task):
+    import t5x_lite.tasks  # noqa: F401
+    from t5x_lite.data.tasks import TaskRegistry
+
+    return TaskRegistry.get(task) if isinstance(task, str) else task
+
+
+def predict(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
+            batch_size: int = 16, decode: DecodeOptions = DecodeOptions(), max_examples: Optional[int] = None
+            ) -> list[dict]:
+    """Decode every example: [{"inputs", "targets", "prediction", "score"}] as text."""
+    from t5x_lite.decoding import predict_batch
+
+    task = _get_task(task)
+    vocab = task.vocabulary
+    rng = jax.random.key(decode.seed)
+    rows: list[dict] = []
+    if model.kind == "encoder_only_classification":
+        return _classify(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
+                         batch_size=batch_size, max_examples=max_examples)
+    for i, (batch, n) in enumerate(_eval_batches(task, split=split, feature_lengths=feature_lengths,
+                                                  batch_size=batch_size, converter=model.feature_converter(),
+                                                  max_examples=max_examples)):
+        tokens, scores = predict_batch(
+            model, params, _model_inputs(model, batch), max_decode_length=decode.max_decode_length,
+            method=decode.method, num_beams=decode.num_beams, alpha=decode.alpha, temperature=decode.temperature,
+            top_k=decode.top_k, top_p=decode.top_p, rng=jax.random.fold_in(rng, i))
+        tokens, scores = np.asarray(tokens), np.asarray(scores)
+        for r in range(n):
+            rows.append({
+                "inputs": _text(vocab, _inputs_of(model, batch, r)),
+                "targets": _text(vocab, batch["decoder_target_tokens"][r] if model.kind != "decoder_only"
+                                 else _targets_of_prefix_lm(batch, r)),
+                "prediction": _text(vocab, tokens[r, 0]),
+                "score": float(scores[r, 0]),
+            })
+    return rows
+
+
+def _model_inputs(model, batch: Mapping[str, np.ndarray]) -> dict:
+    """What the decoder may see: the inputs (enc-dec) or the prompt (decoder-only), never the targets."""
+    if model.kind == "decoder_only":
+        causal = batch["decoder_causal_attention"]
+        # The prompt is the prefix the converter marked (inputs + the shifted-in position); keep the inputs only.
+        prompt_len = np.maximum(causal.sum(axis=1) - 1, 0)
+        tokens = batch["decoder_target_tokens"]
+        prompt = np.where(np.arange(tokens.shape[1])[None] < prompt_len[:, None], tokens, 0)
+        return {"prompt_tokens": prompt}
+    return {k: v for k, v in batch.items() if k.startswith("encoder_")}
+
+
+def _inputs_of(model, batch, r) -> np.ndarray:
+    if model.kind == "decoder_only":
+        return _model_inputs(model, {k: v[r: r + 1] for k, v in batch.items()})["prompt_tokens"][0]
+    return batch["encoder_input_tokens"][r]
+
+
+def _targets_of_prefix_lm(batch, r) -> np.ndarray:
+    weights = np.asarray(batch["decoder_loss_weights"][r]) > 0
+    return np.asarray(batch["decoder_target_tokens"][r])[weights]
+
+
+def _classify(*, model, params, task, split, feature_lengths, batch_size, max_examples) -> list[dict]:
+    logits_fn = jax.jit(model.logits)
+    rows = []
+    for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
+                                  converter=model.feature_converter(), max_examples=max_examples):
+        logits = np.asarray(logits_fn(params, batch))
+        log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+        for r in range(n):
+            pred = int(np.argmax(logits[r]))
+            rows.append({"inputs": _text(task.vocabulary, batch["input_tokens"][r]),
+                         "targets": int(batch["labels"][r]), "prediction": pred,
+                         "score": float(log_probs[r, pred])})
+    return rows
+
+
+def score(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
+          batch_size: int = 16, max_examples: Optional[int] = None) -> list[dict]:
+    """Log-likelihood of each example's given targets (sum over tokens), for rank classification."""
+    from t5x_lite.decoding import score_batch
+
+    task = _get_task(task)
+    rows = []
+    for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
+                                  converter=model.feature_converter(), max_examples=max_examples):
+        total, per_token = score_batch(model, params, batch)
+        total, per_token = np.asarray(total), np.asarray(per_token)
+        weights = np.asarray(batch.get("decoder_loss_weights", batch["decoder_target_tokens"] != 0)) > 0
+        for r in range(n):
+            rows.append({"inputs": _text(task.vocabulary, _inputs_of(model, batch, r)),
+                         "targets": _text(task.vocabulary, batch["decoder_target_tokens"][r][weights[r]]),
+                         "score": float(total[r]), "token_scores": per_token[r][weights[r]].tolist()})
+    return rows
+
+
+def validation_loss(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
+                    batch_size: int = 16, max_examples: Optional[int] = None) -> float:
+    """Token-weighted mean loss over the split (z-loss excluded)."""
+    task = _get_task(task)
+    loss_fn = jax.jit(model.replace(z_loss=0.0).loss_fn)
+    total = tokens = 0.0
+    for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
+                                  converter=model.feature_converter(), max_examples=max_examples):
+        batch = _mask_padding_rows(batch, n)
+        loss, metrics = loss_fn(params, batch)
+        count = float(metrics["num_tokens"])
+        total += float(loss) * count
+        tokens += count
+    return total / tokens if tokens else math.nan
+
+
+def _mask_padding_rows(batch: dict, n: int) -> dict:
+    out = dict(batch)
+    for key in ("decoder_loss_weights", "mlm_weights"):
+        if key in out:
+            w = np.asarray(out[key]).copy()
+            w[n:] = 0
+            out[key] = w
+    return out
+
+
+def evaluate(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
+             batch_size: int = 16, decode: DecodeOptions = DecodeOptions(), max_examples: Optional[int] = None,
+             metric_names: Optional[Sequence[str]] = None) -> tuple[dict, list[dict]]:
+    """(metrics, predictions): the task's metrics on postprocessed predictions, plus the loss."""
+    task = _get_task(task)
+    rows = predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
+                   batch_size=batch_size, decode=decode, max_examples=max_examples)
+    if model.kind == "encoder_only_classification":
+        targets = [r["targets"] for r in rows]
+        predictions = [r["prediction"] for r in rows]
+    else:
+        targets = [_as_label(task, r["targets"]) for r in rows]
+        predictions = [_as_label(task, r["prediction"]) for r in rows]
+    names = list(metric_names) if metric_names else list(task.metric_names)
+    metrics = compute_metrics(targets, predictions, names) if names and rows else {}
+    if model.kind != "encoder_only_classification":
+        metrics["loss"] = validation_loss(model=model, params=params, task=task, split=split,
+                                          feature_lengths=feature_lengths, batch_size=batch_size,
+                                          max_examples=max_examples)
+    metrics["num_examples"] = len(rows)
+    return metrics, rows
+
+
+def write_jsonl(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
