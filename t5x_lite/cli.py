@@ -1,4 +1,4 @@
-"""``t5x_lite`` command line: ``train``, ``convert`` and ``vocab`` (eval/infer follow).
+"""``t5x_lite`` command line: ``train``, ``eval``, ``infer``, ``convert`` and ``vocab``.
 
 Errors that a user can fix (a missing file, a bad key) print one line naming the
 file or key and exit with status 2; no traceback.
@@ -64,26 +64,54 @@ def _split_gin_flags(extra: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _train(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    import gin
-
+def _parse_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
     from t5x_lite import config
 
     if not args.gin_file:
-        raise UserError("train needs at least one --gin_file (e.g. experiments/quickstart.gin)")
+        example = "experiments/quickstart.gin" if args.command == "train" else f"runs/{args.command}.gin"
+        raise UserError(f"{args.command} needs at least one --gin_file (e.g. {example})")
     search = [p for item in args.gin_search_paths for p in item.split(",") if p]
     bindings = list(args.gin_bindings) + config.flag_bindings(_split_gin_flags(extra))
     config.parse(args.gin_file, bindings, search, finalize=False)
     config.check_required_macros(args.gin_file, search)
-    model_dir = gin.query_parameter("train.model_dir")
-    model_dir = config.evaluate_reference(model_dir)
+
+
+def _train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     from pathlib import Path
 
+    import gin
+
+    from t5x_lite import config
+
+    _parse_run(args, extra)
+    model_dir = config.evaluate_reference(gin.query_parameter("train.model_dir"))
     Path(model_dir).mkdir(parents=True, exist_ok=True)
     (Path(model_dir) / "config.gin").write_text(gin.config_str())
     result = config.CONFIGURED["train"]()
     print(f"trained to step {result.step}; final loss {result.metrics.get('loss', float('nan')):.4f}; "
           f"checkpoints, metrics and config.gin in {result.model_dir}")
+
+
+def _eval(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from t5x_lite import config
+
+    _parse_run(args, extra)
+    result = config.CONFIGURED["eval"]()
+    metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
+    print(f"metrics: {metrics}")
+    print(f"wrote metrics and predictions to {result['output_dir']}")
+
+
+def _infer(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    import gin
+
+    from t5x_lite import config
+
+    _parse_run(args, extra)
+    if args.score:
+        gin.bind_parameter("infer_checkpoint.score_targets", True)
+    result = config.CONFIGURED["infer"]()
+    print(f"wrote {result['num_examples']} {'scores' if args.score else 'predictions'} to {result['path']}")
 
 
 def _count(params) -> int:
@@ -121,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gin_bindings", action="append", default=[], help="a raw gin binding (repeatable)")
     t.add_argument("--gin_search_paths", action="append", default=[], help="extra gin search paths (comma list)")
     t.set_defaults(func=_train, accepts_gin_flags=True)
+
+    for name, fn, text in (("eval", _eval, "evaluate a checkpoint on a task (metrics JSON + predictions)"),
+                           ("infer", _infer, "decode or score a task's examples with a checkpoint (JSONL)")):
+        p = sub.add_parser(name, help=text, epilog="Override bindings with --gin.KEY=VALUE, e.g. "
+                                                    "--gin.CHECKPOINT=/tmp/run --gin.TASK=bundled_sentiment")
+        p.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable)")
+        p.add_argument("--gin_bindings", action="append", default=[], help="a raw gin binding (repeatable)")
+        p.add_argument("--gin_search_paths", action="append", default=[], help="extra gin search paths")
+        if name == "infer":
+            p.add_argument("--score", action="store_true", help="log-likelihood of the given targets instead")
+        p.set_defaults(func=fn, accepts_gin_flags=True)
     return parser
 
 

@@ -51,6 +51,12 @@ def register_configurables() -> None:
         gin.external_configurable(fn, module="optimizers")
     gin.external_configurable(partitioning.MeshConfig, module="partitioning")
     CONFIGURED["train"] = gin.external_configurable(train, name="train")
+    from t5x_lite.evaluation.evaluate import DecodeOptions
+    from t5x_lite.evaluation.run import evaluate_checkpoint, infer_checkpoint
+
+    gin.external_configurable(DecodeOptions, module="evaluation")
+    CONFIGURED["eval"] = gin.external_configurable(evaluate_checkpoint, name="evaluate_checkpoint")
+    CONFIGURED["infer"] = gin.external_configurable(infer_checkpoint, name="infer_checkpoint")
     _REGISTERED = True
 
 
