@@ -321,6 +321,13 @@ class ProgressBar:
             line += f" eta {_format_duration(elapsed / done * (self.total_steps - step))}"
         print(line, file=self._file, flush=True)
 
+    def write(self, message: str) -> None:
+        """A line of its own (e.g. evaluation results) without breaking the bar."""
+        if self._bar is not None:
+            self._bar.write(message, file=self._file)
+        else:
+            print(message, file=self._file, flush=True)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -88,12 +88,21 @@ def train(
     use_dropout: bool = True,
     progress: bool = True,
     step_callback: Optional[Callable[[int, dict], None]] = None,
+    eval_task: Optional[str] = None,
+    eval_every: int = 0,
+    eval_split: str = "validation",
+    eval_max_examples: Optional[int] = None,
+    eval_decode: Optional[Any] = None,
 ) -> TrainResult:
     """Train ``model`` on ``task`` for ``train_steps`` steps of ``batch_size`` (global) examples.
 
     ``init_checkpoint`` (fine-tuning) restores params only from a params checkpoint
-    (``t5x_lite convert`` output or ``export_params``) and starts a fresh optimizer;
+    (``t5x_lite convert`` output or a training MODEL_DIR) and starts a fresh optimizer;
     it is ignored when ``model_dir`` already holds a checkpoint to resume from.
+
+    ``eval_task`` with ``eval_every`` > 0 evaluates every N steps and at the end:
+    validation loss plus the task's decode-based metrics (``eval_decode``, an
+    ``evaluation.DecodeOptions``), logged as ``eval/...`` beside the training metrics.
     """
     from t5x_lite.data.pipeline import get_dataset
     from t5x_lite.training.flops import train_flops_per_example
@@ -175,6 +184,14 @@ def train(
                 bar.update(step, metrics_out)
                 if step_callback is not None:
                     step_callback(step, metrics_out)
+            if eval_task and eval_every > 0 and (step % eval_every == 0 or step == train_steps):
+                eval_metrics = _run_eval(model, state.params, eval_task, eval_split, feature_lengths, batch_size,
+                                         eval_max_examples, eval_decode)
+                writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()}, force=True)
+                metrics_out.update({f"eval_{k}": v for k, v in eval_metrics.items()})
+                bar.write(f"eval at step {step}: " + ", ".join(
+                    f"{k} {v:.4g}" for k, v in eval_metrics.items() if isinstance(v, (int, float))))
+                timer.reset()
             if step % checkpoint_every == 0 or step == train_steps:
                 jax.block_until_ready(metrics)
                 _check_finite(metrics, step, last_good, model_dir)
@@ -183,7 +200,21 @@ def train(
     finally:
         ckpt.close()
         writer.close()
+        bar.close()
     return TrainResult(step=step, metrics=metrics_out, model_dir=model_dir)
+
+
+def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examples, decode) -> dict:
+    from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
+
+    if jax.process_count() > 1:
+        log.warning("evaluation during multi-host training is not supported yet; run t5x_lite eval instead")
+        return {}
+    host_params = jax.device_get(params)
+    metrics, _ = evaluate(model=model, params=host_params, task=task, split=split,
+                          feature_lengths=feature_lengths, batch_size=batch_size,
+                          decode=decode or DecodeOptions(), max_examples=max_examples)
+    return {k: float(v) for k, v in metrics.items()}
 
 
 def _check_types(**values: tuple) -> None:
