@@ -82,7 +82,11 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     import gin
 
     from t5x_lite import config
+    from t5x_lite.training import distributed
 
+    # Multi-host: from the flags, else JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, else a
+    # detected launcher (SLURM, Open MPI, TPU slice); a no-op for one process. Must precede any JAX work.
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     _parse_run(args, extra)
     model_dir = config.evaluate_reference(gin.query_parameter("train.model_dir"))
     Path(model_dir).mkdir(parents=True, exist_ok=True)
@@ -148,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable)")
     t.add_argument("--gin_bindings", action="append", default=[], help="a raw gin binding (repeatable)")
     t.add_argument("--gin_search_paths", action="append", default=[], help="extra gin search paths (comma list)")
+    t.add_argument("--coordinator_address", default=None, help="multi-host: HOST:PORT of process 0")
+    t.add_argument("--num_processes", type=int, default=None, help="multi-host: number of processes")
+    t.add_argument("--process_id", type=int, default=None, help="multi-host: this process's index")
     t.set_defaults(func=_train, accepts_gin_flags=True)
 
     for name, fn, text in (("eval", _eval, "evaluate a checkpoint on a task (metrics JSON + predictions)"),

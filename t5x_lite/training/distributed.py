@@ -28,8 +28,11 @@ per host, each process drives all of that host's GPUs; with one per GPU, set
 ``JAX_LOCAL_DEVICE_IDS`` (or ``local_device_ids=``) so processes do not share a GPU.
 Under SLURM (``srun``, several tasks) or Open MPI (``mpirun``) nothing needs to be
 set: ``initialize()`` sees the launcher's variables and lets JAX read the
-coordinator, process count and id from them (and, under SLURM/Open MPI on GPUs,
-one GPU per process). ``JAX_COORDINATOR_PORT`` picks the port there.
+coordinator, process count and id from them (``JAX_COORDINATOR_PORT`` picks the
+port). JAX then assumes one process per GPU and gives each process only the GPU
+numbered by its local rank (``SLURM_LOCALID``); for one process per host, launch
+with ``--ntasks-per-node=1`` and set ``JAX_LOCAL_DEVICE_IDS=0,1,...,7`` (all the
+host's GPUs), or each process will use one GPU only.
 
 TPU pod
 -------

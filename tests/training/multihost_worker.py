@@ -62,7 +62,7 @@ def host_rows(batch, process_index: int, process_count: int):
 
 
 def train_steps(host_batch, *, mesh_config, strategy: str, steps: int = STEPS, devices=None):
-    """(losses, final params as numpy, param specs) after ``steps`` Trainer steps; the same code for 1 or N processes."""
+    """(losses, final params as numpy, param specs) after ``steps`` Trainer steps; same code for 1 or N processes."""
     import jax
     import numpy as np
     from jax.experimental import multihost_utils
@@ -107,7 +107,8 @@ def main(argv=None) -> None:
     import numpy as np
 
     jax.config.update("jax_num_cpu_devices", args.devices_per_process)
-    jax.config.update("jax_compilation_cache_dir", str(ROOT / ".jax_cache"))
+    jax.config.update("jax_compilation_cache_dir",
+                      os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(ROOT / ".jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

@@ -13,12 +13,19 @@ and a tensor-parallel 2x4 mesh, and prints one JSON object with the max
 absolute differences to the single-device run (initial params, per-step
 losses, updated params, optimizer state) and the mesh axes the params
 actually use.
+
+Almost all the time is XLA:CPU compiling 8 step functions per model (~10-15 s
+each for these tiny models, single-threaded), so the models run in parallel
+threads (``SHARDING_CHECK_THREADS``, default: the CPU count); compiles release
+the GIL, and the mesh / logical-axis-rule contexts are thread-local.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -35,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-jax.config.update("jax_compilation_cache_dir", str(ROOT / ".jax_cache"))
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(ROOT / ".jax_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
@@ -111,7 +119,7 @@ def prefix_lm_case():
         "decoder_causal_attention": (pos <= prefix).astype(np.int32),  # bidirectional over the prefix
         "decoder_loss_weights": ((pos >= prefix) & (tokens != 0)).astype(np.float32),
     }
-    model = DecoderOnlyModel(config=T5_TINY, prefix_lm=True)
+    model = DecoderOnlyModel(config=T5_TINY.replace(scan_layers=False), prefix_lm=True)
     return model, make_optimizer("adamw", learning_rate=1e-3), batch
 
 
@@ -168,37 +176,38 @@ def run(model, optimizer, batch, mesh_name: str) -> dict:
     return out
 
 
-def main(names) -> dict:
+def check_model(name: str) -> dict:
+    model, optimizer, batch = CASES[name]()
+    ref = run(model, optimizer, batch, "single")
+    entry = {"single": {"losses": ref["losses"], "seconds": ref["seconds"]}}
+    for mesh_name in ("dp", "fsdp", "tp"):
+        got = run(model, optimizer, batch, mesh_name)
+        entry[mesh_name] = {
+            "losses": got["losses"],
+            "loss_diff": max(abs(a - b) for a, b in zip(got["losses"], ref["losses"])),
+            "init_param_diff": _max_diff(got["init_params"], ref["init_params"]),
+            "param_diff": _max_diff(got["params"], ref["params"]),
+            "opt_state_diff": _max_diff(got["opt_state"], ref["opt_state"]),
+            "param_update_size": _max_diff(ref["params"], ref["init_params"]),
+            **{k: got[k] for k in ("step", "params_on_data", "params_on_model", "opt_state_on_data", "num_params",
+                                   "batch_spec", "param_specs", "seconds")},
+        }
+    return entry
+
+
+def main(names, threads: int) -> dict:
+    """One model per thread: XLA compiles (most of the time here) release the GIL, so they overlap."""
     assert jax.device_count() == NUM_DEVICES, f"need {NUM_DEVICES} devices, have {jax.device_count()}"
-    report = {"jax": jax.__version__, "devices": jax.device_count(), "models": {}}
-    for name in names:
-        model, optimizer, batch = CASES[name]()
-        ref = run(model, optimizer, batch, "single")
-        entry = {"single": {"losses": ref["losses"], "seconds": ref["seconds"]}}
-        for mesh_name in ("dp", "fsdp", "tp"):
-            got = run(model, optimizer, batch, mesh_name)
-            entry[mesh_name] = {
-                "losses": got["losses"],
-                "loss_diff": max(abs(a - b) for a, b in zip(got["losses"], ref["losses"])),
-                "init_param_diff": _max_diff(got["init_params"], ref["init_params"]),
-                "param_diff": _max_diff(got["params"], ref["params"]),
-                "opt_state_diff": _max_diff(got["opt_state"], ref["opt_state"]),
-                "param_update_size": _max_diff(ref["params"], ref["init_params"]),
-                "step": got["step"],
-                "params_on_data": got["params_on_data"],
-                "params_on_model": got["params_on_model"],
-                "opt_state_on_data": got["opt_state_on_data"],
-                "num_params": got["num_params"],
-                "batch_spec": got["batch_spec"],
-                "param_specs": got["param_specs"],
-                "seconds": got["seconds"],
-            }
-        report["models"][name] = entry
-    return report
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        entries = dict(zip(names, pool.map(check_model, names)))
+    return {"jax": jax.__version__, "devices": jax.device_count(), "threads": threads, "models": entries}
 
 
 if __name__ == "__main__":
     t0 = time.perf_counter()
-    result = main(sys.argv[1:] or list(CASES))
+    threads = int(os.environ.get("SHARDING_CHECK_THREADS", os.cpu_count() or 1))
+    result = main(sys.argv[1:] or list(CASES), threads=threads)
     result["total_seconds"] = round(time.perf_counter() - t0, 2)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)
     print(json.dumps(result))

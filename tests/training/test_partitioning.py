@@ -98,7 +98,8 @@ def sharding_report():
 
 
 def _summary(report) -> str:
-    lines = [f"sharding_check: {report['devices']} devices, {report['wall_seconds']} s"]
+    lines = [f"sharding_check: {report['devices']} devices, {report['wall_seconds']} s wall, "
+             f"{report['cpu_seconds']} s CPU, {report['threads']} threads"]
     for model, entry in report["models"].items():
         for mesh in ("dp", "fsdp", "tp"):
             e = entry[mesh]
