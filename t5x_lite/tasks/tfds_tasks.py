@@ -1,4 +1,4 @@
-"""TFDS tasks: C4 span corruption, GLUE and SuperGLUE in T5's text-to-text format.
+"""TFDS tasks: C4 span corruption, GLUE, SuperGLUE and WMT translation in T5's text-to-text format.
 
 TensorFlow is imported only when one of these tasks is read (``TfdsSource`` is
 lazy). The datasets must already be prepared in ``data_dir`` (``tfds build``);
@@ -38,6 +38,13 @@ SUPER_GLUE = {
     "wic": (("sentence1", "sentence2", "word"), ("False", "True")),
 }
 GLUE_VALIDATION = {"mnli": "validation_matched"}
+# T5's translation tasks: (TFDS name, source language, target language).
+TRANSLATION = {
+    "wmt14_ende": ("wmt14_translate/de-en", "en", "de"),
+    "wmt14_enfr": ("wmt14_translate/fr-en", "en", "fr"),
+    "wmt16_enro": ("wmt16_translate/ro-en", "en", "ro"),
+}
+LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "ro": "Romanian"}
 
 
 def text_to_text(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[str]]) -> Callable:
@@ -53,6 +60,16 @@ def text_to_text(benchmark: str, fields: Sequence[str], labels: Optional[Sequenc
             target = labels[int(label)]
         inputs = " ".join([benchmark] + [f"{f}: {ex[f]}" for f in fields])
         return {"inputs": inputs, "targets": target, "label": label}
+
+    return preprocess
+
+
+def translate(source: str, target: str) -> Callable:
+    """T5's format: ``"translate English to German: <en>"`` -> ``<de>``."""
+    prefix = f"translate {LANGUAGE_NAMES[source]} to {LANGUAGE_NAMES[target]}: "
+
+    def preprocess(ex: dict) -> dict:
+        return {"inputs": prefix + ex[source], "targets": ex[target]}
 
     return preprocess
 
@@ -104,6 +121,15 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
         output_features={"inputs": feature, "targets": feature},
         objective=make_objective("span_3_15_u_u", vocabulary.vocab_info()),
     ), overwrite=True)
+    for name, (tfds_name, source, target) in TRANSLATION.items():
+        TaskRegistry.add(Task(
+            name=name,
+            source=_source(tfds_name, data_dir=data_dir),
+            preprocessors=(translate(source, target),),
+            output_features={"inputs": feature, "targets": feature},
+            metric_names=("bleu",),
+            splits=("train", "validation", "test"),
+        ), overwrite=True)
     for benchmark, table, tfds_prefix in (("glue", GLUE, "glue"), ("super_glue", SUPER_GLUE, "super_glue")):
         for name, (fields, labels) in table.items():
             validation = GLUE_VALIDATION.get(name, "validation") if benchmark == "glue" else "validation"

@@ -48,20 +48,36 @@ def _token_count(batch: Mapping[str, np.ndarray]) -> int:
     return total
 
 
-def _restore_params_only(path: str, abstract_params: Any, shardings: Any) -> Any:
-    """Params from a params checkpoint (ours or converted), shape-checked against the model."""
+def _restore_params_only(path: str, abstract_params: Any, initialized: Any, allow_missing: tuple = ()) -> Any:
+    """Params from a checkpoint (ours or converted), shape-checked against the model.
+
+    A model param absent from the checkpoint is an error unless its path starts
+    with one of ``allow_missing`` (a new head, e.g. ``classifier``): those keep
+    their fresh initialization, and the log lists them.
+    """
     _, params = checkpoints.load_params(path)
-    flat_want = dict(jax.tree_util.tree_flatten_with_path(abstract_params)[0])
-    flat_have = dict(jax.tree_util.tree_flatten_with_path(params)[0])
-    for key, want in flat_want.items():
+    flat_have = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    flat_want, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
+    flat_init = jax.tree_util.tree_leaves(initialized)
+    leaves, fresh = [], []
+    for (key, want), init in zip(flat_want, flat_init):
         name = jax.tree_util.keystr(key)
-        if key not in flat_have:
-            raise TrainingError(f"{path}: parameter {name} is missing (the checkpoint is for another model)")
-        if tuple(flat_have[key].shape) != tuple(want.shape):
-            raise TrainingError(f"{path}: parameter {name} has shape {tuple(flat_have[key].shape)}, "
+        plain = "/".join(str(getattr(k, "key", k)) for k in key)
+        if name not in flat_have:
+            if any(plain.startswith(prefix) for prefix in allow_missing):
+                fresh.append(plain)
+                leaves.append(init)
+                continue
+            raise TrainingError(f"{path}: parameter {plain} is missing (the checkpoint is for another model; "
+                                "a new head can be listed in train.init_checkpoint_allow_missing)")
+        have = flat_have[name]
+        if tuple(have.shape) != tuple(want.shape):
+            raise TrainingError(f"{path}: parameter {plain} has shape {tuple(have.shape)}, "
                                 f"the model needs {tuple(want.shape)}")
-    params = jax.tree_util.tree_map(lambda x, w: np.asarray(x, w.dtype), params, abstract_params)
-    return jax.tree_util.tree_map(lambda x, s: jax.device_put(x, s), params, shardings)
+        leaves.append(jax.device_put(np.asarray(have, want.dtype), init.sharding))
+    if fresh:
+        log.info("initialized from scratch (not in %s): %s", path, ", ".join(fresh))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract_params), leaves)
 
 
 def train(
@@ -85,6 +101,7 @@ def train(
     async_checkpointing: bool = True,
     log_every: int = 100,
     init_checkpoint: Optional[str] = None,
+    init_checkpoint_allow_missing: tuple = (),
     use_dropout: bool = True,
     progress: bool = True,
     step_callback: Optional[Callable[[int, dict], None]] = None,
@@ -142,7 +159,8 @@ def train(
     else:
         state = trainer.init(seed, first_batch)
         if init_checkpoint:
-            params = _restore_params_only(init_checkpoint, abstract.params, shardings.params)
+            params = _restore_params_only(init_checkpoint, abstract.params, state.params,
+                                          tuple(init_checkpoint_allow_missing))
             state = TrainState(step=state.step, params=params, opt_state=trainer.optimizer.init(params))
             state = jax.device_put(state, shardings)
         data_iter = iter(dataset)

@@ -58,3 +58,11 @@ def test_registering_tasks_imports_no_tensorflow():
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert "glue_cola" in TaskRegistry.names()
+
+
+def test_translation_task_under_mock_data():
+    with tfds.testing.mock_data(num_examples=6):
+        batch = _batch("wmt14_ende", {"inputs": 48, "targets": 48}, n=2)
+    text = vocabulary().decode(batch["encoder_input_tokens"][0])
+    assert text.startswith("translate English to German:")
+    assert TaskRegistry.get("wmt14_ende").metric_names == ("bleu",)

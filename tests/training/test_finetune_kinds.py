@@ -1,0 +1,56 @@
+"""Fine-tuning each model kind on the bundled sentiment task: T5 text to text (see test_train_loop),
+a BERT classification head on an MLM checkpoint, and a decoder-only prefix LM."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
+from t5x_lite.models.config import BertConfig, T5Config
+from t5x_lite.models.model import DecoderOnlyModel, EncoderOnlyClassificationModel, EncoderOnlyMLMModel
+from t5x_lite.training import checkpoints
+from t5x_lite.training.train import TrainingError, train
+
+BERT = BertConfig(vocab_size=8000, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                  max_position_embeddings=64, dropout_rate=0.0, attention_dropout_rate=0.0)
+DECODER = T5Config(vocab_size=8000, d_model=32, d_ff=48, num_heads=2, d_kv=16, num_encoder_layers=0,
+                   num_decoder_layers=1, mlp_activations=("gelu", "linear"), logits_via_embedding=False,
+                   dropout_rate=0.0, relative_attention_num_buckets=8, relative_attention_max_distance=16)
+
+
+def _train(tmp, model, task, lengths, steps=2, **kw):
+    return train(model=model, task=task, feature_lengths=lengths, batch_size=4, train_steps=steps,
+                 model_dir=str(tmp), optimizer=optax.adamw(1e-3), checkpoint_every=steps, log_every=steps,
+                 progress=False, **kw)
+
+
+def test_bert_classification_head_on_an_mlm_checkpoint(tmp_path):
+    _train(tmp_path / "mlm", EncoderOnlyMLMModel(config=BERT), "bundled_corpus_bert_mlm", {"inputs": 32})
+    classifier = EncoderOnlyClassificationModel(config=BERT)
+    with pytest.raises(TrainingError, match="missing.*init_checkpoint_allow_missing"):
+        _train(tmp_path / "strict", classifier, "bundled_sentiment_classification", {"inputs": 32},
+               init_checkpoint=str(tmp_path / "mlm"))
+    _train(tmp_path / "cls", classifier, "bundled_sentiment_classification", {"inputs": 32},
+           init_checkpoint=str(tmp_path / "mlm"), init_checkpoint_allow_missing=("classifier", "bert/pooler"))
+    _, mlm = checkpoints.load_params(tmp_path / "mlm")
+    _, cls = checkpoints.load_params(tmp_path / "cls")
+    # the encoder started from the MLM weights: after 2 small steps it is still close to them
+    a, b = mlm["bert"]["word_embeddings"]["embedding"], cls["bert"]["word_embeddings"]["embedding"]
+    assert np.abs(a - b).max() < 0.01
+    metrics, rows = evaluate(model=classifier, params=cls, task="bundled_sentiment_classification",
+                             feature_lengths={"inputs": 32}, batch_size=4, max_examples=8)
+    assert metrics["num_examples"] == 8 and rows[0]["prediction"] in (0, 1)
+
+
+def test_decoder_only_prefix_lm_fine_tunes_and_decodes(tmp_path):
+    model = DecoderOnlyModel(config=DECODER)
+    lengths = {"inputs": 32, "targets": 4}
+    result = _train(tmp_path, model, "bundled_sentiment", lengths)
+    assert np.isfinite(result.metrics["loss"])
+    _, params = checkpoints.load_params(tmp_path)
+    metrics, rows = evaluate(model=model, params=jax.device_get(params), task="bundled_sentiment",
+                             feature_lengths=lengths, batch_size=4, max_examples=4,
+                             decode=DecodeOptions(max_decode_length=4))
+    assert metrics["num_examples"] == 4 and "accuracy" in metrics
+    assert rows[0]["inputs"].startswith("sentiment:") and rows[0]["targets"] in ("positive", "negative")
