@@ -49,7 +49,7 @@ import tarfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "t5x_lite" / "data" / "bundled"

@@ -15,7 +15,7 @@ import inspect
 import logging
 import re
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Sequence
 
 import gin
 

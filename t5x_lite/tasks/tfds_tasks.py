@@ -91,7 +91,7 @@ def label_postprocessor(labels: Optional[Sequence[str]]) -> Callable[[str], obje
 
 def _source(tfds_name: str, validation_split: str = "validation", data_dir: Optional[str] = None):
     def make(split: str):
-        from t5x_lite.data.sources import TfdsSource
+        from t5x_lite.data.tfds_source import TfdsSource
 
         return TfdsSource(tfds_name, validation_split if split == "validation" else split, data_dir=data_dir)
 

@@ -17,18 +17,17 @@ import grain
 import numpy as np
 import pytest
 
-from t5x_lite.data import sources
 from t5x_lite.data.sources import (
     DataError,
     DelimitedSource,
     JsonlSource,
     TextLineSource,
-    TfdsSource,
     bundled_corpus,
     bundled_path,
     bundled_sentiment,
     open_files,
 )
+from t5x_lite.data.tfds_source import TfdsSource
 
 REPO = Path(__file__).resolve().parents[2]
 
