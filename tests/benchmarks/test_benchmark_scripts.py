@@ -1,0 +1,47 @@
+"""The benchmark scripts run end to end at tiny sizes on CPU (their numbers are not checked, their plumbing is)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env():
+    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(ROOT / ".jax_cache"))
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_runs_every_section_on_cpu(tmp_path):
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    sections = result["sections"]
+    assert set(sections) == {"hf_train", "jax_train_xla", "decode"}
+    for name, section in sections.items():
+        assert "error" not in section, (name, section.get("error"))
+    assert sections["hf_train"]["tokens_per_s"] > 0 and sections["jax_train_xla"]["tokens_per_s"] > 0
+    # The decode benchmark refuses to time unless both frameworks produce the same greedy tokens.
+    assert sections["decode"]["token_agreement"] == 1.0
+
+
+@pytest.mark.slow
+def test_train_step_benchmark_one_tiny_pair(tmp_path):
+    out = tmp_path / "summary.json"
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\nhand-written notes stay\n")
+    proc = subprocess.run([sys.executable, "benchmarks/train_step.py", "--shapes", "tiny", "--pairs", "1", "--steps",
+                           "2", "--warmup", "0", "--results", str(results), "--json-out", str(out)],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    pair = summary["shapes"]["tiny"]["pairs"][0]
+    assert pair["arms"]["t5x_lite"]["tokens_per_s"] > 0 and pair["arms"]["hf"]["tokens_per_s"] > 0
+    assert pair["arms"]["t5x_lite"]["num_params"] == pair["arms"]["hf"]["num_params"]
+    text = results.read_text()
+    assert "hand-written notes stay" in text and "### tiny" in text
