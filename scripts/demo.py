@@ -111,7 +111,7 @@ def main(argv=None) -> int:
           flush=True)
     _run(["train", *ft_common, f"--gin.MODEL_DIR={base}", "--gin.INITIAL_CHECKPOINT=None"])
 
-    print(f"[4/4] test split (1,276 snippets)  [{time.time() - t0:.0f}s]", flush=True)
+    print(f"[4/4] test split (1,275 snippets)  [{time.time() - t0:.0f}s]", flush=True)
     ft_metrics, ft_rows = _evaluate(ft)
     base_metrics, _ = _evaluate(base)
     majority = 100.0 * max(sum(r["targets"] == "positive" for r in ft_rows),
