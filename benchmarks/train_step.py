@@ -134,6 +134,9 @@ def worker_summary(kind: str, t_spawn: float, marks: dict, tokens: int, first_st
 def jax_worker(args) -> dict:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     marks = {}
+    from t5x_lite import startup
+
+    malloc_tuned = startup.tune_malloc()  # as the t5x_lite CLI does first thing (its cache: --cache-dir here)
     import jax
 
     if args.cache_dir:
@@ -212,6 +215,7 @@ def jax_worker(args) -> dict:
     return worker_summary("t5x_lite", args.t_spawn, marks, tokens, first_step_s, times, {
         **usage,
         "variant": args.variant or None,
+        "malloc_tuned": malloc_tuned,
         "bindings": list(args.binding),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "num_params": int(num_params),
@@ -235,8 +239,10 @@ def hf_worker(args) -> dict:
     marks = {}
     import torch
     import transformers
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5Config
     from transformers.optimization import Adafactor
+
+    import hf_reference
 
     marks["imports_done"] = time.time()
     # XLA:CPU flushes denormals to zero (FTZ/DAZ); PyTorch does not by default, and with HF's T5 init
@@ -254,10 +260,7 @@ def hf_worker(args) -> dict:
     )
     torch.manual_seed(0)
     t = time.perf_counter()
-    model = T5ForConditionalGeneration(config)
-    was_tied = model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr()
-    if was_tied:  # transformers 5 ties lm_head to shared for T5 configs; T5 1.1 has its own head
-        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    model, was_tied = hf_reference.untied_t5(config)
     model.train()
     init_s = time.perf_counter() - t
     num_params = sum(p.numel() for p in model.parameters())
@@ -397,13 +400,9 @@ def bench_shape(name: str, args) -> dict:
 
 
 def machine_info() -> dict:
-    model = "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+    import hf_reference
+
+    return {"cpu": hf_reference.cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 

@@ -67,7 +67,9 @@ def jax_phases(shape_name: str, reps: int) -> dict:
 
 def hf_phases(shape_name: str, reps: int) -> dict:
     import torch
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5Config
+
+    import hf_reference
     from transformers.optimization import Adafactor
 
     torch.set_flush_denormal(True)
@@ -77,9 +79,7 @@ def hf_phases(shape_name: str, reps: int) -> dict:
                       num_decoder_layers=shape["num_decoder_layers"], feed_forward_proj="gated-gelu",
                       tie_word_embeddings=False, dropout_rate=0.0, decoder_start_token_id=0)
     torch.manual_seed(0)
-    model = T5ForConditionalGeneration(config).train()
-    if model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr():
-        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    model = hf_reference.untied_t5(config)[0].train()
     opt = Adafactor(model.parameters(), lr=1e-3, scale_parameter=True, relative_step=False, warmup_init=False)
     inputs, _, targets, _ = train_step.make_batch(shape)
     ids, labels = torch.from_numpy(inputs.astype("int64")), torch.from_numpy(targets.astype("int64"))

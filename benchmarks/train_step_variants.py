@@ -18,14 +18,11 @@ Variants (see benchmarks/RESULTS.md for the numbers):
   are done by YNNPACK's packing instead.
 - ``einsum``: ``models.T5Config.attention_impl = 'einsum'`` (t5x_lite's own
   attention instead of ``jax.nn.dot_product_attention``'s vmapped XLA path).
-- ``int_xent``: cross-entropy from integer labels (no ``[B, T, V]`` one-hot
-  input, no ``argmax`` for accuracy: a token is correct when its logit equals
-  the row max); same loss, gradient and metrics (ties aside).
-- ``best``: ``ynn_dot`` + ``einsum`` + ``int_xent``.
-- ``best_malloc``: ``best`` plus glibc malloc tunables in the worker's
-  environment (two arenas, no mmap for big blocks, no trimming), so XLA:CPU's
-  per-step temporaries reuse already-mapped pages instead of page-faulting
-  ~4 GB of fresh memory every step. Not a t5x_lite code change.
+- ``best``: ``ynn_dot`` + ``einsum``. (An ``int_xent`` variant, cross-entropy from
+  integer labels, was adopted: ``t5x_lite.training.losses`` now works that way.)
+- ``glibc_malloc``: t5x_lite with glibc's default malloc settings
+  (``T5X_LITE_MALLOC_TUNING=0``), i.e. without what ``t5x_lite.startup``
+  sets at the CLI's start (and the benchmark's t5x_lite worker likewise).
 """
 
 from __future__ import annotations
@@ -33,7 +30,6 @@ from __future__ import annotations
 from typing import Callable
 
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
-MALLOC_TUNABLES = "glibc.malloc.arena_max=2:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 EINSUM = "models.T5Config.attention_impl = 'einsum'"
 
 
@@ -63,73 +59,11 @@ def patch_ynn_dot() -> None:
     trainer_lib.Trainer.step = step
 
 
-def patch_int_xent() -> None:
-    """Integer-label cross-entropy with z-loss for ``label_smoothing == 0`` (the proposed losses.py change)."""
-    import jax
-    import jax.numpy as jnp
-
-    from t5x_lite.models import model as model_lib
-    from t5x_lite.training import losses
-
-    @jax.custom_vjp
-    def xent(logits, targets, z_loss):
-        return _fwd(logits, targets, z_loss)[0]
-
-    def _fwd(logits, targets, z_loss):
-        max_logit = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
-        log_z = jnp.log(jnp.sum(jnp.exp(logits - max_logit[..., None]), axis=-1)) + max_logit
-        target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-        z = z_loss * jnp.square(log_z)
-        return (log_z - target_logit + z, z, target_logit >= max_logit), (logits, targets, log_z, z_loss)
-
-    def _bwd(res, g):
-        logits, targets, log_z, z_loss = res
-        probs = jnp.exp(logits - log_z[..., None])
-        onehot = targets[..., None] == jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-        grad = probs * (1.0 + 2.0 * z_loss * log_z[..., None]) - onehot.astype(logits.dtype)
-        return grad * g[0][..., None], None, None
-
-    xent.defvjp(_fwd, _bwd)
-    original = losses.weighted_mean_loss
-
-    def weighted_mean_loss(logits, targets, weights=None, *, z_loss=0.0, label_smoothing=0.0, normalizer=None):
-        if label_smoothing:
-            return original(logits, targets, weights, z_loss=z_loss, label_smoothing=label_smoothing,
-                            normalizer=normalizer)
-        per_token, z, correct = xent(logits.astype(jnp.float32), targets.astype(jnp.int32), jnp.float32(z_loss))
-        weights = jnp.ones(targets.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
-        num_tokens = jnp.sum(weights)
-        denom = jnp.float32(normalizer) if normalizer is not None else jnp.maximum(num_tokens, 1.0)
-        loss = jnp.sum(per_token * weights) / denom
-        return loss, {
-            "loss": loss,
-            "z_loss": jnp.sum(z * weights) / denom,
-            "accuracy": jnp.sum(correct.astype(jnp.float32) * weights) / jnp.maximum(num_tokens, 1.0),
-            "num_tokens": num_tokens,
-        }
-
-    model_lib.weighted_mean_loss = weighted_mean_loss
-
-
-def patch_mallopt() -> None:
-    """The GLIBC_TUNABLES of ``malloc`` set from inside the process with ``mallopt`` (what t5x_lite could do)."""
-    import ctypes
-
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_max = -1, -4
-    assert libc.mallopt(m_mmap_max, 0) == 1
-    assert libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1)) == 1
-
-
 VARIANTS: dict[str, dict] = {
     "ynn_dot": {"patches": (patch_ynn_dot,), "bindings": (), "env": {}},
     "einsum": {"patches": (), "bindings": (EINSUM,), "env": {}},
-    "int_xent": {"patches": (patch_int_xent,), "bindings": (), "env": {}},
-    "best": {"patches": (patch_ynn_dot, patch_int_xent), "bindings": (EINSUM,), "env": {}},
-    "malloc": {"patches": (), "bindings": (), "env": {"GLIBC_TUNABLES": MALLOC_TUNABLES}},
-    "mallopt": {"patches": (patch_mallopt,), "bindings": (), "env": {}},
-    "best_malloc": {"patches": (patch_ynn_dot, patch_int_xent), "bindings": (EINSUM,),
-                    "env": {"GLIBC_TUNABLES": MALLOC_TUNABLES}},
+    "best": {"patches": (patch_ynn_dot,), "bindings": (EINSUM,), "env": {}},
+    "glibc_malloc": {"patches": (), "bindings": (), "env": {"T5X_LITE_MALLOC_TUNING": "0"}},
 }
 
 

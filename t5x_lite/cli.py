@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from t5x_lite import startup
+
+    startup.prepare_process()  # malloc settings before JAX starts its threads; the compilation cache
     from t5x_lite.convert.hf_io import HFDirectoryError
     from t5x_lite.convert.t5 import ConversionError
     from t5x_lite.data.sources import DataError

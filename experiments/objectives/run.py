@@ -211,8 +211,9 @@ def write_report(out: Path, report: Path, objectives: list[str], seeds: list[int
         lines += [f"    {c}" for c in example["commands"]]
     text = "\n".join(lines) + "\n"
     marker = "<!-- findings -->"
-    if report.exists() and marker in report.read_text():  # keep the hand-written analysis below the marker
-        text += "\n" + report.read_text()[report.read_text().index(marker):]
+    old = report.read_text() if report.exists() else ""
+    if marker in old:  # keep the hand-written analysis below the marker
+        text += "\n" + old[old.index(marker):]
     report.write_text(text)
     (out / "summary.json").write_text(json.dumps(table, indent=1) + "\n")
     print(f"wrote {report} and {plot_path}", flush=True)

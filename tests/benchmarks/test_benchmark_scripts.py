@@ -45,3 +45,14 @@ def test_train_step_benchmark_one_tiny_pair(tmp_path):
     assert pair["arms"]["t5x_lite"]["num_params"] == pair["arms"]["hf"]["num_params"]
     text = results.read_text()
     assert "hand-written notes stay" in text and "### tiny" in text
+
+
+@pytest.mark.slow
+def test_train_step_profile_names_ops_after_the_model_code():
+    proc = subprocess.run([sys.executable, "benchmarks/train_step_profile.py", "--shape", "tiny", "--steps", "1",
+                           "--top", "5"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    parts = {line.rsplit(None, 3)[0] for line in proc.stdout.splitlines() if line.endswith(tuple("0123456789"))}
+    # The trace was mapped back to the model: the big parts of a T5 step appear by name, both directions.
+    for part in ("attention forward", "attention backward", "mlp backward", "logits_dense forward"):
+        assert part in parts, proc.stdout

@@ -50,3 +50,26 @@ def test_weighted_mean_ignores_padding_and_supports_a_fixed_normalizer():
     assert float(metrics["num_tokens"]) == 2
     fixed, _ = weighted_mean_loss(logits, targets, weights, normalizer=8.0)
     np.testing.assert_allclose(fixed, 2 * np.log(5) / 8, rtol=1e-6)
+
+
+def test_argmax_equals_matches_argmax_including_ties():
+    from t5x_lite.training.losses import argmax_equals
+
+    rng = np.random.default_rng(1)
+    # Small integer logits: many rows have tied maxima, where argmax takes the first.
+    logits = jnp.asarray(rng.integers(0, 3, (64, 6)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 6, (64,)))
+    expected = np.asarray(jnp.argmax(logits, axis=-1) == targets)
+    assert 0 < expected.sum() < 64
+    np.testing.assert_array_equal(np.asarray(argmax_equals(logits, targets)), expected)
+
+
+def test_loss_and_gradient_under_jit_with_bfloat16_logits():
+    rng = np.random.default_rng(2)
+    logits = jnp.asarray(rng.normal(0, 2, (3, 4, 9)), jnp.bfloat16)
+    targets = jnp.asarray(rng.integers(0, 9, (3, 4)))
+    f = jax.jit(lambda x: weighted_mean_loss(x, targets, z_loss=1e-4, label_smoothing=0.1)[0])
+    g = jax.jit(jax.grad(lambda x: _reference(x.astype(jnp.float32), targets, 1e-4, 0.1).mean()))
+    assert np.isfinite(float(f(logits)))
+    np.testing.assert_allclose(np.asarray(jax.jit(jax.grad(f))(logits), np.float32),
+                               np.asarray(g(logits), np.float32), atol=1e-2)
