@@ -9,8 +9,10 @@ backward pass to one element-wise pass:
     d(loss)/d(logits) = softmax * (1 + 2 z log Z) - soft_targets,
 
 with the soft targets (``1 - s`` on the target, ``s / (V - 1)`` elsewhere)
-written as a comparison against the target id, never stored. On CPU the
-one-hot formulation cost several full passes over ``[tokens, vocab]`` per step.
+written as a comparison against the target id, never stored. A one-hot
+formulation keeps a second float32 ``[tokens, vocab]`` array alive for the
+backward pass (1 GB at mT5's 250k vocabulary and 1,024 tokens); on CPU the two
+run equally fast.
 """
 
 from __future__ import annotations
