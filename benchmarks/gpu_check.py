@@ -143,20 +143,11 @@ def _throughput(times, shape, model_cfg) -> dict:
 def bench_jax_train(args, shape, attention_impl: str, extra_bindings=()) -> dict:
     import jax
 
-    from t5x_lite import config as t5x_config
-    from t5x_lite.training import optimizers, partitioning
-    from t5x_lite.training.trainer import Trainer
-
     import train_step
 
     bindings = ["models.T5Config.dtype = 'bfloat16'", "models.T5Config.dropout_rate = 0.0",
                 f"models.T5Config.attention_impl = '{attention_impl}'", *extra_bindings]
-    model = t5x_config.model_from_gin([shape["gin"]], bindings)
-    inputs, decoder_inputs, targets, _ = train_step.make_batch(dict(shape, vocab_size=model.config.vocab_size))
-    batch = {"encoder_input_tokens": inputs, "decoder_input_tokens": decoder_inputs, "decoder_target_tokens": targets}
-    trainer = Trainer(model=model, optimizer=optimizers.make_optimizer("adafactor_t5", learning_rate=1e-3),
-                      mesh=partitioning.make_mesh(), rules=partitioning.rules_for("data_parallel"),
-                      base_rng=jax.random.key(0), use_dropout=False)
+    model, trainer, batch, _ = train_step.t5x_lite_trainer(shape["gin"], shape, bindings)
     t = time.perf_counter()
     state = jax.block_until_ready(trainer.init(0, batch))
     init_s = time.perf_counter() - t
@@ -200,11 +191,11 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     if args.smoke:
         os.environ["JAX_PLATFORMS"] = "cpu"
-    import jax
+    os.environ["T5X_LITE_COMPILATION_CACHE"] = args.cache_dir or "0"
+    from t5x_lite import startup
 
-    if args.cache_dir:
-        jax.config.update("jax_compilation_cache_dir", args.cache_dir)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    startup.prepare_process()  # as the CLI: malloc settings, then the compilation cache (--cache-dir)
+    import jax
 
     t0 = time.time()
     RESULTS["env"] = {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()],

@@ -84,6 +84,29 @@ def make_batch(shape: dict, seed: int = 0):
     return inputs, decoder_inputs, targets, tokens
 
 
+def t5x_lite_trainer(gin_file: str, batch_shape: dict, bindings=()):
+    """The t5x_lite side every benchmark times: (model, trainer, host batch, tokens per batch).
+
+    The model from ``gin_file`` with dropout off, a random batch of
+    ``batch_shape``'s sizes over the model's vocabulary, and a ``Trainer`` on a
+    data-parallel mesh with ``adafactor_t5`` at lr 1e-3 (the optimizer the HF
+    side's Adafactor matches).
+    """
+    import jax
+
+    from t5x_lite import config as t5x_config
+    from t5x_lite.training import optimizers, partitioning
+    from t5x_lite.training.trainer import Trainer
+
+    model = t5x_config.model_from_gin([gin_file], ["models.T5Config.dropout_rate = 0.0", *bindings])
+    inputs, decoder_inputs, targets, tokens = make_batch(dict(batch_shape, vocab_size=model.config.vocab_size))
+    batch = {"encoder_input_tokens": inputs, "decoder_input_tokens": decoder_inputs, "decoder_target_tokens": targets}
+    trainer = Trainer(model=model, optimizer=optimizers.make_optimizer("adafactor_t5", learning_rate=1e-3),
+                      mesh=partitioning.make_mesh(), rules=partitioning.rules_for("data_parallel"),
+                      base_rng=jax.random.key(0), use_dropout=False)
+    return model, trainer, batch, tokens
+
+
 def peak_rss_mib() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -154,9 +177,8 @@ def jax_worker(args) -> dict:
     jax.monitoring.register_event_duration_secs_listener(on_duration)
     jax.monitoring.register_event_listener(on_event)
 
-    from t5x_lite import config as t5x_config
-    from t5x_lite.training import optimizers, partitioning
-    from t5x_lite.training.trainer import Trainer
+    import t5x_lite.config  # noqa: F401  (t5x_lite's imports count before the imports_done mark)
+    import t5x_lite.training.trainer  # noqa: F401
 
     if args.variant:
         import train_step_variants
@@ -165,21 +187,11 @@ def jax_worker(args) -> dict:
     marks["imports_done"] = time.time()
 
     shape = SHAPES[args.shape]
-    model = t5x_config.model_from_gin([shape["gin"]], list(args.binding))
+    model, trainer, batch, tokens = t5x_lite_trainer(shape["gin"], shape, args.binding)
     cfg = model.config
     for key in ("vocab_size", "d_model", "d_ff", "d_kv", "num_heads", "num_encoder_layers", "num_decoder_layers"):
         assert getattr(cfg, key) == shape[key], (key, getattr(cfg, key), shape[key])
     assert cfg.mlp_activations == ("gelu", "linear") and not cfg.logits_via_embedding and cfg.dropout_rate == 0.0
-    inputs, decoder_inputs, targets, tokens = make_batch(shape)
-    batch = {"encoder_input_tokens": inputs, "decoder_input_tokens": decoder_inputs, "decoder_target_tokens": targets}
-    trainer = Trainer(
-        model=model,
-        optimizer=optimizers.make_optimizer("adafactor_t5", learning_rate=1e-3),
-        mesh=partitioning.make_mesh(),
-        rules=partitioning.rules_for("data_parallel"),
-        base_rng=jax.random.key(0),
-        use_dropout=False,
-    )
     marks["model_built"] = time.time()
 
     compile_before = events.get("/jax/core/compile/backend_compile_duration", 0.0)

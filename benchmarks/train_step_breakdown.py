@@ -36,19 +36,13 @@ def _timeit(fn, reps: int) -> float:
 
 def jax_phases(shape_name: str, reps: int) -> dict:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from t5x_lite import startup
+
+    startup.tune_malloc()  # as the CLI and train_step.py's t5x_lite worker
     import jax
 
-    from t5x_lite import config as t5x_config
-    from t5x_lite.training import optimizers, partitioning
-    from t5x_lite.training.trainer import Trainer
-
     shape = train_step.SHAPES[shape_name]
-    model = t5x_config.model_from_gin([shape["gin"]], ["models.T5Config.dropout_rate = 0.0"])
-    inputs, decoder_inputs, targets, _ = train_step.make_batch(shape)
-    batch = {"encoder_input_tokens": inputs, "decoder_input_tokens": decoder_inputs, "decoder_target_tokens": targets}
-    trainer = Trainer(model=model, optimizer=optimizers.make_optimizer("adafactor_t5", learning_rate=1e-3),
-                      mesh=partitioning.make_mesh(), rules=partitioning.rules_for("data_parallel"),
-                      base_rng=jax.random.key(0), use_dropout=False)
+    model, trainer, batch, _ = train_step.t5x_lite_trainer(shape["gin"], shape)
     state = trainer.init(0, batch)
     gb = trainer.global_batch(batch)
     loss = jax.jit(lambda p, b: model.loss_fn(p, b, None)[0])
@@ -68,9 +62,9 @@ def jax_phases(shape_name: str, reps: int) -> dict:
 def hf_phases(shape_name: str, reps: int) -> dict:
     import torch
     from transformers import T5Config
+    from transformers.optimization import Adafactor
 
     import hf_reference
-    from transformers.optimization import Adafactor
 
     torch.set_flush_denormal(True)
     shape = train_step.SHAPES[shape_name]

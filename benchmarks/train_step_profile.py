@@ -67,17 +67,8 @@ def main() -> None:
     startup.tune_malloc()
     import jax
 
-    from t5x_lite import config as t5x_config
-    from t5x_lite.training import optimizers, partitioning
-    from t5x_lite.training.trainer import Trainer
-
     shape = train_step.SHAPES[args.shape]
-    model = t5x_config.model_from_gin([shape["gin"]], ["models.T5Config.dropout_rate = 0.0", *args.binding])
-    inputs, decoder_inputs, targets, tokens = train_step.make_batch(shape)
-    batch = {"encoder_input_tokens": inputs, "decoder_input_tokens": decoder_inputs, "decoder_target_tokens": targets}
-    trainer = Trainer(model=model, optimizer=optimizers.make_optimizer("adafactor_t5", learning_rate=1e-3),
-                      mesh=partitioning.make_mesh(), rules=partitioning.rules_for("data_parallel"),
-                      base_rng=jax.random.key(0), use_dropout=False)
+    _, trainer, batch, tokens = train_step.t5x_lite_trainer(shape["gin"], shape, args.binding)
     box = {"state": trainer.init(0, batch)}
     global_batch = trainer.global_batch(batch)
 

@@ -65,7 +65,9 @@ def _split_gin_flags(extra: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _parse_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    from t5x_lite import config
+    from t5x_lite import config, startup
+
+    startup.enable_compilation_cache()  # train, eval and infer compile; vocab and convert need no JAX
 
     if not args.gin_file:
         example = "experiments/quickstart.gin" if args.command == "train" else f"runs/{args.command}.gin"
@@ -173,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from t5x_lite import startup
 
-    startup.prepare_process()  # malloc settings before JAX starts its threads; the compilation cache
+    startup.tune_malloc()  # before anything starts JAX's threads (see startup)
     from t5x_lite.convert.hf_io import HFDirectoryError
     from t5x_lite.convert.t5 import ConversionError
     from t5x_lite.data.sources import DataError

@@ -8,24 +8,27 @@ every time and worker threads spread over many arenas whose heaps are
 trimmed, so every step faults in hundreds of MB of fresh, zeroed pages: 87k
 minor page faults per step for the quickstart model, 1.2M (about 4.5 GB) for
 T5 1.1 small at batch 8. One arena, no ``mmap`` for large blocks and no
-trimming keep that memory mapped; the quickstart's train step then runs about
-20% faster on this project's 2-core CPU (benchmarks/RESULTS.md). The price is
+trimming keep that memory mapped; in benchmarks/RESULTS.md the train step then
+runs 28% (quickstart model) and 48% (T5 small) faster on a 2-core CPU. The price is
 that freed memory stays with the process until it exits, which a training
 process does not mind.
 
 The arena limit only counts if it is set before JAX's CPU client starts its
 threads (a thread picks its arena on its first allocation), so the CLI calls
-``tune_malloc()`` first thing; from a notebook, call it before the first
-JAX computation. It does nothing off glibc, or with ``T5X_LITE_MALLOC_TUNING=0``.
+``tune_malloc()`` first thing. It does nothing off glibc, or with
+``T5X_LITE_MALLOC_TUNING=0``.
 
 **Compilation cache.** JAX's persistent cache keeps compiled programs on disk, so a
 second run of the same model and shapes (a resumed job, the next cell of a
 sweep, an eval after training) skips XLA's compile (programs that took over a
-second to compile; on GPUs, JAX caches XLA's autotuning results beside them). ``enable_compilation_cache()`` points it at
-``$T5X_LITE_COMPILATION_CACHE`` (default ``~/.cache/t5x_lite/jax``, capped at
-4 GiB, least recently used entries evicted) unless JAX already has a cache
-directory (``JAX_COMPILATION_CACHE_DIR``); ``T5X_LITE_COMPILATION_CACHE=0``
+second to compile; on GPUs, JAX caches XLA's autotuning results beside them).
+``enable_compilation_cache()``, which the CLI calls for train, eval and infer,
+points it at ``$T5X_LITE_COMPILATION_CACHE`` (default ``~/.cache/t5x_lite/jax``,
+capped at 4 GiB, least recently used entries evicted) unless JAX already has a
+cache directory (``JAX_COMPILATION_CACHE_DIR``); ``T5X_LITE_COMPILATION_CACHE=0``
 turns it off.
+
+From a notebook, call ``prepare_process()`` (both) before the first JAX computation.
 """
 
 from __future__ import annotations
@@ -89,6 +92,6 @@ def enable_compilation_cache() -> Optional[str]:
 
 
 def prepare_process() -> None:
-    """What ``t5x_lite``'s CLI does before anything else (see the module docstring)."""
+    """Both settings, for a process that does not start through the CLI (a notebook, a script)."""
     tune_malloc()
     enable_compilation_cache()
