@@ -8,6 +8,7 @@ Outside a mesh the constraints are no-ops.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Optional, Sequence
 
@@ -107,6 +108,33 @@ class Embed(nn.Module):
         return jnp.einsum("...d,vd->...v", query.astype(self.dtype), table)
 
 
+@jax.custom_vjp
+def matmul(x: Array, kernel: Array) -> Array:
+    """``x @ kernel`` for 2-D operands, with the weight gradient computed as ``x^T @ g``.
+
+    JAX's own transpose rule computes the weight gradient as ``(g^T @ x)^T``:
+    XLA:CPU then writes the incoming gradient transposed, and fuses that
+    transpose into the element-wise op producing it (the GELU or loss
+    gradient), which runs several times slower with strided writes. Here the
+    transposed operand is the layer input, a plain copy.
+    """
+    return x @ kernel
+
+
+def _matmul_fwd(x, kernel):
+    return x @ kernel, (x, kernel)
+
+
+def _matmul_bwd(res, g):
+    x, kernel = res
+    dx = jax.lax.dot_general(g, kernel, (((1,), (1,)), ((), ())))
+    dkernel = jax.lax.dot_general(x, g, (((0,), (0,)), ((), ())))
+    return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
 class DenseGeneral(nn.Module):
     """A dense layer over arbitrary in/out axes, with logical axis names for its kernel."""
 
@@ -136,8 +164,8 @@ class DenseGeneral(nn.Module):
         )
         kernel = jnp.asarray(kernel, self.dtype)
         x = jnp.asarray(x, self.dtype)
-        contract = tuple(range(x.ndim - self.in_axes, x.ndim))
-        y = jax.lax.dot_general(x, kernel, ((contract, tuple(range(self.in_axes))), ((), ())))
+        batch_shape = x.shape[: x.ndim - self.in_axes]
+        y = matmul(x.reshape(-1, fan_in), kernel.reshape(fan_in, fan_out)).reshape(batch_shape + features)
         if self.use_bias:
             bias_axes = self.kernel_axes[self.in_axes :]
             bias = self.param(
@@ -235,6 +263,58 @@ def combine_masks(*masks: Optional[Array]) -> Optional[Array]:
 # --------------------------------------------------------------------- attention
 
 
+def _attention_probs(query, key, bias, mask, scale):
+    logits = jnp.einsum("bqnh,bknh->bnqk", query, key).astype(jnp.float32) * scale
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, NEG_INF)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def _sum_to_shape(x: Array, shape: tuple) -> Array:
+    """Reduce a broadcast result back to an operand's shape (the transpose of broadcasting)."""
+    axes = tuple(i for i, (have, want) in enumerate(zip(x.shape, shape)) if want == 1 and have != 1)
+    return jnp.sum(x, axis=axes, keepdims=True) if axes else x
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _attention(query, key, value, bias, mask, scale):
+    """``softmax(q k^T * scale + bias, masked) v`` with a hand-written backward pass.
+
+    The softmax gradient is FlashAttention's, ``P * (dP - rowsum(dO * O))``:
+    its row sums run over the head dimension, not the keys. Differentiating
+    through max, exp, sum and divide instead gave XLA:CPU one fusion per layer
+    that took 3-4x as long as the forward softmax (``benchmarks/train_step_profile.py``).
+    """
+    probs = _attention_probs(query, key, bias, mask, scale)
+    return jnp.einsum("bnqk,bknh->bqnh", probs.astype(value.dtype), value)
+
+
+def _attention_fwd(query, key, value, bias, mask, scale):
+    probs = _attention_probs(query, key, bias, mask, scale)
+    out = jnp.einsum("bnqk,bknh->bqnh", probs.astype(value.dtype), value)
+    return out, (query, key, value, bias, mask, probs, out)
+
+
+def _attention_bwd(scale, res, d_out):
+    query, key, value, bias, mask, probs, out = res
+    d_value = jnp.einsum("bnqk,bqnh->bknh", probs.astype(d_out.dtype), d_out)
+    d_probs = jnp.einsum("bqnh,bknh->bnqk", d_out, value).astype(jnp.float32)
+    row = jnp.einsum("bqnh,bqnh->bnq", d_out.astype(jnp.float32), out.astype(jnp.float32))
+    d_logits = probs * (d_probs - row[..., None])
+    if mask is not None:
+        d_logits = jnp.where(mask, d_logits, 0.0)
+    d_scaled = (d_logits * scale).astype(query.dtype)
+    d_query = jnp.einsum("bnqk,bknh->bqnh", d_scaled, key)
+    d_key = jnp.einsum("bnqk,bqnh->bknh", d_scaled, query)
+    d_bias = None if bias is None else _sum_to_shape(d_logits, bias.shape).astype(bias.dtype)
+    return d_query, d_key, d_value.astype(value.dtype), d_bias, None
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
 def dot_product_attention(
     query: Array,
     key: Array,
@@ -250,23 +330,21 @@ def dot_product_attention(
 ) -> Array:
     """[B, Q, N, H] x [B, K, N, H] -> [B, Q, N, H]. Softmax is taken in float32.
 
-    ``implementation='xla'`` goes through ``jax.nn.dot_product_attention`` (so GPUs
-    can pick fused kernels); ``'einsum'`` is the readable reference path and the
-    only one that supports attention-probability dropout.
+    ``implementation='xla'`` is plain XLA with a hand-written backward pass
+    (``_attention``); ``'cudnn'`` asks ``jax.nn.dot_product_attention`` for
+    cuDNN's fused kernel on GPUs; ``'einsum'`` is the reference that JAX
+    differentiates, and the only path with attention-probability dropout.
     """
     use_reference = implementation == "einsum" or (dropout_rate > 0.0 and not deterministic)
     if not use_reference:
-        if implementation not in ("xla", "cudnn"):
+        if implementation == "xla":
+            return _attention(query, key, value, bias, mask, scale)
+        if implementation != "cudnn":
             raise ValueError(f"attention implementation must be 'xla', 'cudnn' or 'einsum', got {implementation!r}")
         return jax.nn.dot_product_attention(
             query, key, value, bias=bias, mask=mask, scale=scale, implementation=implementation
         )
-    logits = jnp.einsum("bqnh,bknh->bnqk", query, key).astype(jnp.float32) * scale
-    if bias is not None:
-        logits = logits + bias.astype(jnp.float32)
-    if mask is not None:
-        logits = jnp.where(mask, logits, NEG_INF)
-    weights = jax.nn.softmax(logits, axis=-1)
+    weights = _attention_probs(query, key, bias, mask, scale)
     if dropout_rate > 0.0 and not deterministic:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
