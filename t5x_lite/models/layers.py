@@ -108,31 +108,43 @@ class Embed(nn.Module):
         return jnp.einsum("...d,vd->...v", query.astype(self.dtype), table)
 
 
-@jax.custom_vjp
-def matmul(x: Array, kernel: Array) -> Array:
-    """``x @ kernel`` for 2-D operands, with the weight gradient computed as ``x^T @ g``.
+def _as_matrices(x: Array, kernel: Array, in_axes: int) -> tuple[Array, Array]:
+    fan_in = int(np.prod(kernel.shape[:in_axes]))
+    return x.reshape(-1, fan_in), kernel.reshape(fan_in, -1)
 
-    JAX's own transpose rule computes the weight gradient as ``(g^T @ x)^T``:
-    XLA:CPU then writes the incoming gradient transposed, and fuses that
-    transpose into the element-wise op producing it (the GELU or loss
-    gradient), which runs several times slower with strided writes. Here the
-    transposed operand is the layer input, a plain copy.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def dense_dot(x: Array, kernel: Array, in_axes: int) -> Array:
+    """Contract the last ``in_axes`` axes of ``x`` with the first of ``kernel``; the
+    kernel's gradient is computed as ``x^T g``.
+
+    JAX's own transpose rule computes it as ``(g^T x)^T``: XLA:CPU then lays the
+    incoming gradient out transposed and fuses that transpose into the
+    element-wise op producing it (the GELU or loss gradient), which writes with
+    a stride several times slower. Here the transposed operand is the layer
+    input, in a plain copy. The reshapes to matrices happen inside the VJP so
+    the saved residual is the kernel itself (under ``nn.scan``, a slice of the
+    stacked parameter rather than a per-layer copy). Like any custom VJP this
+    supports reverse-mode differentiation only (no ``jax.jvp``/``jacfwd``).
     """
-    return x @ kernel
+    x2, k2 = _as_matrices(x, kernel, in_axes)
+    return (x2 @ k2).reshape(x.shape[: x.ndim - in_axes] + kernel.shape[in_axes:])
 
 
-def _matmul_fwd(x, kernel):
-    return x @ kernel, (x, kernel)
+def _dense_dot_fwd(x, kernel, in_axes):
+    return dense_dot(x, kernel, in_axes), (x, kernel)
 
 
-def _matmul_bwd(res, g):
+def _dense_dot_bwd(in_axes, res, g):
     x, kernel = res
-    dx = jax.lax.dot_general(g, kernel, (((1,), (1,)), ((), ())))
-    dkernel = jax.lax.dot_general(x, g, (((0,), (0,)), ((), ())))
-    return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+    x2, k2 = _as_matrices(x, kernel, in_axes)
+    g2 = g.reshape(-1, k2.shape[1])
+    dx = jax.lax.dot_general(g2, k2, (((1,), (1,)), ((), ())))
+    dkernel = jax.lax.dot_general(x2, g2, (((0,), (0,)), ((), ())))
+    return dx.reshape(x.shape).astype(x.dtype), dkernel.reshape(kernel.shape).astype(kernel.dtype)
 
 
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
+dense_dot.defvjp(_dense_dot_fwd, _dense_dot_bwd)
 
 
 class DenseGeneral(nn.Module):
@@ -164,8 +176,7 @@ class DenseGeneral(nn.Module):
         )
         kernel = jnp.asarray(kernel, self.dtype)
         x = jnp.asarray(x, self.dtype)
-        batch_shape = x.shape[: x.ndim - self.in_axes]
-        y = matmul(x.reshape(-1, fan_in), kernel.reshape(fan_in, fan_out)).reshape(batch_shape + features)
+        y = dense_dot(x, kernel, self.in_axes)
         if self.use_bias:
             bias_axes = self.kernel_axes[self.in_axes :]
             bias = self.param(
@@ -274,6 +285,7 @@ def _attention_probs(query, key, bias, mask, scale):
 
 def _sum_to_shape(x: Array, shape: tuple) -> Array:
     """Reduce a broadcast result back to an operand's shape (the transpose of broadcasting)."""
+    x = jnp.sum(x, axis=tuple(range(x.ndim - len(shape))))
     axes = tuple(i for i, (have, want) in enumerate(zip(x.shape, shape)) if want == 1 and have != 1)
     return jnp.sum(x, axis=axes, keepdims=True) if axes else x
 
@@ -286,6 +298,7 @@ def _attention(query, key, value, bias, mask, scale):
     its row sums run over the head dimension, not the keys. Differentiating
     through max, exp, sum and divide instead gave XLA:CPU one fusion per layer
     that took 3-4x as long as the forward softmax (``benchmarks/train_step_profile.py``).
+    Reverse-mode differentiation only, like ``dense_dot``.
     """
     probs = _attention_probs(query, key, bias, mask, scale)
     return jnp.einsum("bnqk,bknh->bqnh", probs.astype(value.dtype), value)
@@ -306,8 +319,8 @@ def _attention_bwd(scale, res, d_out):
     if mask is not None:
         d_logits = jnp.where(mask, d_logits, 0.0)
     d_scaled = (d_logits * scale).astype(query.dtype)
-    d_query = jnp.einsum("bnqk,bknh->bqnh", d_scaled, key)
-    d_key = jnp.einsum("bnqk,bqnh->bknh", d_scaled, query)
+    d_query = jnp.einsum("bnqk,bknh->bqnh", d_scaled, key).astype(query.dtype)
+    d_key = jnp.einsum("bnqk,bqnh->bknh", d_scaled, query).astype(key.dtype)
     d_bias = None if bias is None else _sum_to_shape(d_logits, bias.shape).astype(bias.dtype)
     return d_query, d_key, d_value.astype(value.dtype), d_bias, None
 
