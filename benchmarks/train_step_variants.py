@@ -15,9 +15,12 @@ Variants (see benchmarks/RESULTS.md for the numbers):
   loop fusions that write a *transposed* copy for the weight-gradient dots; those
   fusions run an order of magnitude slower than the same element-wise work in
   natural layout. With only ``dot`` fusions handed to YNNPACK, the transposes
-  are done by YNNPACK's packing instead.
-- ``einsum``: ``models.T5Config.attention_impl = 'einsum'`` (t5x_lite's own
-  attention instead of ``jax.nn.dot_product_attention``'s vmapped XLA path).
+  are done by YNNPACK's packing instead. (``layers.dense_dot`` now avoids those
+  transposed fusions in the model itself.)
+- ``einsum``: ``models.T5Config.attention_impl = 'einsum'`` (the reference
+  attention that JAX differentiates, instead of the default ``'xla'`` path's
+  hand-written backward pass; before 2026-11-27 ``'xla'`` meant
+  ``jax.nn.dot_product_attention``).
 - ``best``: ``ynn_dot`` + ``einsum``. (An ``int_xent`` variant, cross-entropy from
   integer labels, was adopted: ``t5x_lite.training.losses`` now works that way.)
 - ``glibc_malloc``: t5x_lite with glibc's default malloc settings

@@ -300,8 +300,7 @@ def _attention(query, key, value, bias, mask, scale):
     that took 3-4x as long as the forward softmax (``benchmarks/train_step_profile.py``).
     Reverse-mode differentiation only, like ``dense_dot``.
     """
-    probs = _attention_probs(query, key, bias, mask, scale)
-    return jnp.einsum("bnqk,bknh->bqnh", probs.astype(value.dtype), value)
+    return _attention_fwd(query, key, value, bias, mask, scale)[0]
 
 
 def _attention_fwd(query, key, value, bias, mask, scale):

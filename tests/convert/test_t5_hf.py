@@ -46,17 +46,25 @@ def _batch():
     return x, y
 
 
+def _hf_inputs(x, y):
+    return dict(input_ids=torch.tensor(x), attention_mask=torch.tensor(x != 0),
+                labels=torch.tensor(np.where(y == 0, -100, y)))
+
+
 def _hf_outputs(model, x, y):
-    labels = torch.tensor(np.where(y == 0, -100, y))
     with torch.no_grad():
-        out = model(input_ids=torch.tensor(x), attention_mask=torch.tensor(x != 0), labels=labels)
+        out = model(**_hf_inputs(x, y))
     return out.logits.numpy(), float(out.loss)
 
 
-def _ours(model, params, x, y):
+def _our_batch(x, y):
     dec_in = np.concatenate([np.zeros((len(y), 1), int), y[:, :-1]], axis=1)
-    batch = {"encoder_input_tokens": jnp.asarray(x), "decoder_input_tokens": jnp.asarray(dec_in),
-             "decoder_target_tokens": jnp.asarray(y)}
+    return {"encoder_input_tokens": jnp.asarray(x), "decoder_input_tokens": jnp.asarray(dec_in),
+            "decoder_target_tokens": jnp.asarray(y)}
+
+
+def _ours(model, params, x, y):
+    batch = _our_batch(x, y)
     logits = np.asarray(model.logits(params, batch))
     loss, _ = model.replace(z_loss=0.0).loss_fn(params, batch)
     return logits, float(loss)
@@ -85,12 +93,9 @@ def test_gradients_match_hf_backward(tmp_path, variant):
     hf = T5ForConditionalGeneration.from_pretrained(d).eval()
     model, params = convert.import_hf(d)
     x, y = _batch()
-    hf(input_ids=torch.tensor(x), attention_mask=torch.tensor(x != 0),
-       labels=torch.tensor(np.where(y == 0, -100, y))).loss.backward()
+    hf(**_hf_inputs(x, y)).loss.backward()
     hf_grads = {name: p.grad.numpy() for name, p in hf.named_parameters()}
-    dec_in = np.concatenate([np.zeros((len(y), 1), int), y[:, :-1]], axis=1)
-    batch = {"encoder_input_tokens": jnp.asarray(x), "decoder_input_tokens": jnp.asarray(dec_in),
-             "decoder_target_tokens": jnp.asarray(y)}
+    batch = _our_batch(x, y)
     grads = jax.grad(lambda p: model.replace(z_loss=0.0).loss_fn(p, batch)[0])(params)
     ours = convert.t5_params_to_hf(grads, model.config)  # the converter's map is linear: grads map like params
     for name, g in ours.items():

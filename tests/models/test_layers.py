@@ -67,6 +67,21 @@ def test_dense_general_contracts_several_axes_like_dot_general():
                         jax.value_and_grad(ref, argnums=(0, 1))(params, x), 1e-5)
 
 
+def _attention_value_and_grads(implementation, q, k, v, bias, mask, reduce):
+    """reduce(attention(q, k, v)) and its gradients with respect to q, k, v and the bias."""
+    def f(q, k, v, bias):
+        return reduce(L.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=0.7, implementation=implementation))
+    return jax.value_and_grad(f, argnums=(0, 1, 2, 3))(q, k, v, bias)
+
+
+def _cos_weighted(out):
+    return jnp.sum(out * jnp.cos(out))
+
+
+def _squares(out):
+    return jnp.sum(out.astype(jnp.float32) ** 2)
+
+
 def _mask():
     mask = np.random.default_rng(3).random((B, 1, Q, K)) > 0.3
     mask[0, 0, 1, :] = False  # a fully masked query row (a padding position)
@@ -81,13 +96,7 @@ def test_attention_gradients_equal_autodiff_of_einsum_reference(bias_shape, with
     bias = None if bias_shape is None else _normal(4, bias_shape)
     mask = _mask() if with_mask else None
 
-    def loss(implementation):
-        def f(q, k, v, bias):
-            out = L.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=0.7, implementation=implementation)
-            return jnp.sum(out * jnp.cos(out))
-        return jax.value_and_grad(f, argnums=(0, 1, 2, 3))
-
-    ours, ref = loss("xla")(q, k, v, bias), loss("einsum")(q, k, v, bias)
+    ours, ref = (_attention_value_and_grads(impl, q, k, v, bias, mask, _cos_weighted) for impl in ("xla", "einsum"))
     _assert_trees_close(ours, ref, 2e-6)
     if bias_shape == (B, N, Q, K) and with_mask:
         # Masked scores get no gradient, so a fully masked row leaves its bias untouched.
@@ -99,23 +108,13 @@ def test_attention_in_bfloat16_follows_the_reference():
     q, k, v = (_normal(i, (B, T, N, H), jnp.bfloat16) for i, T in enumerate((Q, K, K)))
     bias, mask = _normal(4, (B, N, Q, K)), _mask()
 
-    def loss(implementation):
-        def f(q, k, v, bias):
-            out = L.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=0.7, implementation=implementation)
-            return jnp.sum(out.astype(jnp.float32) ** 2)
-        return jax.value_and_grad(f, argnums=(0, 1, 2, 3))
-
-    _assert_trees_close(loss("xla")(q, k, v, bias), loss("einsum")(q, k, v, bias), 0.05)  # values reach 2.5-4
+    ours, ref = (_attention_value_and_grads(impl, q, k, v, bias, mask, _squares) for impl in ("xla", "einsum"))
+    _assert_trees_close(ours, ref, 0.05)  # values reach 2.5-4
 
 
 def test_attention_cotangents_keep_each_input_dtype():
     q = _normal(0, (B, Q, N, H), jnp.bfloat16)
     k, v = _normal(1, (B, K, N, H)), _normal(2, (B, K, N, H), jnp.bfloat16)
 
-    def loss(implementation):
-        def f(q, k, v):
-            out = L.dot_product_attention(q, k, v, bias=None, mask=_mask(), scale=0.7, implementation=implementation)
-            return jnp.sum(out.astype(jnp.float32) ** 2)
-        return jax.grad(f, argnums=(0, 1, 2))
-
-    _assert_trees_close(loss("xla")(q, k, v), loss("einsum")(q, k, v), 0.05)
+    ours, ref = (_attention_value_and_grads(impl, q, k, v, None, _mask(), _squares)[1] for impl in ("xla", "einsum"))
+    _assert_trees_close(ours, ref, 0.05)
