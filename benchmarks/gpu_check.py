@@ -5,8 +5,10 @@
 
 1. Train step, T5 v1.1 small, batch 128, inputs 512 / targets 114, bfloat16
    compute with float32 params, Adafactor: t5x_lite's ``Trainer`` for each
-   attention implementation first (the number still missing), then Hugging
-   Face eager (autocast bf16). Tokens/s
+   attention implementation's first arm (the number still missing), then Hugging
+   Face eager (autocast bf16), then the other attention arms. After the
+   first arm's timed steps, a short profiler trace sums the GPU's time per
+   kernel and per part of the model (``--profile-steps``). Tokens/s
    (batch x 626 tokens per step) and MFU from ``t5x_lite.training.flops``
    (the same analytic count for both).
 2. Greedy decoding, batch 8, 512 input tokens, 64 new tokens, bfloat16:
@@ -140,7 +142,74 @@ def _throughput(times, shape, model_cfg) -> dict:
     }
 
 
-def bench_jax_train(args, shape, attention_impl: str, extra_bindings=()) -> dict:
+def profile_steps(trainer, state, global_batch, steps: int, top: int = 40):
+    """Trace ``steps`` train steps; sum the device events per name (kernels and XLA ops) and per part of the model.
+
+    Parts come from the model code's ``op_name`` (a kernel's ``tf_op`` argument,
+    else the compiled HLO's metadata), grouped as in ``train_step_profile.py``.
+    Returns (summary dict, state).
+    """
+    import collections
+    import glob
+    import gzip
+    import tempfile
+
+    import jax
+
+    import train_step_profile
+
+    with tempfile.TemporaryDirectory() as log_dir:
+        with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+            for _ in range(steps):
+                state, m = trainer.step(state, global_batch)
+            m["loss"].block_until_ready()
+        with gzip.open(glob.glob(os.path.join(log_dir, "**", "perfetto_trace.json.gz"), recursive=True)[0]) as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    names = {}  # (pid, tid) -> name, so host and device lines can be told apart
+    for e in events:
+        if e.get("ph") == "M" and e.get("name") in ("process_name", "thread_name"):
+            key = (e.get("pid"), e.get("tid") if e["name"] == "thread_name" else None)
+            names[key] = e.get("args", {}).get("name", "")
+
+    def line_of(e) -> str:
+        return f"{names.get((e.get('pid'), None), e.get('pid'))} / {names.get((e.get('pid'), e.get('tid')), e.get('tid'))}"
+
+    device = [e for e in events if e.get("ph") == "X" and "dur" in e
+              and any(k in line_of(e).lower() for k in ("stream", "gpu"))]
+    # XProf puts the model code's op_name in a kernel's "tf_op" argument; else map names through the compiled HLO.
+    meta = {}
+    if not any("tf_op" in (e.get("args") or {}) for e in device):
+        meta = train_step_profile.op_metadata(trainer._step_fn.lower(state, global_batch).compile().as_text())
+    per_line, per_name, per_part = collections.Counter(), collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and "dur" in e:
+            per_line[line_of(e)] += e["dur"]
+    hlo_of = {}
+    for e in device:
+        args = e.get("args") or {}
+        hlo = str(args.get("hlo_op", ""))
+        key = (line_of(e), e["name"])
+        per_name[key] += e["dur"]
+        hlo_of.setdefault(key, hlo)
+        op_name = args.get("tf_op") or (meta.get(e["name"]) or meta.get(hlo) or ("", ""))[1]
+        if "stream" in key[0].lower():
+            per_part[train_step_profile.part_of(op_name) if op_name else "unmatched"] += e["dur"]
+    sample_args = [{"line": line_of(e), "name": e["name"][:80], "args": {k: str(v)[:120] for k, v in
+                                                                        (e.get("args") or {}).items()}}
+                   for e in device[:3]]
+    ms = lambda us: round(us / steps / 1e3, 3)  # noqa: E731
+    return {
+        "steps": steps,
+        "ms_per_step_by_trace_line": {k: ms(v) for k, v in per_line.most_common(30)},
+        "ms_per_step_by_part_gpu_streams": {k: ms(v) for k, v in per_part.most_common()},
+        "sample_device_event_args": sample_args,
+        "top_device_events": [{"line": k[0], "name": k[1][:160], "hlo_op": hlo_of[k][:160], "ms_per_step": ms(v)}
+                              for k, v in per_name.most_common(top)],
+    }, state
+
+
+def bench_jax_train(args, shape, attention_impl: str, extra_bindings=(), profile: int = 0) -> dict:
     import jax
 
     import train_step
@@ -168,6 +237,12 @@ def bench_jax_train(args, shape, attention_impl: str, extra_bindings=()) -> dict
         m["loss"].block_until_ready()
         times.append(time.perf_counter() - t)
     out = _throughput(times, shape, model.config)
+    if profile:
+        try:
+            out["profile"], state = profile_steps(trainer, state, gb, profile)
+        except Exception as e:  # the timing above still counts
+            out["profile"] = {"error": f"{type(e).__name__}: {e}"}
+        print(f"  [{attention_impl}] profile: {json.dumps(out['profile'])[:3000]}", flush=True)
     stats = jax.devices()[0].memory_stats() or {}
     out.update(framework=f"t5x_lite Trainer, attention_impl={attention_impl}", bindings=bindings,
                init_s=round(init_s, 2), first_step_incl_compile_s=round(first, 2), last_loss=float(m["loss"]),
@@ -183,6 +258,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--attention", default="xla,cudnn")
+    p.add_argument("--profile-steps", type=int, default=3,
+                   help="after the first attention arm's timed steps, trace this many and sum device time per "
+                        "kernel and per part of the model (0: off)")
     p.add_argument("--skip", default="", help="comma-separated sections to skip: hf_train, jax_train, decode")
     p.add_argument("--cache-dir", default=os.path.join(REPO, ".jax_cache", "gpu_check"),
                    help="JAX persistent compilation cache (and XLA's autotuning cache): a rerun on the same "
@@ -208,13 +286,19 @@ def main() -> None:
     model_cfg = t5x_config.model_from_gin([shape["gin"]], ["models.T5Config.dropout_rate = 0.0"]).config
     RESULTS["flops_per_example"] = train_flops(model_cfg, shape)
 
-    if "jax_train" not in skip:
-        for impl in args.attention.split(","):
-            if args.smoke and impl == "cudnn":
-                continue
-            section(f"jax_train_{impl}", args.out)(lambda impl=impl: bench_jax_train(args, shape, impl))
+    # The first attention arm, then HF, then the other arms: a run cut short still has a pair to compare.
+    impls = [i for i in args.attention.split(",") if not (args.smoke and i == "cudnn")]
+
+    def jax_arm(impl: str, profile: int = 0) -> None:
+        section(f"jax_train_{impl}", args.out)(lambda: bench_jax_train(args, shape, impl, profile=profile))
+
+    if "jax_train" not in skip and impls:
+        jax_arm(impls[0], profile=args.profile_steps)
     if "hf_train" not in skip:
         section("hf_train", args.out)(lambda: bench_hf_train(args, model_cfg, shape))
+    if "jax_train" not in skip:
+        for impl in impls[1:]:
+            jax_arm(impl)
     if "decode" not in skip:
         import decode
 

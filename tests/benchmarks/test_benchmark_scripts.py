@@ -26,6 +26,7 @@ def test_gpu_check_smoke_runs_every_section_on_cpu(tmp_path):
     for name, section in sections.items():
         assert "error" not in section, (name, section.get("error"))
     assert sections["hf_train"]["tokens_per_s"] > 0 and sections["jax_train_xla"]["tokens_per_s"] > 0
+    assert "error" not in sections["jax_train_xla"]["profile"], sections["jax_train_xla"]["profile"]
     # The decode benchmark refuses to time unless both frameworks produce the same greedy tokens.
     assert sections["decode"]["token_agreement"] == 1.0
 
