@@ -227,9 +227,15 @@ def bench_jax_train(args, shape, attention_impl: str, extra_bindings=(), profile
     m["loss"].block_until_ready()
     first = time.perf_counter() - t
     print(f"  [{attention_impl}] first step (compile) {first:.1f} s", flush=True)
-    for _ in range(shape["warmup"]):
+    for i in range(shape["warmup"]):
+        t = time.perf_counter()
         state, m = trainer.step(state, gb)
-    m["loss"].block_until_ready()
+        m["loss"].block_until_ready()
+        warm = time.perf_counter() - t
+        print(f"  [{attention_impl}] warm-up step {i + 1}: {warm:.3f} s", flush=True)
+        if warm > args.max_step_s:  # a pathological program: say so and leave the time to the other sections
+            raise RuntimeError(f"a compiled step took {warm:.1f} s (> --max-step-s {args.max_step_s}); "
+                               f"first step incl. compile {first:.1f} s, init {init_s:.1f} s")
     times = []
     for _ in range(shape["steps"]):
         t = time.perf_counter()
@@ -258,6 +264,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--attention", default="xla,cudnn")
+    p.add_argument("--binding", action="append", default=[],
+                   help="extra gin binding for the t5x_lite arms, e.g. \"models.T5Config.scan_layers = True\"")
+    p.add_argument("--max-step-s", type=float, default=20.0,
+                   help="give up on an arm whose compiled step takes longer than this (seconds)")
     p.add_argument("--profile-steps", type=int, default=3,
                    help="after the first attention arm's timed steps, trace this many and sum device time per "
                         "kernel and per part of the model (0: off)")
@@ -290,7 +300,8 @@ def main() -> None:
     impls = [i for i in args.attention.split(",") if not (args.smoke and i == "cudnn")]
 
     def jax_arm(impl: str, profile: int = 0) -> None:
-        section(f"jax_train_{impl}", args.out)(lambda: bench_jax_train(args, shape, impl, profile=profile))
+        section(f"jax_train_{impl}", args.out)(
+            lambda: bench_jax_train(args, shape, impl, extra_bindings=args.binding, profile=profile))
 
     if "jax_train" not in skip and impls:
         jax_arm(impls[0], profile=args.profile_steps)

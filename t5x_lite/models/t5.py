@@ -139,12 +139,13 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: Array, segment_ids=None, positions=None, *, deterministic: bool = True) -> Array:
+        """``positions`` is accepted for packed batches and not needed: see ``layers.RelativePositionBias``."""
+        del positions
         cfg = self.config
         segments = _segments(tokens, segment_ids, cfg.pad_id)
-        positions = _positions(tokens, positions)
         x = self.shared_embedding(tokens.astype(jnp.int32))
         x = _dropout(cfg, x, deterministic)
-        bias = _relpos_bias(cfg, bidirectional=True)(positions, positions)
+        bias = _relpos_bias(cfg, bidirectional=True)(tokens.shape[1], tokens.shape[1])
         mask = L.segment_mask(segments, segments)
         x = run_layers(
             EncoderLayer,
@@ -199,7 +200,7 @@ class Decoder(nn.Module):
             start = pos_var.value
             q_pos, k_pos = L.cache_positions(start, tokens.shape[1], max_decode_length)
             pos_var.value = start + tokens.shape[1]
-            bias = relpos(q_pos, k_pos)
+            bias = relpos(tokens.shape[1], max_decode_length, query_offset=start)
             visible = k_pos[None, :] <= q_pos[:, None]
             if causal_attention is not None:
                 # Prefilling a prompt: its tokens see the whole prompt.
@@ -213,7 +214,7 @@ class Decoder(nn.Module):
             if decode:  # shape-defining call that allocates the cache
                 self.variable("cache", "decode_position", lambda: jnp.array(0, jnp.int32))
             positions = _positions(tokens, positions)
-            bias = relpos(positions, positions)
+            bias = relpos(tokens.shape[1], tokens.shape[1])
             mask = L.causal_mask(positions, positions)
             if causal_attention is not None:
                 prefix = causal_attention > 0

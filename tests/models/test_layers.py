@@ -1,5 +1,7 @@
-"""The hand-written backward passes in ``models/layers.py`` against JAX's autodiff of the plain formulas."""
+"""``models/layers.py``: the hand-written backward passes against JAX's autodiff of the plain formulas, and the
+relative position bias against its definition."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -118,3 +120,34 @@ def test_attention_cotangents_keep_each_input_dtype():
 
     ours, ref = (_attention_value_and_grads(impl, q, k, v, None, _mask(), _squares)[1] for impl in ("xla", "einsum"))
     _assert_trees_close(ours, ref, 0.05)
+
+
+@pytest.mark.parametrize("q_len, k_len", [(1, 1), (1, 9), (4, 4), (5, 9), (9, 5)])
+def test_toeplitz_reads_each_diagonal_from_its_distance(q_len, k_len):
+    period = q_len + k_len
+    values = jnp.arange(2 * period, dtype=jnp.float32).reshape(2, period)
+    q, k = np.meshgrid(np.arange(q_len), np.arange(k_len), indexing="ij")
+    np.testing.assert_array_equal(np.asarray(L.toeplitz(values, q_len, k_len)), np.asarray(values)[:, (k - q) % period])
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("q_len, k_len, offset", [(7, 7, 0), (3, 11, 0), (12, 4, 0), (1, 12, 5), (2, 40, 30)])
+def test_relative_position_bias_is_the_table_at_each_pairs_bucket(bidirectional, q_len, k_len, offset):
+    module = L.RelativePositionBias(num_buckets=8, max_distance=16, num_heads=3, bidirectional=bidirectional)
+    params = nn.unbox(module.init(jax.random.key(0), q_len, k_len))
+    # The offset is traced, as the decoding position is.
+    bias = jax.jit(lambda p, start: module.apply(p, q_len, k_len, start))(params, jnp.int32(offset))
+    rel = np.arange(k_len)[None, :] - (offset + np.arange(q_len))[:, None]
+    buckets = np.asarray(L.relative_position_bucket(jnp.asarray(rel), bidirectional, 8, 16))
+    assert bias.shape == (1, 3, q_len, k_len)
+    np.testing.assert_array_equal(np.asarray(bias)[0], np.asarray(params["params"]["rel_embedding"])[:, buckets])
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (1, 4, 5, 6), (4, 5, 6), (1, 1, 5, 6), (1, 4, 1, 6), (3, 1, 5, 6),
+                                   (4, 1, 6), (6,), (1,)])
+def test_sum_to_shape_is_the_transpose_of_broadcasting(shape):
+    x = _normal(0, (3, 4, 5, 6))
+    ref = jax.grad(lambda b: jnp.sum(jnp.broadcast_to(b, x.shape) * x))(jnp.zeros(shape))
+    out = L._sum_to_shape(x, shape)
+    assert out.shape == shape
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-6, atol=1e-6)
