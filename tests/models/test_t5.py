@@ -148,7 +148,7 @@ def _scatter_adds(jaxpr):
 
 def test_gradient_scatters_stay_small_and_in_float32():
     # A gather at [B, Q, K] bucket indices made the relative-position gradient a scatter-add of B*Q*K*heads updates
-    # into the heads x buckets table: GPU atomics colliding on a few addresses, over a minute per T5-small step on
+    # into the heads x buckets table: GPU atomics colliding on a few addresses, over 20 s per T5-small step on
     # an H100. Embedding gradients accumulate in the float32 parameter dtype, whatever the compute dtype.
     cfg = TINY.replace(dtype="bfloat16")
     model = EncoderDecoderModel(config=cfg)
