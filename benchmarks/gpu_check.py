@@ -150,22 +150,16 @@ def profile_steps(trainer, state, global_batch, steps: int, top: int = 40):
     Returns (summary dict, state).
     """
     import collections
-    import glob
-    import gzip
-    import tempfile
-
-    import jax
 
     import train_step_profile
 
-    with tempfile.TemporaryDirectory() as log_dir:
-        with jax.profiler.trace(log_dir, create_perfetto_trace=True):
-            for _ in range(steps):
-                state, m = trainer.step(state, global_batch)
-            m["loss"].block_until_ready()
-        with gzip.open(glob.glob(os.path.join(log_dir, "**", "perfetto_trace.json.gz"), recursive=True)[0]) as f:
-            trace = json.load(f)
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    def run_steps():
+        nonlocal state
+        for _ in range(steps):
+            state, m = trainer.step(state, global_batch)
+        m["loss"].block_until_ready()
+
+    events = train_step_profile.traced_events(run_steps)
     names = {}  # (pid, tid) -> name, so host and device lines can be told apart
     for e in events:
         if e.get("ph") == "M" and e.get("name") in ("process_name", "thread_name"):
@@ -180,7 +174,7 @@ def profile_steps(trainer, state, global_batch, steps: int, top: int = 40):
     # XProf puts the model code's op_name in a kernel's "tf_op" argument; else map names through the compiled HLO.
     meta = {}
     if not any("tf_op" in (e.get("args") or {}) for e in device):
-        meta = train_step_profile.op_metadata(trainer._step_fn.lower(state, global_batch).compile().as_text())
+        meta = train_step_profile.op_metadata(train_step_profile.compiled_step_hlo(trainer, state, global_batch))
     per_line, per_name, per_part = collections.Counter(), collections.Counter(), collections.Counter()
     for e in events:
         if e.get("ph") == "X" and "dur" in e:

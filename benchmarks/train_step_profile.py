@@ -43,6 +43,24 @@ def op_metadata(hlo_text: str) -> dict:
     return out
 
 
+def traced_events(run_steps) -> list:
+    """Run ``run_steps()`` under ``jax.profiler`` and return the Perfetto trace's events."""
+    import jax
+
+    with tempfile.TemporaryDirectory() as log_dir:
+        with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+            run_steps()
+        trace_file = glob.glob(os.path.join(log_dir, "**", "perfetto_trace.json.gz"), recursive=True)[0]
+        with gzip.open(trace_file) as f:
+            trace = json.load(f)
+    return trace["traceEvents"] if isinstance(trace, dict) else trace
+
+
+def compiled_step_hlo(trainer, state, global_batch) -> str:
+    """The train step's optimized HLO text (from the persistent cache when it is warm)."""
+    return trainer._step_fn.lower(state, global_batch).compile().as_text()
+
+
 def part_of(op_name: str) -> str:
     direction = "backward" if "transpose(jvp" in op_name else "forward"
     for part in PARTS:
@@ -65,7 +83,6 @@ def main() -> None:
     from t5x_lite import startup
 
     startup.tune_malloc()
-    import jax
 
     shape = train_step.SHAPES[args.shape]
     _, trainer, batch, tokens = train_step.t5x_lite_trainer(shape["gin"], shape, args.binding)
@@ -82,19 +99,12 @@ def main() -> None:
     for _ in range(args.steps):
         step()
     step_ms = (time.perf_counter() - t) / args.steps * 1e3
-    with tempfile.TemporaryDirectory() as log_dir:
-        with jax.profiler.trace(log_dir, create_perfetto_trace=True):
-            for _ in range(args.steps):
-                step()
-        trace_file = glob.glob(os.path.join(log_dir, "**", "perfetto_trace.json.gz"), recursive=True)[0]
-        with gzip.open(trace_file) as f:
-            trace = json.load(f)
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    events = traced_events(lambda: [step() for _ in range(args.steps)])
     op_us = collections.Counter()
     for e in events:
         if e.get("ph") == "X" and not e["name"].startswith(NOT_OPS):
             op_us[e["name"]] += e["dur"]
-    hlo = trainer._step_fn.lower(box["state"], global_batch).compile().as_text()
+    hlo = compiled_step_hlo(trainer, box["state"], global_batch)
     if args.hlo_out:
         with open(args.hlo_out, "w") as f:
             f.write(hlo)

@@ -110,7 +110,7 @@ class Embed(nn.Module):
 
 
 def _as_matrices(x: Array, kernel: Array, in_axes: int) -> tuple[Array, Array]:
-    fan_in = int(np.prod(kernel.shape[:in_axes]))
+    fan_in = math.prod(kernel.shape[:in_axes])
     return x.reshape(-1, fan_in), kernel.reshape(fan_in, -1)
 
 
