@@ -145,6 +145,7 @@ def train(
     data_iter = iter(dataset)
     first_batch = next(data_iter)  # also tells the step its shapes
     shardings = trainer.state_shardings(first_batch)
+    trainer.precompile_step(first_batch)  # compiles while the checkpoint restores or init runs
 
     ckpt = checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints, async_save=async_checkpointing)
     abstract = jax.tree_util.tree_map(

@@ -9,12 +9,22 @@ the shardings for one (model, optimizer, mesh, rules) combination:
 - ``step(state, batch)`` is ``jax.jit`` with in/out shardings and the state
   donated. The step's rng is ``fold_in(base_rng, step)``, so a restarted run
   draws the same dropout masks as an uninterrupted one.
+
+Start-up overlaps tracing, compiling and running: ``init`` traces the step
+while XLA compiles init, and XLA compiles the step while init runs
+(``precompile_step``; one background thread, because XLA compiles one program
+at a time). The first ``step`` then calls the compiled program. On the 2-core
+CPU that brought T5 1.1 small to its first step 2-5 s sooner (benchmarks/RESULTS.md,
+"Start-up").
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
+import logging
+import threading
 from typing import Any, Callable, Mapping, Optional
 
 import flax.linen as nn
@@ -26,6 +36,23 @@ import optax
 from t5x_lite.training import partitioning
 
 Array = jax.Array
+log = logging.getLogger(__name__)
+
+_compiler: Optional[concurrent.futures.ThreadPoolExecutor] = None
+_compiler_lock = threading.Lock()
+
+
+def _compile_in_background(lowered) -> concurrent.futures.Future:
+    """``lowered.compile()`` on the one compile thread (XLA compiles one program at a time anyway)."""
+    global _compiler
+    with _compiler_lock:
+        if _compiler is None:
+            _compiler = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="t5x_lite-compile")
+    return _compiler.submit(lowered.compile)
+
+
+def _signature(batch: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((k, tuple(v.shape), str(v.dtype)) for k, v in batch.items()))
 
 
 @flax.struct.dataclass
@@ -65,7 +92,9 @@ class Trainer:
 
     def __post_init__(self):
         self._state_shardings = None
+        self._abstract_state = None
         self._step_fn = None
+        self._precompiled = None  # (global batch signature, Future of the compiled step)
 
     # ------------------------------------------------------------------ init
 
@@ -77,8 +106,10 @@ class Trainer:
 
     def abstract_state(self, batch: Mapping[str, Array]) -> TrainState:
         """Shapes, dtypes and logical names of the whole state; nothing is allocated."""
-        with partitioning.activate(self.mesh, self.rules):
-            return jax.eval_shape(self._init_state, jax.random.key(0), batch)
+        if self._abstract_state is None:
+            with partitioning.activate(self.mesh, self.rules):
+                self._abstract_state = jax.eval_shape(self._init_state, jax.random.key(0), batch)
+        return self._abstract_state
 
     def state_shardings(self, batch: Mapping[str, Array]) -> TrainState:
         """Params sharded by their logical names; optimizer slots like their params; the rest replicated."""
@@ -99,14 +130,44 @@ class Trainer:
         return self._state_shardings
 
     def init(self, seed: int, batch: Mapping[str, Array]) -> TrainState:
+        """The initial state, sharded; ``batch`` (this host's rows) gives the shapes.
+
+        Also starts compiling the step for batches of this shape (``precompile_step``).
+        """
         shardings = self.state_shardings(batch)
+        rng = _fast_init_key(seed)
 
         def init(rng):
             state = self._init_state(rng, batch)
             return state.replace(params=nn.unbox(state.params))
 
         with partitioning.activate(self.mesh, self.rules):
-            return jax.jit(init, out_shardings=shardings)(_fast_init_key(seed))
+            compiled_init = _compile_in_background(jax.jit(init, out_shardings=shardings).lower(rng))
+        self.precompile_step(batch)  # traced while init compiles, compiled while init runs
+        with partitioning.activate(self.mesh, self.rules):
+            return compiled_init.result()(rng)
+
+    def precompile_step(self, batch: Mapping[str, Any]) -> None:
+        """Trace the step for batches shaped like ``batch`` (this host's rows) and compile it in the background.
+
+        ``step`` waits for that program when it first gets such a batch. Call it
+        before restoring a checkpoint, so the step compiles while the state loads.
+        """
+        abstract_batch = {
+            k: jax.ShapeDtypeStruct((v.shape[0] * jax.process_count(),) + tuple(v.shape[1:]),
+                                    jax.dtypes.canonicalize_dtype(v.dtype),
+                                    sharding=partitioning.batch_sharding(self.mesh, self.rules))
+            for k, v in batch.items()
+        }
+        signature = _signature(abstract_batch)
+        if self._precompiled is not None and self._precompiled[0] == signature:
+            return
+        abstract_state = jax.tree_util.tree_map(
+            lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+            nn.unbox(self.abstract_state(batch)), self.state_shardings(batch))
+        with partitioning.activate(self.mesh, self.rules):
+            lowered = self._jit_step().lower(abstract_state, abstract_batch)
+        self._precompiled = (signature, _compile_in_background(lowered))
 
     # ------------------------------------------------------------------ step
 
@@ -124,7 +185,7 @@ class Trainer:
             metrics["learning_rate"] = jnp.asarray(self.learning_rate_fn(state.step), jnp.float32)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    def step(self, state: TrainState, batch: Mapping[str, Array]):
+    def _jit_step(self):
         if self._step_fn is None:
             shardings = self._state_shardings
             if shardings is None:
@@ -136,8 +197,20 @@ class Trainer:
                 out_shardings=(shardings, partitioning.replicated(self.mesh)),
                 donate_argnums=(0,),
             )
+        return self._step_fn
+
+    def step(self, state: TrainState, batch: Mapping[str, Array]):
+        step_fn = self._jit_step()
         with partitioning.activate(self.mesh, self.rules):
-            return self._step_fn(state, batch)
+            if self._precompiled is not None and self._precompiled[0] == _signature(batch):
+                try:
+                    return self._precompiled[1].result()(state, batch)
+                except (TypeError, ValueError) as e:
+                    # The arguments differ from what it was compiled for (checked before anything
+                    # runs or is donated): jit compiles for what was passed instead.
+                    log.info("precompiled train step not used (%s); compiling for these arguments", e)
+                    self._precompiled = None
+            return step_fn(state, batch)
 
     def global_batch(self, host_batch: Mapping[str, Any]) -> dict:
         return partitioning.host_batch_to_global(
