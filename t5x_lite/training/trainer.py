@@ -24,6 +24,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
+import queue
 import threading
 from typing import Any, Callable, Mapping, Optional
 
@@ -38,17 +39,37 @@ from t5x_lite.training import partitioning
 Array = jax.Array
 log = logging.getLogger(__name__)
 
-_compiler: Optional[concurrent.futures.ThreadPoolExecutor] = None
-_compiler_lock = threading.Lock()
+_compile_queue: "queue.SimpleQueue[tuple[Any, concurrent.futures.Future]]" = queue.SimpleQueue()
+_compile_thread: Optional[threading.Thread] = None
+_compile_thread_lock = threading.Lock()
+
+
+def _compile_worker() -> None:
+    while True:
+        lowered, future = _compile_queue.get()
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(lowered.compile())
+            except BaseException as e:  # handed to whoever waits on the future
+                future.set_exception(e)
+        del lowered, future  # the lowered module can be large; do not keep it until the next request
 
 
 def _compile_in_background(lowered) -> concurrent.futures.Future:
-    """``lowered.compile()`` on the one compile thread (XLA compiles one program at a time anyway)."""
-    global _compiler
-    with _compiler_lock:
-        if _compiler is None:
-            _compiler = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="t5x_lite-compile")
-    return _compiler.submit(lowered.compile)
+    """``lowered.compile()`` on one background thread, in the order asked (XLA compiles one program at a time).
+
+    A daemon thread rather than a ``ThreadPoolExecutor``, whose threads the
+    interpreter joins at exit: Ctrl-C during init would otherwise wait for the
+    compile to finish.
+    """
+    global _compile_thread
+    with _compile_thread_lock:
+        if _compile_thread is None:
+            _compile_thread = threading.Thread(target=_compile_worker, name="t5x_lite-compile", daemon=True)
+            _compile_thread.start()
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    _compile_queue.put((lowered, future))
+    return future
 
 
 def _signature(batch: Mapping[str, Any]) -> tuple:

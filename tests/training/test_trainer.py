@@ -6,6 +6,7 @@ import jax
 import numpy as np
 
 from t5x_lite.training import partitioning
+from t5x_lite.training import trainer as trainer_lib
 from t5x_lite.training.optimizers import make_optimizer
 from t5x_lite.training.trainer import Trainer
 from tests.training.multihost_worker import global_batch, tiny_model
@@ -36,6 +37,8 @@ def test_step_runs_the_program_compiled_during_init_and_matches_jit():
     losses, params = _run(trainer, batches, precompiled=True)
     # The full-length steps ran the program compiled during init; jit compiled only the shorter batch's.
     assert trainer._step_fn._cache_size() == 1
+    # A daemon thread: the interpreter does not wait for a pending compile at exit (Ctrl-C during init).
+    assert trainer_lib._compile_thread.daemon
     ref_losses, ref_params = _run(_trainer(), batches, precompiled=False)
     assert losses == ref_losses
     jax.tree_util.tree_map(np.testing.assert_array_equal, params, ref_params)
