@@ -57,7 +57,9 @@ def traced_events(run_steps) -> list:
 
 
 def compiled_step_hlo(trainer, state, global_batch) -> str:
-    """The train step's optimized HLO text (from the persistent cache when it is warm)."""
+    """The train step's optimized HLO text: the program ``Trainer.init`` compiled, else compiled again."""
+    if trainer._precompiled is not None:
+        return trainer._precompiled[1].result().as_text()
     return trainer._step_fn.lower(state, global_batch).compile().as_text()
 
 
