@@ -32,6 +32,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from t5x_lite.training import partitioning
@@ -73,7 +74,8 @@ def _compile_in_background(lowered) -> concurrent.futures.Future:
 
 
 def _signature(batch: Mapping[str, Any]) -> tuple:
-    return tuple(sorted((k, tuple(v.shape), str(v.dtype)) for k, v in batch.items()))
+    return tuple(sorted((k, tuple(np.shape(v)), str(getattr(v, "dtype", type(v).__name__)))
+                        for k, v in batch.items()))
 
 
 @flax.struct.dataclass
@@ -174,7 +176,8 @@ class Trainer:
         ``step`` waits for that program when it first gets such a batch. Call it
         before restoring a checkpoint, so the step compiles while the state loads.
         """
-        abstract_batch = {
+        batch = {k: v if hasattr(v, "dtype") else np.asarray(v) for k, v in batch.items()}
+        abstract_batch = {  # what global_batch() makes of it
             k: jax.ShapeDtypeStruct((v.shape[0] * jax.process_count(),) + tuple(v.shape[1:]),
                                     jax.dtypes.canonicalize_dtype(v.dtype),
                                     sharding=partitioning.batch_sharding(self.mesh, self.rules))

@@ -53,3 +53,12 @@ def test_a_state_on_the_host_gives_the_same_step():
     ref_state, ref_metrics = ref.step(ref.init(0, batch), ref.global_batch(batch))
     assert float(metrics["loss"]) == float(ref_metrics["loss"])
     jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(state), jax.device_get(ref_state))
+
+
+def test_an_int64_host_batch_runs_the_precompiled_step():
+    batch = {k: v.astype(np.int64) for k, v in global_batch().items()}  # what numpy pipelines often give
+    trainer = _trainer()
+    state = trainer.init(0, batch)
+    state, metrics = trainer.step(state, trainer.global_batch(batch))
+    assert np.isfinite(float(metrics["loss"]))
+    assert trainer._step_fn._cache_size() == 0
