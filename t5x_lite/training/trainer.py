@@ -112,12 +112,17 @@ class Trainer:
     learning_rate_fn: Optional[Callable[[Array], Array]] = None
     num_microbatches: Optional[int] = None
     use_dropout: bool = True
+    # Dispatch a step only once the previous one has finished; None: on CPU meshes only (see step()).
+    wait_for_previous_step: Optional[bool] = None
 
     def __post_init__(self):
         self._state_shardings = None
         self._abstract_state = None
         self._step_fn = None
         self._precompiled = None  # (global batch signature, Future of the compiled step)
+        self._in_flight = None  # the last step's metrics, while wait_for_previous_step
+        if self.wait_for_previous_step is None:
+            self.wait_for_previous_step = all(d.platform == "cpu" for d in self.mesh.devices.flat)
 
     # ------------------------------------------------------------------ init
 
@@ -224,17 +229,37 @@ class Trainer:
         return self._step_fn
 
     def step(self, state: TrainState, batch: Mapping[str, Array]):
+        """One optimizer step; returns (new state, metrics) without waiting for them (but see below).
+
+        On CPU meshes (``wait_for_previous_step``) it first waits for the previous
+        step to finish. XLA:CPU takes a step's working memory when the step is
+        dispatched; a step queued behind a running one holds a second copy,
+        which glibc's heap then keeps growing and page-faulting into. For T5 1.1
+        small at batch 8 (2.9 GB of temporaries), dispatching one step ahead as
+        the train loop did ran at 6.0-7.1 s per step with 1.5-2.2M page faults and
+        10-13 GB peak RSS, against 4.6-5.6 s and 4.2 GB waiting
+        (benchmarks/RESULTS.md). A CPU has nothing to overlap the wait with;
+        accelerators keep dispatching ahead.
+        """
         step_fn = self._jit_step()
+        if self._in_flight is not None:
+            jax.block_until_ready(self._in_flight)
+            self._in_flight = None
         with partitioning.activate(self.mesh, self.rules):
+            out = None
             if self._precompiled is not None and self._precompiled[0] == _signature(batch):
                 try:
-                    return self._precompiled[1].result()(state, batch)
+                    out = self._precompiled[1].result()(state, batch)
                 except (TypeError, ValueError) as e:
                     # The arguments differ from what it was compiled for (checked before anything
                     # runs or is donated): jit compiles for what was passed instead.
                     log.info("precompiled train step not used (%s); compiling for these arguments", e)
                     self._precompiled = None
-            return step_fn(state, batch)
+            if out is None:
+                out = step_fn(state, batch)
+        if self.wait_for_previous_step:
+            self._in_flight = out[1]
+        return out
 
     def global_batch(self, host_batch: Mapping[str, Any]) -> dict:
         return partitioning.host_batch_to_global(

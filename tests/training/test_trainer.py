@@ -62,3 +62,18 @@ def test_an_int64_host_batch_runs_the_precompiled_step():
     state, metrics = trainer.step(state, trainer.global_batch(batch))
     assert np.isfinite(float(metrics["loss"]))
     assert trainer._step_fn._cache_size() == 0
+
+
+def test_on_cpu_a_step_is_dispatched_only_after_the_previous_one_finished():
+    batch = global_batch()
+    trainer = _trainer()
+    assert trainer.wait_for_previous_step  # the default on a CPU mesh
+    state = trainer.init(0, batch)
+    global_batch_ = trainer.global_batch(batch)
+    state, first = trainer.step(state, global_batch_)
+    state, second = trainer.step(state, global_batch_)
+    assert first["loss"].is_ready()
+    assert not Trainer(model=tiny_model(), optimizer=make_optimizer("adafactor_t5", learning_rate=0.01),
+                       mesh=partitioning.make_mesh(), rules=partitioning.rules_for("data_parallel"),
+                       base_rng=jax.random.key(7), wait_for_previous_step=False).wait_for_previous_step
+    assert np.isfinite(float(second["loss"]))
