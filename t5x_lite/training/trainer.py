@@ -232,9 +232,9 @@ class Trainer:
         """One optimizer step; returns (new state, metrics) without waiting for them (but see below).
 
         On CPU meshes (``wait_for_previous_step``) it first waits for the previous
-        step to finish. XLA:CPU takes a step's working memory when the step is
-        dispatched; a step queued behind a running one holds a second copy,
-        which glibc's heap then keeps growing and page-faulting into. For T5 1.1
+        step to finish. A step queued behind a running one evidently takes its
+        own copy of the step's working memory on XLA:CPU (peak RSS grows in whole
+        copies), which glibc's heap then keeps growing and page-faulting into. For T5 1.1
         small at batch 8 (2.9 GB of temporaries), dispatching one step ahead as
         the train loop did ran at 6.0-7.1 s per step with 1.5-2.2M page faults and
         10-13 GB peak RSS, against 4.6-5.6 s and 4.2 GB waiting
