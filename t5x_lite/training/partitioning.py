@@ -97,11 +97,23 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def _global_shape(host_shape: tuple) -> tuple:
+    return (host_shape[0] * jax.process_count(),) + tuple(host_shape[1:])
+
+
 def host_batch_to_global(batch: dict, mesh: Mesh, sharding: NamedSharding) -> dict:
     """This host's rows -> global jax.Arrays laid out by ``sharding`` (works for 1 or many hosts)."""
     def to_global(x):
         x = np.asarray(x)
-        global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
-        return jax.make_array_from_process_local_data(sharding, x, global_shape)
+        return jax.make_array_from_process_local_data(sharding, x, _global_shape(x.shape))
 
     return {k: to_global(v) for k, v in batch.items()}
+
+
+def abstract_global_batch(batch: dict, sharding: NamedSharding) -> dict:
+    """The shapes, dtypes and sharding ``host_batch_to_global`` gives this host's rows, without the data."""
+    def abstract(x):
+        x = x if hasattr(x, "dtype") else np.asarray(x)
+        return jax.ShapeDtypeStruct(_global_shape(x.shape), jax.dtypes.canonicalize_dtype(x.dtype), sharding=sharding)
+
+    return {k: abstract(v) for k, v in batch.items()}

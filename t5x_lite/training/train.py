@@ -148,9 +148,7 @@ def train(
     trainer.precompile_step(first_batch)  # compiles while the checkpoint restores or init runs
 
     ckpt = checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints, async_save=async_checkpointing)
-    abstract = jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        _unboxed(trainer.abstract_state(first_batch)), shardings)
+    abstract = trainer.sharded_abstract_state(first_batch)
     restored = ckpt.restore(abstract)
     if restored is not None:
         state, data_state, start = restored
@@ -242,12 +240,6 @@ def _check_types(**values: tuple) -> None:
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if not ok:
             raise TypeError(f"train.{name} must be {kind.__name__}, got {value!r} ({type(value).__name__})")
-
-
-def _unboxed(tree):
-    import flax.linen as nn
-
-    return nn.unbox(tree)
 
 
 def _check_finite(metrics: Mapping[str, Any], step: int, last_good: Optional[int], model_dir: str) -> None:

@@ -157,6 +157,12 @@ class Trainer:
             self._state_shardings = TrainState(step=replicated, params=params, opt_state=opt_state)
         return self._state_shardings
 
+    def sharded_abstract_state(self, batch: Mapping[str, Array]) -> TrainState:
+        """``abstract_state`` unboxed, each leaf a ``jax.ShapeDtypeStruct`` with its sharding (for restore and lowering)."""
+        return jax.tree_util.tree_map(
+            lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+            nn.unbox(self.abstract_state(batch)), self.state_shardings(batch))
+
     def init(self, seed: int, batch: Mapping[str, Array]) -> TrainState:
         """The initial state, sharded; ``batch`` (this host's rows) gives the shapes.
 
@@ -181,19 +187,11 @@ class Trainer:
         ``step`` waits for that program when it first gets such a batch. Call it
         before restoring a checkpoint, so the step compiles while the state loads.
         """
-        batch = {k: v if hasattr(v, "dtype") else np.asarray(v) for k, v in batch.items()}
-        abstract_batch = {  # what global_batch() makes of it
-            k: jax.ShapeDtypeStruct((v.shape[0] * jax.process_count(),) + tuple(v.shape[1:]),
-                                    jax.dtypes.canonicalize_dtype(v.dtype),
-                                    sharding=partitioning.batch_sharding(self.mesh, self.rules))
-            for k, v in batch.items()
-        }
+        abstract_batch = partitioning.abstract_global_batch(batch, partitioning.batch_sharding(self.mesh, self.rules))
         signature = _signature(abstract_batch)
         if self._precompiled is not None and self._precompiled[0] == signature:
             return
-        abstract_state = jax.tree_util.tree_map(
-            lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-            nn.unbox(self.abstract_state(batch)), self.state_shardings(batch))
+        abstract_state = self.sharded_abstract_state(batch)  # unboxed outside the rules: no constraints on shapes
         with partitioning.activate(self.mesh, self.rules):
             lowered = self._jit_step().lower(abstract_state, abstract_batch)
         self._precompiled = (signature, _compile_in_background(lowered))
@@ -236,8 +234,8 @@ class Trainer:
         own copy of the step's working memory on XLA:CPU (peak RSS grows in whole
         copies), which glibc's heap then keeps growing and page-faulting into. For T5 1.1
         small at batch 8 (2.9 GB of temporaries), dispatching one step ahead as
-        the train loop did ran at 6.0-7.1 s per step with 1.5-2.2M page faults and
-        10-13 GB peak RSS, against 4.6-5.6 s and 4.2 GB waiting
+        the train loop did ran at 6.3-7.6 s per step with 1.5-3.0M page faults and
+        9.9-15.6 GB peak RSS, against 4.7-5.1 s and 4.2 GB waiting
         (benchmarks/RESULTS.md). A CPU has nothing to overlap the wait with;
         accelerators keep dispatching ahead.
         """

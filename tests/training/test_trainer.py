@@ -12,10 +12,10 @@ from t5x_lite.training.trainer import Trainer
 from tests.training.multihost_worker import global_batch, tiny_model
 
 
-def _trainer() -> Trainer:
+def _trainer(**options) -> Trainer:
     return Trainer(model=tiny_model(), optimizer=make_optimizer("adafactor_t5", learning_rate=0.01),
                    mesh=partitioning.make_mesh(), rules=partitioning.rules_for("data_parallel"),
-                   base_rng=jax.random.key(7))
+                   base_rng=jax.random.key(7), **options)
 
 
 def _run(trainer: Trainer, batches, precompiled: bool):
@@ -73,7 +73,5 @@ def test_on_cpu_a_step_is_dispatched_only_after_the_previous_one_finished():
     state, first = trainer.step(state, global_batch_)
     state, second = trainer.step(state, global_batch_)
     assert first["loss"].is_ready()
-    assert not Trainer(model=tiny_model(), optimizer=make_optimizer("adafactor_t5", learning_rate=0.01),
-                       mesh=partitioning.make_mesh(), rules=partitioning.rules_for("data_parallel"),
-                       base_rng=jax.random.key(7), wait_for_previous_step=False).wait_for_previous_step
+    assert not _trainer(wait_for_previous_step=False).wait_for_previous_step
     assert np.isfinite(float(second["loss"]))
