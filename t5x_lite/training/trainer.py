@@ -26,6 +26,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from typing import Any, Callable, Mapping, Optional
 
 import flax.linen as nn
@@ -73,6 +74,10 @@ def _compile_in_background(lowered) -> concurrent.futures.Future:
     return future
 
 
+# Below this much working memory a step's second copy costs little; the pause in step() is skipped.
+_PAUSE_MIN_TEMP_BYTES = 16 << 20
+
+
 def _signature(batch: Mapping[str, Any]) -> tuple:
     return tuple(sorted((k, tuple(np.shape(v)), str(getattr(v, "dtype", type(v).__name__)))
                         for k, v in batch.items()))
@@ -114,6 +119,8 @@ class Trainer:
     use_dropout: bool = True
     # Dispatch a step only once the previous one has finished; None: on CPU meshes only (see step()).
     wait_for_previous_step: Optional[bool] = None
+    # After that wait, sleep this long so the finished step's temporaries are freed first (see step()).
+    release_pause_s: float = 0.002
 
     def __post_init__(self):
         self._state_shardings = None
@@ -121,6 +128,7 @@ class Trainer:
         self._step_fn = None
         self._precompiled = None  # (global batch signature, Future of the compiled step)
         self._in_flight = None  # the last step's metrics, while wait_for_previous_step
+        self._pause_s = None  # release_pause_s or 0, once the compiled step's temporaries are known
         if self.wait_for_previous_step is None:
             self.wait_for_previous_step = all(d.platform == "cpu" for d in self.mesh.devices.flat)
 
@@ -230,24 +238,35 @@ class Trainer:
         """One optimizer step; returns (new state, metrics) without waiting for them (but see below).
 
         On CPU meshes (``wait_for_previous_step``) it first waits for the previous
-        step to finish. A step queued behind a running one evidently takes its
-        own copy of the step's working memory on XLA:CPU (peak RSS grows in whole
-        copies), which glibc's heap then keeps growing and page-faulting into. For T5 1.1
-        small at batch 8 (2.9 GB of temporaries), dispatching one step ahead as
-        the train loop did ran at 6.3-7.6 s per step with 1.5-3.0M page faults and
-        9.9-15.6 GB peak RSS, against 4.7-5.1 s and 4.2 GB waiting
-        (benchmarks/RESULTS.md). A CPU has nothing to overlap the wait with;
-        accelerators keep dispatching ahead.
+        step to finish, then sleeps ``release_pause_s``. XLA:CPU frees a step's
+        temporaries on its runtime thread just *after* marking its outputs ready;
+        a step that starts in between (queued behind the last one, or dispatched
+        the moment the wait returns) allocates its own while the last one's are
+        still held, and glibc's heap grows by a whole copy, page-faulted in. T5 1.1
+        small at batch 8 (2.9 GB of temporaries) in the train loop's pattern:
+        one step ahead 6.3-7.6 s per step, 1.5-3.0M page faults, 9.9-15.6 GB peak
+        RSS; waiting without the pause 6.5-7.5 s, 1.5-2.2M, 9.9-12.8 GB; waiting
+        and pausing 2 ms 4.8-5.0 s, no faults, 4.2 GB (benchmarks/RESULTS.md).
+        A CPU has nothing to overlap the wait with; accelerators keep dispatching
+        ahead. The pause is skipped once the compiled step is known to need
+        under 16 MiB of temporaries.
         """
         step_fn = self._jit_step()
         if self._in_flight is not None:
             jax.block_until_ready(self._in_flight)
             self._in_flight = None
+            pause = self.release_pause_s if self._pause_s is None else self._pause_s
+            if pause:
+                time.sleep(pause)
         with partitioning.activate(self.mesh, self.rules):
             out = None
             if self._precompiled is not None and self._precompiled[0] == _signature(batch):
+                compiled = self._precompiled[1].result()
+                if self._pause_s is None:
+                    small = _temporaries_bytes(compiled) < _PAUSE_MIN_TEMP_BYTES
+                    self._pause_s = 0.0 if small else self.release_pause_s
                 try:
-                    out = self._precompiled[1].result()(state, batch)
+                    out = compiled(state, batch)
                 except (TypeError, ValueError) as e:
                     # The arguments differ from what it was compiled for (checked before anything
                     # runs or is donated): jit compiles for what was passed instead.
@@ -263,6 +282,11 @@ class Trainer:
         return partitioning.host_batch_to_global(
             dict(host_batch), self.mesh, partitioning.batch_sharding(self.mesh, self.rules)
         )
+
+
+def _temporaries_bytes(compiled) -> float:
+    analysis = compiled.memory_analysis()  # None or absent on some backends: count it as large
+    return getattr(analysis, "temp_size_in_bytes", float("inf"))
 
 
 def _loss_with_rng(model, use_dropout: bool, params, batch, rng):

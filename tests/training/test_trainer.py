@@ -75,3 +75,29 @@ def test_on_cpu_a_step_is_dispatched_only_after_the_previous_one_finished():
     assert first["loss"].is_ready()
     assert not _trainer(wait_for_previous_step=False).wait_for_previous_step
     assert np.isfinite(float(second["loss"]))
+
+
+def test_after_the_wait_a_step_with_large_temporaries_pauses_before_dispatch(monkeypatch):
+    batch = global_batch()
+    pauses: list = []
+    monkeypatch.setattr(trainer_lib.time, "sleep", pauses.append)
+
+    def three_steps(trainer: Trainer) -> None:
+        state = trainer.init(0, batch)
+        global_batch_ = trainer.global_batch(batch)
+        for _ in range(3):
+            state, metrics = trainer.step(state, global_batch_)
+        assert np.isfinite(float(metrics["loss"]))
+
+    # The tiny test model's step needs far less than the threshold: no pause.
+    small = _trainer()
+    three_steps(small)
+    assert trainer_lib._temporaries_bytes(small._precompiled[1].result()) < trainer_lib._PAUSE_MIN_TEMP_BYTES
+    assert pauses == []
+    # As if its temporaries were large: a pause before the second and the third dispatch.
+    monkeypatch.setattr(trainer_lib, "_PAUSE_MIN_TEMP_BYTES", 0)
+    three_steps(_trainer())
+    assert pauses == [0.002, 0.002]
+    pauses.clear()
+    three_steps(_trainer(release_pause_s=0.0))
+    assert pauses == []
