@@ -249,6 +249,45 @@ def scale_by_param_rms(
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
+# --------------------------------------------------------------------------- t5x's matrix view
+
+
+def t5x_matrix_shape(names: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape t5x stores a leaf in: an attention kernel as one 2-D matrix, everything else as is.
+
+    ``models/layers.py``'s attention keeps its kernels 3-D: ``query``/``key``/``value``
+    as [embed, heads, kv] and ``out`` as [heads, kv, embed]. t5x (and flaxformer's
+    ``reshape_kernel``) store them as [embed, heads * kv] and [heads * kv, embed],
+    and that is the matrix its Adafactor factors. Optax's rule, applied to the
+    3-D kernel, would see head_dim (64) as the second-largest dim and keep a full,
+    unfactored second moment instead. ``names`` is the leaf's key path (a scanned
+    layer axis in front is kept).
+    """
+    lead = 1 if SCANNED_LAYERS_KEY in names else 0
+    if len(names) < 2 or names[-1] != "kernel" or len(shape) - lead != 3:
+        return tuple(shape)
+    a, b, c = shape[lead:]
+    merged = (a * b, c) if names[-2] == "out" else (a, b * c)
+    return tuple(shape[:lead]) + merged
+
+
+def in_t5x_matrix_shapes(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``inner`` run on every leaf reshaped by ``t5x_matrix_shape``; updates come back in the leaves' shapes."""
+
+    def reshaped(tree):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, x: jnp.reshape(x, t5x_matrix_shape(_path_names(path), jnp.shape(x))), tree)
+
+    def init_fn(params):
+        return inner.init(reshaped(params))
+
+    def update_fn(updates, state, params=None):
+        new, state = inner.update(reshaped(updates), state, None if params is None else reshaped(params))
+        return jax.tree.map(lambda n, u: jnp.reshape(n, jnp.shape(u)), new, updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 # --------------------------------------------------------------------------- optimizers
 
 
@@ -261,23 +300,25 @@ def adafactor_t5(
 ) -> optax.GradientTransformation:
     """Adafactor as T5 trained with it (Shazeer & Stern 2018; t5x defaults).
 
-    Factored second moments for leaves with two dims >= 128, decay
+    Factored second moments for matrices with both dims >= 128 (attention
+    kernels seen as t5x's 2-D matrices, ``t5x_matrix_shape``), decay
     ``1 - (step+1)^-0.8``, eps 1e-30, update clipping at RMS 1.0, updates
     multiplied by ``max(1e-3, rms(param))``, no momentum.
 
     This is ``optax.adafactor(learning_rate, min_dim_size_to_factor=128,
     decay_rate=0.8, multiply_by_parameter_scale=True, clipping_threshold=1.0,
     momentum=None, eps=1e-30, factored=True)`` rebuilt from the same optax
-    pieces in the same order, with the clipping and parameter scale computed
-    per layer on scanned leaves (see the module docstring); on unstacked params
+    pieces in the same order, with the second moments kept for t5x's 2-D view
+    of attention kernels and the clipping and parameter scale computed per
+    layer on scanned leaves (see the module docstring); on 2-D unstacked params
     it is the same computation (tests check it). ``weight_decay`` follows
     optax/t5x Adafactor: a per-step fraction of the parameter, *not*
     multiplied by the learning rate.
     """
     tx = [
-        optax.scale_by_factored_rms(
+        in_t5x_matrix_shapes(optax.scale_by_factored_rms(
             factored=True, decay_rate=0.8, step_offset=0, min_dim_size_to_factor=128, epsilon=1e-30
-        ),
+        )),
         clip_by_rms(1.0, layer_axis_mask=layer_axis_mask),
         optax.scale_by_learning_rate(learning_rate, flip_sign=False),
         scale_by_param_rms(1e-3, layer_axis_mask=layer_axis_mask),

@@ -94,6 +94,48 @@ def test_adafactor_t5_factors_matrices_only_and_matches_optax():
         np.testing.assert_allclose(updates[name], expected[name], rtol=1e-5, atol=1e-9)
 
 
+def test_attention_kernels_are_seen_as_t5xs_matrices():
+    shape = O.t5x_matrix_shape
+    assert shape(("encoder", "layers_0", "attention", "query", "kernel"), (512, 6, 64)) == (512, 384)
+    assert shape(("decoder", "layers_0", "self_attention", "out", "kernel"), (6, 64, 512)) == (384, 512)
+    assert shape(("encoder", "layers", "attention", "key", "kernel"), (8, 512, 6, 64)) == (8, 512, 384)
+    assert shape(("encoder", "layers", "attention", "out", "kernel"), (8, 6, 64, 512)) == (8, 384, 512)
+    assert shape(("encoder", "layers_0", "mlp", "wi", "kernel"), (512, 1024)) == (512, 1024)
+    assert shape(("encoder", "relpos_bias", "rel_embedding"), (32, 6)) == (32, 6)
+
+
+def test_adafactor_t5_factors_attention_kernels_as_t5x_does():
+    # t5x stores [embed, heads * kv] and [heads * kv, embed] and factors those; optax's own rule on the
+    # 3-D kernel would keep a full second moment (head_dim 64 < 128).
+    rng = np.random.default_rng(3)
+    params = {"attention": {
+        "query": {"kernel": jnp.asarray(rng.normal(size=(128, 4, 64)), jnp.float32)},
+        "out": {"kernel": jnp.asarray(rng.normal(size=(4, 64, 128)), jnp.float32)},
+    }}
+    grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params) for _ in range(2)]
+    tx = O.make_optimizer("adafactor_t5", learning_rate=O.make_schedule("rsqrt"))
+    updates, state = _update(tx, grads, params)
+
+    v_row, v_col = (optax.tree_utils.tree_get(state, k)["attention"] for k in ("v_row", "v_col"))
+    for name in ("query", "out"):  # one statistic per row and one per column of the 128 x 256 matrix
+        assert sorted([v_row[name]["kernel"].shape, v_col[name]["kernel"].shape]) == [(128,), (256,)]
+
+    # The same as optax's Adafactor on the 2-D matrices t5x keeps.
+    def as_matrices(tree):
+        return {"q": tree["attention"]["query"]["kernel"].reshape(128, 256),
+                "o": tree["attention"]["out"]["kernel"].reshape(256, 128)}
+
+    reference = optax.adafactor(
+        O.make_schedule("rsqrt"), min_dim_size_to_factor=128, decay_rate=0.8, multiply_by_parameter_scale=True,
+        clipping_threshold=1.0, momentum=None, eps=1e-30, factored=True,
+    )
+    expected, _ = _update(reference, [as_matrices(g) for g in grads], as_matrices(params))
+    got = as_matrices(updates)
+    assert updates["attention"]["query"]["kernel"].shape == (128, 4, 64)
+    for name in ("q", "o"):
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-9)
+
+
 def test_adafactor_t5_update_clipping():
     # Step 2's second moment still remembers step 1's tiny gradient, so the unclipped update
     # has RMS 1/sqrt(1 - decay) = 2^0.4 ~ 1.32 (decay 1 - 2^-0.8); T5's clipping caps it at 1
