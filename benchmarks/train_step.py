@@ -478,9 +478,8 @@ def write_markdown(summary: dict, path: str) -> None:
             lines.append(row)
         goal = s["goal"]
         med = s["median_ratio"]
-        short = goal / med - 1
         verdict = "met" if med >= goal else (f"**not met**: {med / goal:.1%} of the goal; t5x_lite would need to be "
-                                             f"{short:.1%} faster")
+                                             f"{goal / med - 1:.1%} faster")
         lines += ["", f"Median t5x_lite / HF: **{med:.3f}** (goal >= {goal}: {verdict})."
                   + "".join(f" `{v}`: **{s['arms'][v]['median_ratio_to_hf']:.3f}**." for v in variants), ""]
 

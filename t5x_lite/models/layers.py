@@ -439,6 +439,7 @@ class MultiHeadAttention(nn.Module):
         deterministic: bool = True,
         decode: bool = False,
     ) -> Array:
+        # These kernel layouts and names are what optimizers.t5x_matrix_shape maps to t5x's 2-D matrices.
         dense = lambda name, init: DenseGeneral(  # noqa: E731
             features=(self.num_heads, self.head_dim),
             kernel_axes=("embed", "heads", "kv"),

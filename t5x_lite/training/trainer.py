@@ -262,7 +262,7 @@ class Trainer:
             out = None
             if self._precompiled is not None and self._precompiled[0] == _signature(batch):
                 compiled = self._precompiled[1].result()
-                if self._pause_s is None:
+                if self._pause_s is None and self.wait_for_previous_step:
                     small = _temporaries_bytes(compiled) < _PAUSE_MIN_TEMP_BYTES
                     self._pause_s = 0.0 if small else self.release_pause_s
                 try:

@@ -1,6 +1,8 @@
-"""Trainer start-up: the step compiled in the background during init is the one that runs."""
+"""Trainer: the step compiled in the background during init is the one that runs; on CPU a step waits, then pauses."""
 
 from __future__ import annotations
+
+import types
 
 import jax
 import numpy as np
@@ -80,7 +82,7 @@ def test_on_cpu_a_step_is_dispatched_only_after_the_previous_one_finished():
 def test_after_the_wait_a_step_with_large_temporaries_pauses_before_dispatch(monkeypatch):
     batch = global_batch()
     pauses: list = []
-    monkeypatch.setattr(trainer_lib.time, "sleep", pauses.append)
+    monkeypatch.setattr(trainer_lib, "time", types.SimpleNamespace(sleep=pauses.append))  # this module's only
 
     def three_steps(trainer: Trainer) -> None:
         state = trainer.init(0, batch)
