@@ -136,7 +136,10 @@ class TrainCheckpointer:
         """(state, data_state, step) from the newest readable checkpoint, or None if there is none.
 
         An unreadable checkpoint is moved aside to ``<step>.unreadable`` (kept, never
-        deleted) so the run can write that step again.
+        deleted) so the run can write that step again. A readable one that holds a
+        differently shaped state (the model or optimizer changed since it was
+        written) is a ``CheckpointError`` naming the first difference: starting
+        over would bury that run under this one's checkpoints.
         """
         import logging
 
@@ -144,6 +147,9 @@ class TrainCheckpointer:
         unreadable = []
         result = None
         for step in reversed(self.steps()):
+            stored = self._stored_layout(step)
+            if stored is not None:
+                _check_layout(self.directory / str(step), stored, _layout(abstract_state))
             try:
                 restored = self.manager.restore(step, args=args.Composite(
                     state=args.StandardRestore(abstract_state), data=args.JsonRestore()))
@@ -161,9 +167,49 @@ class TrainCheckpointer:
             self.manager = self._open()
         return result
 
+    def _stored_layout(self, step: int):
+        """Path -> shape of the state saved at ``step``, from orbax's metadata; None if that is unreadable."""
+        try:
+            metadata = self._ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state")
+            layout = _layout(getattr(metadata, "item_metadata", metadata))
+        except Exception:  # damaged metadata: restore() then reports the checkpoint as unreadable
+            return None
+        return layout or None  # garbage metadata reads as an empty tree
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _layout(tree: Any) -> dict:
+    """Leaf path ("opt_state/0/v_row/...") -> shape; orbax's metadata and the abstract state spell paths alike."""
+    def name(entry) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                return str(getattr(entry, attr))
+        return str(entry)
+
+    return {"/".join(name(e) for e in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_layout(where: Path, stored: dict, wanted: dict) -> None:
+    if stored == wanted:
+        return
+    missing = sorted(set(wanted) - set(stored))
+    extra = sorted(set(stored) - set(wanted))
+    reshaped = sorted(k for k in set(stored) & set(wanted) if stored[k] != wanted[k])
+    if reshaped:
+        k = reshaped[0]
+        what = f"{k} has shape {stored[k]} there and {wanted[k]} in this run"
+    elif missing:
+        what = f"it has no {missing[0]}" + (f" ({len(missing)} leaves missing)" if len(missing) > 1 else "")
+    else:
+        what = f"it has {extra[0]}, which this run does not" + (f" ({len(extra)} such leaves)" if len(extra) > 1 else "")
+    raise CheckpointError(
+        f"{where}: the checkpoint holds a different train state than this run builds ({what}); the model or "
+        "optimizer changed since it was written. Resume with the configuration in config.gin beside it, use "
+        "a new MODEL_DIR, or fine-tune from it with INITIAL_CHECKPOINT")

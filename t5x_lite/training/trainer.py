@@ -20,6 +20,7 @@ CPU that brought T5 1.1 small to its first step 2-5 s sooner (benchmarks/RESULTS
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import dataclasses
 import functools
@@ -44,31 +45,60 @@ log = logging.getLogger(__name__)
 _compile_queue: "queue.SimpleQueue[tuple[Any, concurrent.futures.Future]]" = queue.SimpleQueue()
 _compile_thread: Optional[threading.Thread] = None
 _compile_thread_lock = threading.Lock()
+_compiling: Optional[concurrent.futures.Future] = None  # the compile running now
+_exiting = False
 
 
 def _compile_worker() -> None:
+    global _compiling
     while True:
         lowered, future = _compile_queue.get()
-        if future.set_running_or_notify_cancel():
+        _compiling = future  # before the check below: _finish_compiles_at_exit reads them in the other order
+        if not _exiting and future.set_running_or_notify_cancel():
             try:
                 future.set_result(lowered.compile())
             except BaseException as e:  # handed to whoever waits on the future
                 future.set_exception(e)
+        else:
+            future.cancel()
+        _compiling = None
         del lowered, future  # the lowered module can be large; do not keep it until the next request
+
+
+def _finish_compiles_at_exit() -> None:
+    """Drop the queued compiles and wait for the running one.
+
+    A daemon thread that the interpreter's shutdown catches inside XLA's compile
+    aborts the process ("FATAL: exception not rethrown", exit status 134), which
+    turned an error before the first step (a checkpoint that does not fit, say)
+    into a crash. atexit runs before that point, so waiting here for at most one
+    compile is enough.
+    """
+    global _exiting
+    _exiting = True
+    while True:
+        try:
+            _compile_queue.get_nowait()[1].cancel()
+        except queue.Empty:
+            break
+    running = _compiling
+    if running is not None:
+        concurrent.futures.wait([running])
 
 
 def _compile_in_background(lowered) -> concurrent.futures.Future:
     """``lowered.compile()`` on one background thread, in the order asked (XLA compiles one program at a time).
 
     A daemon thread rather than a ``ThreadPoolExecutor``, whose threads the
-    interpreter joins at exit: Ctrl-C during init would otherwise wait for the
-    compile to finish.
+    interpreter joins at exit: Ctrl-C during init waits for the compile that is
+    running (``_finish_compiles_at_exit``), not for the ones queued behind it.
     """
     global _compile_thread
     with _compile_thread_lock:
         if _compile_thread is None:
             _compile_thread = threading.Thread(target=_compile_worker, name="t5x_lite-compile", daemon=True)
             _compile_thread.start()
+            atexit.register(_finish_compiles_at_exit)
     future: concurrent.futures.Future = concurrent.futures.Future()
     _compile_queue.put((lowered, future))
     return future

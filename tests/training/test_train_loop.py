@@ -1,5 +1,6 @@
 """The training loop: exact resume after SIGKILL, damaged checkpoints, divergence, fine-tuning, the CLI."""
 
+import dataclasses
 import json
 import random
 import signal
@@ -74,6 +75,18 @@ def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, caplog):
     assert result.step == 6
     assert "checkpoints/4 is unreadable" in caplog.text
     assert checkpoints.TrainCheckpointer(tmp_path).steps()[-1] == 6
+
+
+def test_resuming_with_another_optimizer_or_model_is_a_clear_error_and_keeps_the_checkpoints(tmp_path):
+    _run(tmp_path, 2)
+    with pytest.raises(checkpoints.CheckpointError, match=r"checkpoints/2: .*different train state.*opt_state/"):
+        _run(tmp_path, 4, optimizer=make_optimizer("adamw", learning_rate=1e-3))
+    wider = EncoderDecoderModel(config=dataclasses.replace(TINY, d_ff=2 * TINY.d_ff))
+    with pytest.raises(checkpoints.CheckpointError, match=r"mlp/wi\S*/kernel has shape"):
+        _run(tmp_path, 4, model=wider)
+    # Nothing was moved aside or overwritten: the original run resumes.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
+    assert _run(tmp_path, 4).step == 4
 
 
 def test_a_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -39,7 +42,7 @@ def test_step_runs_the_program_compiled_during_init_and_matches_jit():
     losses, params = _run(trainer, batches, precompiled=True)
     # The full-length steps ran the program compiled during init; jit compiled only the shorter batch's.
     assert trainer._step_fn._cache_size() == 1
-    # A daemon thread: the interpreter does not wait for a pending compile at exit (Ctrl-C during init).
+    # A daemon thread: at exit only the running compile is waited for, not the queued ones (Ctrl-C during init).
     assert trainer_lib._compile_thread.daemon
     ref_losses, ref_params = _run(_trainer(), batches, precompiled=False)
     assert losses == ref_losses
@@ -103,3 +106,23 @@ def test_after_the_wait_a_step_with_large_temporaries_pauses_before_dispatch(mon
     pauses.clear()
     three_steps(_trainer(release_pause_s=0.0))
     assert pauses == []
+
+
+def test_exiting_while_the_step_compiles_in_the_background_does_not_abort(tmp_path):
+    # An error before the first step (say, a checkpoint that does not fit) leaves the process while the
+    # background thread is inside XLA's compile; the interpreter's shutdown must not abort (status 134).
+    script = tmp_path / "exit_while_compiling.py"
+    script.write_text(
+        "import os, sys\n"
+        "os.environ['JAX_PLATFORMS'] = 'cpu'\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+        "from tests.training.test_trainer import _trainer, global_batch\n"
+        "from t5x_lite.training import trainer as trainer_lib\n"
+        "trainer = _trainer()\n"
+        "trainer.state_shardings(global_batch())\n"
+        "trainer.precompile_step(global_batch())\n"
+        "assert not trainer._precompiled[1].done()\n"
+        "sys.exit(3)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "FATAL" not in done.stderr
