@@ -211,5 +211,5 @@ def _check_layout(where: Path, stored: dict, wanted: dict) -> None:
         what = f"it has {extra[0]}, which this run does not" + (f" ({len(extra)} such leaves)" if len(extra) > 1 else "")
     raise CheckpointError(
         f"{where}: the checkpoint holds a different train state than this run builds ({what}); the model or "
-        "optimizer changed since it was written. Resume with the configuration in config.gin beside it, use "
+        "optimizer changed since it was written. Resume with the configuration in MODEL_DIR/config.gin, use "
         "a new MODEL_DIR, or fine-tune from it with INITIAL_CHECKPOINT")
