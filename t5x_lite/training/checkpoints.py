@@ -146,10 +146,11 @@ class TrainCheckpointer:
         args = self._ocp.args
         unreadable = []
         result = None
+        wanted = _layout(abstract_state)
         for step in reversed(self.steps()):
             stored = self._stored_layout(step)
             if stored is not None:
-                _check_layout(self.directory / str(step), stored, _layout(abstract_state))
+                _check_layout(self.directory / str(step), stored, wanted)
             try:
                 restored = self.manager.restore(step, args=args.Composite(
                     state=args.StandardRestore(abstract_state), data=args.JsonRestore()))
@@ -186,13 +187,7 @@ class TrainCheckpointer:
 
 def _layout(tree: Any) -> dict:
     """Leaf path ("opt_state/0/v_row/...") -> shape; orbax's metadata and the abstract state spell paths alike."""
-    def name(entry) -> str:
-        for attr in ("key", "name", "idx"):
-            if hasattr(entry, attr):
-                return str(getattr(entry, attr))
-        return str(entry)
-
-    return {"/".join(name(e) for e in path): tuple(leaf.shape)
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape)
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
