@@ -26,6 +26,11 @@ Variants (see benchmarks/RESULTS.md for the numbers):
 - ``glibc_malloc``: t5x_lite with glibc's default malloc settings
   (``T5X_LITE_MALLOC_TUNING=0``), i.e. without what ``t5x_lite.startup``
   sets at the CLI's start (and the benchmark's t5x_lite worker likewise).
+- ``thp``: glibc's ``hugetlb=1`` tunable (transparent huge pages for malloc's
+  heap, where the kernel's THP mode is ``madvise``).
+- ``per_layer_optimizer``: the optimizer and the grad/update norm metrics run
+  leaf by leaf on the layer loop's parameters, as before ``training.layer_stacks``
+  stacked each weight's layers for them.
 """
 
 from __future__ import annotations
@@ -55,11 +60,32 @@ def patch_ynn_dot() -> None:
     trainer_lib.Trainer._jit_step = _jit_step
 
 
+def patch_per_layer_optimizer() -> None:
+    """The optimizer and the norm metrics leaf by leaf, as before ``training.layer_stacks``."""
+    import functools
+
+    import optax
+
+    from t5x_lite.training import optimizers
+    from t5x_lite.training import trainer as trainer_lib
+
+    original = optimizers.make_optimizer
+
+    @functools.wraps(original)
+    def make_optimizer(*args, **kwargs):
+        return original(*args, **{**kwargs, "stack_layers": False})
+
+    optimizers.make_optimizer = make_optimizer
+    trainer_lib._grad_norm = optax.global_norm
+
+
 VARIANTS: dict[str, dict] = {
     "ynn_dot": {"patches": (patch_ynn_dot,), "bindings": (), "env": {}},
     "einsum": {"patches": (), "bindings": (EINSUM,), "env": {}},
     "best": {"patches": (patch_ynn_dot,), "bindings": (EINSUM,), "env": {}},
     "glibc_malloc": {"patches": (), "bindings": (), "env": {"T5X_LITE_MALLOC_TUNING": "0"}},
+    "thp": {"patches": (), "bindings": (), "env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}},
+    "per_layer_optimizer": {"patches": (patch_per_layer_optimizer,), "bindings": (), "env": {}},
 }
 
 

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from t5x_lite.training import layer_stacks
+
 Array = jax.Array
 PyTree = Any
 LossFn = Callable[[PyTree, Mapping[str, Array], Optional[Array]], tuple[Array, Mapping[str, Array]]]
@@ -37,6 +39,8 @@ MaskFn = Callable[[PyTree], PyTree]
 
 # Name of the nn.scan subtree in models/stacking.py: its leaves have a leading layer axis.
 SCANNED_LAYERS_KEY = "layers"
+# Adafactor factors the second moments of matrices whose two largest dims are at least this (t5x, optax).
+MIN_DIM_TO_FACTOR = 128
 
 
 # --------------------------------------------------------------------------- schedules
@@ -274,9 +278,16 @@ def t5x_matrix_shape(names: tuple[str, ...], shape: tuple[int, ...]) -> tuple[in
 def in_t5x_matrix_shapes(inner: optax.GradientTransformation) -> optax.GradientTransformation:
     """``inner`` run on every leaf reshaped by ``t5x_matrix_shape``; updates come back in the leaves' shapes."""
 
+    def reshape(path, x):
+        names = _path_names(path)
+        if SCANNED_LAYERS_KEY in names and jnp.shape(x)[0] >= MIN_DIM_TO_FACTOR:
+            # optax factors a leaf's two largest dims: a layer axis this long would be one of them.
+            raise ValueError(f"adafactor_t5: {'/'.join(names)} stacks {jnp.shape(x)[0]} layers; factored second "
+                             f"moments need fewer than {MIN_DIM_TO_FACTOR} layers per stack")
+        return jnp.reshape(x, t5x_matrix_shape(names, jnp.shape(x)))
+
     def reshaped(tree):
-        return jax.tree_util.tree_map_with_path(
-            lambda path, x: jnp.reshape(x, t5x_matrix_shape(_path_names(path), jnp.shape(x))), tree)
+        return jax.tree_util.tree_map_with_path(reshape, tree)
 
     def init_fn(params):
         return inner.init(reshaped(params))
@@ -317,7 +328,7 @@ def adafactor_t5(
     """
     tx = [
         in_t5x_matrix_shapes(optax.scale_by_factored_rms(
-            factored=True, decay_rate=0.8, step_offset=0, min_dim_size_to_factor=128, epsilon=1e-30
+            factored=True, decay_rate=0.8, step_offset=0, min_dim_size_to_factor=MIN_DIM_TO_FACTOR, epsilon=1e-30
         )),
         clip_by_rms(1.0, layer_axis_mask=layer_axis_mask),
         optax.scale_by_learning_rate(learning_rate, flip_sign=False),
@@ -391,12 +402,15 @@ def make_optimizer(
     grad_clip_norm: Optional[float] = None,
     weight_decay: float = 0.0,
     weight_decay_mask: Optional[MaskFn] = decay_mask,
+    stack_layers: bool = True,
     **kwargs,
 ) -> optax.GradientTransformation:
     """``OPTIMIZERS[name]`` with optional ``optax.clip_by_global_norm(grad_clip_norm)`` applied first.
 
     Unlike the bare optimizers (mask None = decay everything, as in optax), the
-    default here decays only what ``decay_mask`` selects. Extra ``kwargs`` go to
+    default here decays only what ``decay_mask`` selects. With ``stack_layers``
+    (default) the optimizer sees a layer loop's weights stacked per weight
+    (``layer_stacks.on_stacked_layers``: the same numbers, a smaller program). Extra ``kwargs`` go to
     the optimizer (e.g. ``b2`` for the AdamWs). An unknown name raises
     ValueError listing the valid ones.
     """
@@ -407,7 +421,7 @@ def make_optimizer(
         if grad_clip_norm <= 0:
             raise ValueError(f"grad_clip_norm must be positive or None, got {grad_clip_norm}")
         tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
-    return tx
+    return layer_stacks.on_stacked_layers(tx) if stack_layers else tx
 
 
 # --------------------------------------------------------------------------- gradient accumulation

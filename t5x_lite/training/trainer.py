@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from t5x_lite.models import stacking
 from t5x_lite.training import partitioning
 
 Array = jax.Array
@@ -121,7 +122,8 @@ class TrainState:
 
 
 def _grad_norm(grads: Any) -> Array:
-    return optax.global_norm(grads)
+    # Over each weight's layers stacked: one reduction per weight instead of per layer (see layer_stacks).
+    return optax.global_norm(stacking.stack_layer_params(grads))
 
 
 def compute_grads(loss_fn: Callable, params: Any, batch: Mapping[str, Array], rng: Array,

@@ -184,6 +184,14 @@ def test_scanned_layers_get_per_layer_rms():
                                    rtol=1e-5)
 
 
+def test_adafactor_refuses_a_layer_stack_it_would_factor_across():
+    # optax factors a leaf's two largest dims; from 128 layers on, the layer axis would be one of them.
+    params = {"layers": {"scale": jnp.ones((128, 256))}}
+    with pytest.raises(ValueError, match="layers/scale stacks 128 layers"):
+        O.adafactor_t5(1e-3).init(params)
+    O.adafactor_t5(1e-3).init({"layers": {"scale": jnp.ones((127, 256))}})
+
+
 def test_decay_mask():
     z = np.zeros
     params = {
