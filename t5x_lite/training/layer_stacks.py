@@ -93,7 +93,8 @@ def on_stacked_layers(inner: optax.GradientTransformation) -> optax.GradientTran
         if jax.tree_util.tree_structure(stacked_updates) == jax.tree_util.tree_structure(updates):
             return inner.update(updates, state, params)
         stacked_params = None if params is None else stacking.stack_layer_params(params)
-        scan_template = jax.eval_shape(inner.init, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), stacked_updates))
+        abstract_updates = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), stacked_updates)
+        scan_template = jax.eval_shape(inner.init, abstract_updates)
         stacked_state, plan = _stack_state(state, scan_template)
         new_updates, new_state = inner.update(stacked_updates, stacked_state, stacked_params)
         return stacking.unstack_layer_params(new_updates), _unstack_state(new_state, plan, state)

@@ -8,6 +8,7 @@ import pytest
 
 from t5x_lite.training import layer_stacks
 from t5x_lite.training import optimizers as O
+from tests.training.test_optimizers import _update
 
 
 def _layer(rng, scale):
@@ -28,24 +29,14 @@ def _params(rng, scales):
             "token_embedder": {"embedding": jnp.asarray(rng.normal(size=(300, 128)), jnp.float32)}}
 
 
-def _run(tx, grads_seq, params):
-    def run(grads_seq, params):
-        state = tx.init(params)
-        for grads in grads_seq:
-            updates, state = tx.update(grads, state, params)
-        return updates, state
-
-    return jax.jit(run)(grads_seq, params)
-
-
 @pytest.mark.parametrize("name", sorted(O.OPTIMIZERS))
 def test_stacked_update_equals_the_per_layer_one(name):
     rng = np.random.default_rng(0)
     params = _params(rng, [1.0, 1e-2, 3.0])
     grads_seq = [_params(rng, [s, 1.0, 1e-3]) for s in (1.0, 1e-2, 5.0)]
     kwargs = dict(learning_rate=0.05, weight_decay=0.01, grad_clip_norm=1.0)
-    got_updates, got_state = _run(O.make_optimizer(name, stack_layers=True, **kwargs), grads_seq, params)
-    want_updates, want_state = _run(O.make_optimizer(name, stack_layers=False, **kwargs), grads_seq, params)
+    got_updates, got_state = _update(O.make_optimizer(name, stack_layers=True, **kwargs), grads_seq, params)
+    want_updates, want_state = _update(O.make_optimizer(name, stack_layers=False, **kwargs), grads_seq, params)
     # The state keeps the params' own (loop) layout: checkpoints do not change.
     assert jax.tree_util.tree_structure(got_state) == jax.tree_util.tree_structure(want_state)
     for got, want in ((got_updates, want_updates), (got_state, want_state)):
