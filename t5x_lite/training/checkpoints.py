@@ -147,20 +147,21 @@ class TrainCheckpointer:
         unreadable = []
         result = None
         wanted = _layout(abstract_state)
-        for step in reversed(self.steps()):
-            stored = self._stored_layout(step)
-            if stored is not None:
-                _check_layout(self.directory / str(step), stored, wanted)
-            try:
-                restored = self.manager.restore(step, args=args.Composite(
-                    state=args.StandardRestore(abstract_state), data=args.JsonRestore()))
-                result = (restored["state"], restored["data"], step)
-                break
-            except Exception as e:  # a damaged checkpoint: say which, and use the one before it
-                logging.getLogger(__name__).warning(
-                    "checkpoint %s is unreadable (%s: %s); trying the previous one",
-                    self.directory / str(step), type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-                unreadable.append(step)
+        with self._ocp.StandardCheckpointer() as metadata_reader:  # one reader, closed after the loop
+            for step in reversed(self.steps()):
+                stored = self._stored_layout(metadata_reader, step)
+                if stored is not None:
+                    _check_layout(self.directory / str(step), stored, wanted)
+                try:
+                    restored = self.manager.restore(step, args=args.Composite(
+                        state=args.StandardRestore(abstract_state), data=args.JsonRestore()))
+                    result = (restored["state"], restored["data"], step)
+                    break
+                except Exception as e:  # a damaged checkpoint: say which, and use the one before it
+                    logging.getLogger(__name__).warning(
+                        "checkpoint %s is unreadable (%s: %s); trying the previous one",
+                        self.directory / str(step), type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                    unreadable.append(step)
         if unreadable:
             self.manager.close()
             for step in unreadable:
@@ -168,10 +169,10 @@ class TrainCheckpointer:
             self.manager = self._open()
         return result
 
-    def _stored_layout(self, step: int):
+    def _stored_layout(self, reader, step: int):
         """Path -> shape of the state saved at ``step``, from orbax's metadata; None if that is unreadable."""
         try:
-            metadata = self._ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state")
+            metadata = reader.metadata(self.directory / str(step) / "state")
             layout = _layout(getattr(metadata, "item_metadata", metadata))
         except Exception:  # damaged metadata: restore() then reports the checkpoint as unreadable
             return None

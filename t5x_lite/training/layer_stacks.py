@@ -10,7 +10,7 @@ and the dependency graph between them). Stacking the layers' copies of each
 weight first (``layers_0`` ... ``layers_N`` -> ``layers`` with a leading axis,
 ``models.stacking.stack_layer_params``) leaves the optimizer 29 leaves: T5
 small's train step went from 4,643 to 2,809 ops, its cached program loads in
-1.1 s instead of 4.1 s, and the step itself ran no slower (benchmarks/RESULTS.md).
+1.2 s instead of 3.2 s, and the step itself ran no slower (benchmarks/RESULTS.md).
 
 The optimizer state is kept in the loop layout, so checkpoints do not change:
 every update stacks it, runs the optimizer, and unstacks the new state,
