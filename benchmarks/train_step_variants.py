@@ -31,6 +31,9 @@ Variants (see benchmarks/RESULTS.md for the numbers):
 - ``per_layer_optimizer``: the optimizer and the grad/update norm metrics run
   leaf by leaf on the layer loop's parameters, as before ``training.layer_stacks``
   stacked each weight's layers for them.
+- ``per_layer_init``: parameter init draws each layer's weights separately (the
+  layer loop's own ``init``), as before ``BaseModel.init_params`` drew them in
+  the scan layout and unstacked them.
 """
 
 from __future__ import annotations
@@ -79,6 +82,19 @@ def patch_per_layer_optimizer() -> None:
     trainer_lib._grad_norm = optax.global_norm
 
 
+def patch_per_layer_init() -> None:
+    """Init through the model's own (loop-layout) module: one random draw per layer's weight."""
+    import flax.linen as nn
+
+    from t5x_lite.models import model as model_lib
+
+    def init_params(self, rng, batch):
+        variables = self.module.init({"params": rng, "dropout": rng}, **self._apply_kwargs(batch))
+        return nn.unbox(variables["params"])
+
+    model_lib.BaseModel.init_params = init_params
+
+
 VARIANTS: dict[str, dict] = {
     "ynn_dot": {"patches": (patch_ynn_dot,), "bindings": (), "env": {}},
     "einsum": {"patches": (), "bindings": (EINSUM,), "env": {}},
@@ -86,6 +102,7 @@ VARIANTS: dict[str, dict] = {
     "glibc_malloc": {"patches": (), "bindings": (), "env": {"T5X_LITE_MALLOC_TUNING": "0"}},
     "thp": {"patches": (), "bindings": (), "env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}},
     "per_layer_optimizer": {"patches": (patch_per_layer_optimizer,), "bindings": (), "env": {}},
+    "per_layer_init": {"patches": (patch_per_layer_init,), "bindings": (), "env": {}},
 }
 
 

@@ -59,12 +59,22 @@ class BaseModel(_LossOptions):
         Eager (op-by-op) init costs seconds even for a tiny model on CPU; one
         compiled init is faster, and it is what a sharded init will do anyway.
         """
-        kwargs = self._apply_kwargs(batch)
+        return jax.jit(lambda r: self.init_params(r, batch))(rng)
 
-        def init(r):
-            return nn.unbox(self.module.init({"params": r, "dropout": r}, **kwargs)["params"])
+    def init_params(self, rng: Array, batch: Batch) -> Params:
+        """Initialized parameters as plain arrays in this model's layout; trace it under jit.
 
-        return jax.jit(init)(rng)
+        The layers are always drawn in the scan layout (one draw per weight for
+        all layers, inside the scan's loop) and unstacked for a loop-layout model:
+        a separate draw per layer's weight is a separate random generator and
+        normal transform in the program, which made XLA:CPU compile T5 small's
+        init in 8.7 s against 3.1 s. The distribution is the same; the values
+        differ from drawing layer by layer.
+        """
+        scanned = self.replace(config=self.config.replace(scan_layers=True))
+        variables = scanned.module.init({"params": rng, "dropout": rng}, **self._apply_kwargs(batch))
+        params = nn.unbox(variables["params"])
+        return params if self.config.scan_layers else unstack_layer_params(params)
 
     def abstract_params(self, batch: Batch) -> Params:
         """Shapes and logical axes without allocating anything (``jax.eval_shape``)."""

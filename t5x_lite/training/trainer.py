@@ -166,7 +166,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ init
 
-    def _init_state(self, rng: Array, batch: Mapping[str, Array]) -> TrainState:
+    def _boxed_state(self, rng: Array, batch: Mapping[str, Array]) -> TrainState:
+        """The state with the params' logical-axis boxes, only for ``eval_shape`` (``init`` draws through ``model.init_params``)."""
         variables = self.model.module.init({"params": rng, "dropout": rng}, **self.model._apply_kwargs(batch))
         params = variables["params"]
         opt_state = self.optimizer.init(nn.unbox(params))
@@ -176,7 +177,7 @@ class Trainer:
         """Shapes, dtypes and logical names of the whole state; nothing is allocated."""
         if self._abstract_state is None:
             with partitioning.activate(self.mesh, self.rules):
-                self._abstract_state = jax.eval_shape(self._init_state, jax.random.key(0), batch)
+                self._abstract_state = jax.eval_shape(self._boxed_state, jax.random.key(0), batch)
         return self._abstract_state
 
     def state_shardings(self, batch: Mapping[str, Array]) -> TrainState:
@@ -212,8 +213,8 @@ class Trainer:
         rng = _fast_init_key(seed)
 
         def init(rng):
-            state = self._init_state(rng, batch)
-            return state.replace(params=nn.unbox(state.params))
+            params = self.model.init_params(rng, batch)
+            return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params))
 
         with partitioning.activate(self.mesh, self.rules):
             compiled_init = _compile_in_background(jax.jit(init, out_shardings=shardings).lower(rng))
