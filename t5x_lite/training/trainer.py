@@ -209,18 +209,21 @@ class Trainer:
 
         Also starts compiling the step for batches of this shape (``precompile_step``).
         """
+        compiled_init = _compile_in_background(self.lower_init(batch))
+        self.precompile_step(batch)  # traced while init compiles, compiled while init runs
+        with partitioning.activate(self.mesh, self.rules):
+            return compiled_init.result()(_fast_init_key(seed))
+
+    def lower_init(self, batch: Mapping[str, Array]):
+        """``init``'s sharded program, lowered (its ``compile().memory_analysis()`` is what init needs per device)."""
         shardings = self.state_shardings(batch)
-        rng = _fast_init_key(seed)
 
         def init(rng):
             params = self.model.init_params(rng, batch)
             return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params))
 
         with partitioning.activate(self.mesh, self.rules):
-            compiled_init = _compile_in_background(jax.jit(init, out_shardings=shardings).lower(rng))
-        self.precompile_step(batch)  # traced while init compiles, compiled while init runs
-        with partitioning.activate(self.mesh, self.rules):
-            return compiled_init.result()(rng)
+            return jax.jit(init, out_shardings=shardings).lower(_fast_init_key(0))
 
     def precompile_step(self, batch: Mapping[str, Any]) -> None:
         """Trace the step for batches shaped like ``batch`` (this host's rows) and compile it in the background.

@@ -11,8 +11,8 @@ must also agree) it runs ``Trainer.init`` + 2 ``Trainer.step`` on a fixed
 batch of 8 on one device, then on a data-parallel 8x1 mesh, an FSDP 8x1 mesh
 and a tensor-parallel 2x4 mesh, and prints one JSON object with the max
 absolute differences to the single-device run (initial params, per-step
-losses, updated params, optimizer state) and the mesh axes the params
-actually use.
+losses, updated params, optimizer state), the mesh axes the params
+actually use, and the temporaries init's program needs per device.
 
 Almost all the time is XLA:CPU compiling 8 step functions per model (~10-15 s
 each for these tiny models, single-threaded), so the models run in parallel
@@ -163,6 +163,7 @@ def run(model, optimizer, batch, mesh_name: str) -> dict:
                       base_rng=jax.random.key(42))
     start = time.perf_counter()
     state = trainer.init(INIT_SEED, batch)
+    init_memory = trainer.lower_init(batch).compile().memory_analysis()  # usually from the persistent cache
     init_params = jax.device_get(state.params)
     losses = []
     global_batch = trainer.global_batch(batch)
@@ -179,6 +180,8 @@ def run(model, optimizer, batch, mesh_name: str) -> dict:
         "params_on_model": _uses(state.params, "model"),
         "opt_state_on_data": _uses(state.opt_state, "data"),
         "num_params": len(jax.tree_util.tree_leaves(state.params)),
+        "param_bytes": sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(state.params)),
+        "init_temp_bytes": init_memory.temp_size_in_bytes,
         "batch_spec": str(global_batch[next(iter(global_batch))].sharding.spec),
         "param_specs": _specs(state.params),
         "seconds": round(time.perf_counter() - start, 2),
@@ -189,7 +192,7 @@ def run(model, optimizer, batch, mesh_name: str) -> dict:
 def check_model(name: str) -> dict:
     model, optimizer, batch = CASES[name]()
     ref = run(model, optimizer, batch, "single")
-    entry = {"single": {"losses": ref["losses"], "seconds": ref["seconds"]}}
+    entry = {"single": {k: ref[k] for k in ("losses", "seconds", "param_bytes", "init_temp_bytes")}}
     for mesh_name in ("dp", "fsdp", "tp"):
         got = run(model, optimizer, batch, mesh_name)
         entry[mesh_name] = {
@@ -200,7 +203,7 @@ def check_model(name: str) -> dict:
             "opt_state_diff": _max_diff(got["opt_state"], ref["opt_state"]),
             "param_update_size": _max_diff(ref["params"], ref["init_params"]),
             **{k: got[k] for k in ("step", "params_on_data", "params_on_model", "opt_state_on_data", "num_params",
-                                   "batch_spec", "param_specs", "seconds")},
+                                   "batch_spec", "param_specs", "init_temp_bytes", "seconds")},
         }
     return entry
 
