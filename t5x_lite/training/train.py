@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from t5x_lite.training import checkpoints, partitioning
-from t5x_lite.training.trainer import Trainer, TrainState
+from t5x_lite.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,7 @@ def train(
         if init_checkpoint:
             params = _restore_params_only(init_checkpoint, abstract.params, state.params,
                                           tuple(init_checkpoint_allow_missing))
-            state = TrainState(step=state.step, params=params, opt_state=trainer.optimizer.init(params))
-            state = jax.device_put(state, shardings)
+            state = jax.device_put(trainer.fresh_state(params), shardings)
         data_iter = iter(dataset)
         start = 0
 

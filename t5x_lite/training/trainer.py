@@ -166,12 +166,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ init
 
+    def fresh_state(self, params: Any) -> TrainState:
+        """Step 0, ``params`` (boxed or plain) and a new optimizer state for them."""
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(nn.unbox(params)))
+
     def _boxed_state(self, rng: Array, batch: Mapping[str, Array]) -> TrainState:
         """The state with the params' logical-axis boxes, only for ``eval_shape`` (``init`` draws through ``model.init_params``)."""
         variables = self.model.module.init({"params": rng, "dropout": rng}, **self.model._apply_kwargs(batch))
-        params = variables["params"]
-        opt_state = self.optimizer.init(nn.unbox(params))
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+        return self.fresh_state(variables["params"])
 
     def abstract_state(self, batch: Mapping[str, Array]) -> TrainState:
         """Shapes, dtypes and logical names of the whole state; nothing is allocated."""
@@ -219,8 +221,7 @@ class Trainer:
         shardings = self.state_shardings(batch)
 
         def init(rng):
-            params = self.model.init_params(rng, batch)
-            return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params))
+            return self.fresh_state(self.model.init_params(rng, batch))
 
         with partitioning.activate(self.mesh, self.rules):
             return jax.jit(init, out_shardings=shardings).lower(_fast_init_key(0))
