@@ -34,6 +34,10 @@ Variants (see benchmarks/RESULTS.md for the numbers):
 - ``per_layer_init``: parameter init draws each layer's weights separately (the
   layer loop's own ``init``), as before ``BaseModel.init_params`` drew them in
   the scan layout and unstacked them.
+- ``plain_attention_layouts``: attention's products as plain einsums on
+  [B, L, N, H] operands, as before ``layers._scores`` and
+  ``layers._weighted_sum`` moved the heads next to the batch axis for four of
+  them (``benchmarks/attention_layouts.py`` times one layer both ways).
 """
 
 from __future__ import annotations
@@ -95,6 +99,27 @@ def patch_per_layer_init() -> None:
     model_lib.BaseModel.init_params = init_params
 
 
+def patch_plain_attention_layouts() -> None:
+    """Attention's products as ``[B, L, N, H]`` einsums, as before the heads-first layouts."""
+    from t5x_lite.models import layers
+
+    layers._scores, layers._weighted_sum = PLAIN_PRODUCTS
+
+
+def _plain_scores(a, b):
+    import jax.numpy as jnp
+
+    return jnp.einsum("bqnh,bknh->bnqk", a, b)
+
+
+def _plain_weighted_sum(weights, x):
+    import jax.numpy as jnp
+
+    return jnp.einsum("bnqk,bknh->bqnh", weights, x)
+
+
+PLAIN_PRODUCTS = (_plain_scores, _plain_weighted_sum)
+
 VARIANTS: dict[str, dict] = {
     "ynn_dot": {"patches": (patch_ynn_dot,), "bindings": (), "env": {}},
     "einsum": {"patches": (), "bindings": (EINSUM,), "env": {}},
@@ -103,6 +128,7 @@ VARIANTS: dict[str, dict] = {
     "thp": {"patches": (), "bindings": (), "env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}},
     "per_layer_optimizer": {"patches": (patch_per_layer_optimizer,), "bindings": (), "env": {}},
     "per_layer_init": {"patches": (patch_per_layer_init,), "bindings": (), "env": {}},
+    "plain_attention_layouts": {"patches": (patch_plain_attention_layouts,), "bindings": (), "env": {}},
 }
 
 

@@ -304,8 +304,38 @@ def combine_masks(*masks: Optional[Array]) -> Optional[Array]:
 # --------------------------------------------------------------------- attention
 
 
-def _attention_probs(query, key, bias, mask, scale):
-    logits = jnp.einsum("bqnh,bknh->bnqk", query, key).astype(jnp.float32) * scale
+def _heads_first(x: Array) -> Array:
+    """[B, L, N, H] -> [B, N, L, H]."""
+    return jnp.swapaxes(x, 1, 2)
+
+
+# XLA:CPU runs attention's products over the keys (P v, dS k) and over the head
+# dimension (q k^T, dO v^T) faster with the heads moved next to the batch axis first;
+# the two over the queries (P^T dO, dS^T q) ran slower that way and keep [B, L, N, H].
+# Alternated in one process, the quickstart-sized train step ran 2-5% faster (four
+# runs) and T5 small's 3% (one); one layer at a time: benchmarks/attention_layouts.py.
+# A single query (incremental decoding) keeps the plain einsums: there the transpose
+# of the whole KV cache would cost as much as the product itself.
+def _scores(a: Array, b: Array) -> Array:
+    """``bqnh,bknh->bnqk``: the logits ``q k^T``, and ``dO v^T`` in the backward pass."""
+    if a.shape[1] == 1:
+        return jnp.einsum("bqnh,bknh->bnqk", a, b)
+    return jnp.einsum("bnqh,bnkh->bnqk", _heads_first(a), _heads_first(b))
+
+
+def _weighted_sum(weights: Array, x: Array) -> Array:
+    """``bnqk,bknh->bqnh``: the output ``P v``, and ``dS k`` in the backward pass.
+
+    Written with ``x`` as [B, L, N, H], XLA:CPU computes the transposed product
+    ``x^T P^T`` and transposes its result.
+    """
+    if weights.shape[2] == 1:
+        return jnp.einsum("bnqk,bknh->bqnh", weights, x)
+    return jnp.swapaxes(jnp.einsum("bnqk,bnkh->bnqh", weights, _heads_first(x)), 1, 2)
+
+
+def _attention_probs(logits, bias, mask):
+    logits = logits.astype(jnp.float32)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     if mask is not None:
@@ -348,21 +378,21 @@ def _attention(query, key, value, bias, mask, scale):
 
 
 def _attention_fwd(query, key, value, bias, mask, scale):
-    probs = _attention_probs(query, key, bias, mask, scale)
-    out = jnp.einsum("bnqk,bknh->bqnh", probs.astype(value.dtype), value)
+    probs = _attention_probs(_scores(query, key) * scale, bias, mask)
+    out = _weighted_sum(probs.astype(value.dtype), value)
     return out, (query, key, value, bias, mask, probs, out)
 
 
 def _attention_bwd(scale, res, d_out):
     query, key, value, bias, mask, probs, out = res
     d_value = jnp.einsum("bnqk,bqnh->bknh", probs.astype(d_out.dtype), d_out)
-    d_probs = jnp.einsum("bqnh,bknh->bnqk", d_out, value).astype(jnp.float32)
+    d_probs = _scores(d_out, value).astype(jnp.float32)
     row = jnp.einsum("bqnh,bqnh->bnq", d_out.astype(jnp.float32), out.astype(jnp.float32))
     d_logits = probs * (d_probs - row[..., None])
     if mask is not None:
         d_logits = jnp.where(mask, d_logits, 0.0)
     d_scaled = (d_logits * scale).astype(query.dtype)
-    d_query = jnp.einsum("bnqk,bknh->bqnh", d_scaled, key).astype(query.dtype)
+    d_query = _weighted_sum(d_scaled, key).astype(query.dtype)
     d_key = jnp.einsum("bnqk,bqnh->bknh", d_scaled, query).astype(key.dtype)
     d_bias = None if bias is None else _sum_to_shape(d_logits, bias.shape).astype(bias.dtype)
     return d_query, d_key, d_value.astype(value.dtype), d_bias, None
@@ -400,7 +430,7 @@ def dot_product_attention(
         return jax.nn.dot_product_attention(
             query, key, value, bias=bias, mask=mask, scale=scale, implementation=implementation
         )
-    weights = _attention_probs(query, key, bias, mask, scale)
+    weights = _attention_probs(jnp.einsum("bqnh,bknh->bnqk", query, key) * scale, bias, mask)
     if dropout_rate > 0.0 and not deterministic:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)

@@ -57,3 +57,14 @@ def test_train_step_profile_names_ops_after_the_model_code():
     # The trace was mapped back to the model: the big parts of a T5 step appear by name, both directions.
     for part in ("attention forward", "attention backward", "mlp backward", "logits_dense forward"):
         assert part in parts, proc.stdout
+
+
+@pytest.mark.slow
+def test_attention_layouts_benchmark_compares_equal_gradients():
+    proc = subprocess.run([sys.executable, "benchmarks/attention_layouts.py", "--shapes", "tiny", "--rounds", "1"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("tiny")]
+    # One row per kind of attention layer, each timed in both layouts (the script checked their gradients agree).
+    assert [" ".join(r[1:3]) for r in rows] == ["encoder self", "decoder cross", "decoder self"]
+    assert all(float(r[-3]) > 0 and float(r[-2]) > 0 for r in rows), proc.stdout
