@@ -313,7 +313,7 @@ def _heads_first(x: Array) -> Array:
 # dimension (q k^T, dO v^T) faster with the heads moved next to the batch axis first;
 # the two over the queries (P^T dO, dS^T q) ran slower that way and keep [B, L, N, H].
 # Alternated in one process, the quickstart-sized train step ran 2-5% faster (four
-# runs) and T5 small's 3% (one); one layer at a time: benchmarks/attention_layouts.py.
+# runs) and T5 small's 2-3% (two); one layer at a time: benchmarks/attention_layouts.py.
 # A single query (incremental decoding) keeps the plain einsums: there the transpose
 # of the whole KV cache would cost as much as the product itself.
 def _scores(a: Array, b: Array) -> Array:
