@@ -334,8 +334,8 @@ def _weighted_sum(weights: Array, x: Array) -> Array:
     return jnp.swapaxes(jnp.einsum("bnqk,bnkh->bnqh", weights, _heads_first(x)), 1, 2)
 
 
-def _attention_probs(logits, bias, mask):
-    logits = logits.astype(jnp.float32)
+def _attention_probs(logits, bias, mask, scale):
+    logits = logits.astype(jnp.float32) * scale
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     if mask is not None:
@@ -378,7 +378,7 @@ def _attention(query, key, value, bias, mask, scale):
 
 
 def _attention_fwd(query, key, value, bias, mask, scale):
-    probs = _attention_probs(_scores(query, key) * scale, bias, mask)
+    probs = _attention_probs(_scores(query, key), bias, mask, scale)
     out = _weighted_sum(probs.astype(value.dtype), value)
     return out, (query, key, value, bias, mask, probs, out)
 
@@ -430,7 +430,7 @@ def dot_product_attention(
         return jax.nn.dot_product_attention(
             query, key, value, bias=bias, mask=mask, scale=scale, implementation=implementation
         )
-    weights = _attention_probs(jnp.einsum("bqnh,bknh->bnqk", query, key) * scale, bias, mask)
+    weights = _attention_probs(jnp.einsum("bqnh,bknh->bnqk", query, key), bias, mask, scale)
     if dropout_rate > 0.0 and not deterministic:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
