@@ -5,7 +5,8 @@
 ``layers._scores`` and ``layers._weighted_sum`` move the heads next to the batch
 axis before two kinds of product (``q k^T`` / ``dO v^T`` and ``P v`` / ``dS k``);
 the plain arm computes all six products as einsums on [B, L, N, H] operands
-(``train_step_variants.PLAIN_PRODUCTS``, the code before). The layer is the
+(``layers._heads_first_pays`` replaced by ``train_step_variants.never``: the
+code before). The layer is the
 model's: query/key/value/output projections (``layers.dense_dot``) around
 ``layers._attention`` with a [1, N, Q, K] bias, for the encoder's self-attention,
 the decoder's cross-attention and the decoder's self-attention of the
@@ -39,7 +40,7 @@ def layer_shapes(shape: dict) -> dict:
 
 
 def layer_gradients(batch, queries, keys, heads, head_dim, d_model):
-    """A jitted function of nothing -> the layer's gradients, traced with whatever products ``layers`` has now."""
+    """A jitted function of nothing -> the layer's gradients, traced with the products ``layers._heads_first_pays`` picks now."""
     import jax
 
     from t5x_lite.models import layers
@@ -74,15 +75,15 @@ def main() -> None:
 
     from t5x_lite.models import layers
 
-    current = (layers._scores, layers._weighted_sum)
+    current = layers._heads_first_pays
     print(f"{'shape':<6} {'layer':<14} {'(B, Q, K, N, H, D)':<28} {'current ms':>10} {'plain ms':>9} {'ratio':>6}")
     for shape_name in args.shapes.split(","):
         for kind, dims in layer_shapes(train_step.SHAPES[shape_name]).items():
             arms = {}
-            for arm, products in (("current", current), ("plain", train_step_variants.PLAIN_PRODUCTS)):
-                layers._scores, layers._weighted_sum = products
+            for arm, rule in (("current", current), ("plain", train_step_variants.never)):
+                layers._heads_first_pays = rule
                 arms[arm] = layer_gradients(*dims)
-            layers._scores, layers._weighted_sum = current
+            layers._heads_first_pays = current
             for a, b in zip(arms["current"](), arms["plain"]()):
                 np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
             once = time.perf_counter()

@@ -35,9 +35,9 @@ Variants (see benchmarks/RESULTS.md for the numbers):
   layer loop's own ``init``), as before ``BaseModel.init_params`` drew them in
   the scan layout and unstacked them.
 - ``plain_attention_layouts``: attention's products as plain einsums on
-  [B, L, N, H] operands, as before ``layers._scores`` and
-  ``layers._weighted_sum`` moved the heads next to the batch axis for four of
-  them (``benchmarks/attention_layouts.py`` times one layer both ways).
+  [B, L, N, H] operands (``layers._heads_first_pays`` always False), as before
+  ``layers._scores`` and ``layers._weighted_sum`` moved the heads next to the
+  batch axis for four of them (``benchmarks/attention_layouts.py`` times one layer both ways).
 """
 
 from __future__ import annotations
@@ -103,22 +103,13 @@ def patch_plain_attention_layouts() -> None:
     """Attention's products as ``[B, L, N, H]`` einsums, as before the heads-first layouts."""
     from t5x_lite.models import layers
 
-    layers._scores, layers._weighted_sum = PLAIN_PRODUCTS
+    layers._heads_first_pays = never
 
 
-def _plain_scores(a, b):
-    import jax.numpy as jnp
+def never(num_queries: int) -> bool:
+    """A ``layers._heads_first_pays`` that keeps every product in the [B, L, N, H] layout."""
+    return False
 
-    return jnp.einsum("bqnh,bknh->bnqk", a, b)
-
-
-def _plain_weighted_sum(weights, x):
-    import jax.numpy as jnp
-
-    return jnp.einsum("bnqk,bknh->bqnh", weights, x)
-
-
-PLAIN_PRODUCTS = (_plain_scores, _plain_weighted_sum)
 
 VARIANTS: dict[str, dict] = {
     "ynn_dot": {"patches": (patch_ynn_dot,), "bindings": (), "env": {}},

@@ -314,11 +314,18 @@ def _heads_first(x: Array) -> Array:
 # the two over the queries (P^T dO, dS^T q) ran slower that way and keep [B, L, N, H].
 # Alternated in one process, the quickstart-sized train step ran 2-5% faster (four
 # runs) and T5 small's 2-3% (two); one layer at a time: benchmarks/attention_layouts.py.
-# A single query (incremental decoding) keeps the plain einsums: there the transpose
-# of the whole KV cache would cost as much as the product itself.
+def _heads_first_pays(num_queries: int) -> bool:
+    """Whether to move the heads first for ``num_queries`` queries.
+
+    Not for a single query (incremental decoding): there the transpose of the
+    whole KV cache would cost as much as the product itself.
+    """
+    return num_queries > 1
+
+
 def _scores(a: Array, b: Array) -> Array:
     """``bqnh,bknh->bnqk``: the logits ``q k^T``, and ``dO v^T`` in the backward pass."""
-    if a.shape[1] == 1:
+    if not _heads_first_pays(a.shape[1]):
         return jnp.einsum("bqnh,bknh->bnqk", a, b)
     return jnp.einsum("bnqh,bnkh->bnqk", _heads_first(a), _heads_first(b))
 
@@ -329,7 +336,7 @@ def _weighted_sum(weights: Array, x: Array) -> Array:
     Written with ``x`` as [B, L, N, H], XLA:CPU computes the transposed product
     ``x^T P^T`` and transposes its result.
     """
-    if weights.shape[2] == 1:
+    if not _heads_first_pays(weights.shape[2]):
         return jnp.einsum("bnqk,bknh->bqnh", weights, x)
     return jnp.swapaxes(jnp.einsum("bnqk,bnkh->bnqh", weights, _heads_first(x)), 1, 2)
 
