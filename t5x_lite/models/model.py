@@ -75,10 +75,10 @@ class BaseModel(_LossOptions):
         only its shard of them plus one layer's draw (per-layer draws were
         generated whole on every device).
         """
+        if self.config.scan_layers:
+            return nn.unbox(self.module.init({"params": rng, "dropout": rng}, **self._apply_kwargs(batch))["params"])
         scanned = self.replace(config=self.config.replace(scan_layers=True))
-        variables = scanned.module.init({"params": rng, "dropout": rng}, **self._apply_kwargs(batch))
-        params = nn.unbox(variables["params"])
-        return params if self.config.scan_layers else unstack_layer_params(params)
+        return unstack_layer_params(scanned.init_params(rng, batch))
 
     def abstract_params(self, batch: Batch) -> Params:
         """Shapes and logical axes without allocating anything (``jax.eval_shape``)."""
