@@ -317,8 +317,10 @@ def _heads_first(x: Array) -> Array:
 def _heads_first_pays(num_queries: int) -> bool:
     """Whether to move the heads first for ``num_queries`` queries.
 
-    Not for a single query (incremental decoding): there the transpose of the
-    whole KV cache would cost as much as the product itself.
+    Not for a single query (incremental decoding). XLA:CPU copies the KV cache
+    (and the cross-attention keys and values) into a heads-major layout at every
+    decode step either way; written heads-first, those copies took 1.35x as long
+    (T5 small, batch 8, benchmarks/RESULTS.md's decoding section).
     """
     return num_queries > 1
 
