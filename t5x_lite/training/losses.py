@@ -108,6 +108,11 @@ def argmax_equals(logits: Array, targets: Array) -> Array:
     return (target_logit[..., 0] == max_logit[..., 0]) & ~earlier_max
 
 
+# What ``weighted_mean_loss`` divides by a fixed ``normalizer`` when one is given
+# (accuracy is always per token): summed, not averaged, over microbatches.
+FIXED_NORMALIZER_METRICS = ("loss", "z_loss")
+
+
 def weighted_mean_loss(
     logits: Array,
     targets: Array,

@@ -24,7 +24,7 @@ unstacked leaves they equal optax's own.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Collection, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -455,6 +455,7 @@ def accumulate_gradients(
     batch: Mapping[str, Array],
     rng: Optional[Array],
     num_microbatches: Optional[int] = None,
+    summed_metrics: Optional[Collection[str]] = None,
 ) -> tuple[Array, dict[str, Array], PyTree]:
     """``(loss, metrics, grads)`` of a token-weighted mean loss, over microbatches if asked.
 
@@ -468,9 +469,12 @@ def accumulate_gradients(
     ``num_tokens``, which is summed. Per-microbatch gradients are never
     stacked, so memory is one gradient tree on top of the model's.
 
-    A loss normalized by a fixed constant instead of its token count (t5x's
-    ``loss_normalizing_factor``) is not a token-weighted mean; don't combine it
-    with microbatches here.
+    A loss divided by a fixed constant instead of its token count (t5x's
+    ``loss_normalizing_factor``) is not a token-weighted mean: its full-batch
+    value is the plain sum over microbatches. Pass ``summed_metrics`` (the
+    metrics divided by that constant, e.g. ``losses.FIXED_NORMALIZER_METRICS``)
+    and the gradient, the loss and those metrics are summed; the rest (accuracy)
+    stay token-weighted.
     """
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if num_microbatches is None or num_microbatches == 1:
@@ -495,6 +499,8 @@ def accumulate_gradients(
         return jnp.zeros(s.shape, acc_dtype(s))
 
     init = (jax.tree.map(zeros, grads_shape), zeros(loss_shape), jax.tree.map(zeros, dict(metrics_shape)))
+    summing = summed_metrics is not None
+    plain_sums = {"num_tokens", *(summed_metrics or ())}
 
     def body(carry, xs):
         grad_sum, loss_sum, metric_sums = carry
@@ -502,10 +508,11 @@ def accumulate_gradients(
         mb_rng = None if rng is None else jax.random.fold_in(rng, index)
         (loss, metrics), grads = grad_fn(params, microbatch, mb_rng)
         n = jnp.asarray(metrics["num_tokens"], jnp.float32)
-        grad_sum = jax.tree.map(lambda s, g: s + g.astype(s.dtype) * n.astype(s.dtype), grad_sum, grads)
-        loss_sum = loss_sum + loss.astype(loss_sum.dtype) * n
+        loss_weight = jnp.float32(1.0) if summing else n
+        grad_sum = jax.tree.map(lambda s, g: s + g.astype(s.dtype) * loss_weight.astype(s.dtype), grad_sum, grads)
+        loss_sum = loss_sum + loss.astype(loss_sum.dtype) * loss_weight
         metric_sums = {
-            k: metric_sums[k] + (v if k == "num_tokens" else v * n).astype(metric_sums[k].dtype)
+            k: metric_sums[k] + (v if k in plain_sums else v * n).astype(metric_sums[k].dtype)
             for k, v in metrics.items()
         }
         return (grad_sum, loss_sum, metric_sums), None
@@ -516,9 +523,10 @@ def accumulate_gradients(
     total = metric_sums["num_tokens"]
     denom = jnp.where(total > 0, total, 1.0)  # all-padding batch: every sum is 0, so 0 / 1
 
-    grads = jax.tree.map(lambda s, ref: (s / denom.astype(s.dtype)).astype(ref.dtype), grad_sum, grads_shape)
-    loss = (loss_sum / denom).astype(loss_shape.dtype)
+    loss_denom = jnp.float32(1.0) if summing else denom
+    grads = jax.tree.map(lambda s, ref: (s / loss_denom.astype(s.dtype)).astype(ref.dtype), grad_sum, grads_shape)
+    loss = (loss_sum / loss_denom).astype(loss_shape.dtype)
     metrics = {
-        k: (v if k == "num_tokens" else v / denom).astype(metrics_shape[k].dtype) for k, v in metric_sums.items()
+        k: (v if k in plain_sums else v / denom).astype(metrics_shape[k].dtype) for k, v in metric_sums.items()
     }
     return loss, metrics, grads

@@ -39,6 +39,7 @@ import optax
 
 from t5x_lite.models import stacking
 from t5x_lite.training import partitioning
+from t5x_lite.training.losses import FIXED_NORMALIZER_METRICS
 
 Array = jax.Array
 log = logging.getLogger(__name__)
@@ -127,12 +128,17 @@ def _grad_norm(grads: Any) -> Array:
 
 
 def compute_grads(loss_fn: Callable, params: Any, batch: Mapping[str, Array], rng: Array,
-                  num_microbatches: Optional[int]) -> tuple[Array, dict, Any]:
-    """(loss, metrics, grads), over microbatches when asked (see optimizers.accumulate_gradients)."""
+                  num_microbatches: Optional[int], fixed_normalizer: bool = False) -> tuple[Array, dict, Any]:
+    """(loss, metrics, grads), over microbatches when asked (see optimizers.accumulate_gradients).
+
+    ``fixed_normalizer``: the loss is divided by a constant (the model's
+    ``loss_normalizer``), so microbatches' losses and gradients add up.
+    """
     if num_microbatches and num_microbatches > 1:
         from t5x_lite.training.optimizers import accumulate_gradients
 
-        return accumulate_gradients(loss_fn, params, batch, rng, num_microbatches)
+        summed = FIXED_NORMALIZER_METRICS if fixed_normalizer else None
+        return accumulate_gradients(loss_fn, params, batch, rng, num_microbatches, summed_metrics=summed)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
     return loss, metrics, grads
 
@@ -246,7 +252,9 @@ class Trainer:
     def _train_step(self, state: TrainState, batch: Mapping[str, Array]):
         rng = jax.random.fold_in(self.base_rng, state.step)
         loss_fn = functools.partial(_loss_with_rng, self.model, self.use_dropout)
-        loss, metrics, grads = compute_grads(loss_fn, state.params, batch, rng, self.num_microbatches)
+        fixed_normalizer = getattr(self.model, "loss_normalizer", None) is not None
+        loss, metrics, grads = compute_grads(loss_fn, state.params, batch, rng, self.num_microbatches,
+                                             fixed_normalizer)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics)

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from t5x_lite.training import losses
 from t5x_lite.training import optimizers as O
 
 
@@ -298,6 +299,32 @@ def test_accumulate_gradients_equals_full_batch():
         assert float(metrics4[k]) == pytest.approx(float(metrics[k]), abs=1e-6)
     jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-6, rtol=1e-6), grads4, grads)
     assert jax.tree.map(lambda g: g.dtype, grads4) == jax.tree.map(lambda g: g.dtype, grads)
+
+
+def test_accumulate_gradients_sums_a_loss_with_a_fixed_normalizer():
+    # t5x's loss_normalizing_factor: the full-batch loss is sum(w * loss) / F, so microbatches add
+    # up; weighting them by their token counts (the per-token mean's rule) changed the gradient's
+    # direction, not just its scale. Accuracy stays a per-token mean.
+    rng = np.random.default_rng(5)
+    lengths = np.array([6, 1, 0, 3, 2, 5, 4, 6])
+    batch = {"x": jnp.asarray(rng.normal(size=(8, 6, 5)), jnp.float32),
+             "targets": jnp.asarray(rng.integers(0, 13, (8, 6)), jnp.int32),
+             "weights": jnp.asarray(np.arange(6)[None] < lengths[:, None], jnp.float32)}
+    params = {"w": jnp.asarray(rng.normal(size=(5, 13)), jnp.float32)}
+
+    def loss_fn(p, b, r):
+        del r
+        return losses.weighted_mean_loss(b["x"] @ p["w"], b["targets"], b["weights"], z_loss=1e-2, normalizer=48.0)
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, None)
+    for k in (2, 4):
+        loss_k, metrics_k, grads_k = jax.jit(functools.partial(
+            O.accumulate_gradients, loss_fn, num_microbatches=k,
+            summed_metrics=losses.FIXED_NORMALIZER_METRICS))(params, batch, None)
+        assert float(loss_k) == pytest.approx(float(loss), rel=1e-6)
+        for name in ("loss", "z_loss", "accuracy", "num_tokens"):
+            assert float(metrics_k[name]) == pytest.approx(float(metrics[name]), rel=1e-6), (k, name)
+        np.testing.assert_allclose(grads_k["w"], grads["w"], rtol=1e-5, atol=1e-7)
 
 
 def test_accumulate_gradients_rejects_indivisible_batch():

@@ -49,6 +49,25 @@ def test_step_runs_the_program_compiled_during_init_and_matches_jit():
     jax.tree_util.tree_map(np.testing.assert_array_equal, params, ref_params)
 
 
+def test_microbatches_of_a_model_with_a_fixed_loss_normalizer_give_the_full_batch_step():
+    # The loss is sum / loss_normalizer, so the trainer must add the microbatches up, not
+    # average them by tokens (that halved the loss here and tilted the gradient).
+    batch = global_batch()
+    model = tiny_model().replace(loss_normalizer=40.0)
+    results = []
+    for num_microbatches in (None, 2):
+        trainer = Trainer(model=model, optimizer=make_optimizer("adamw", learning_rate=1e-3),
+                          mesh=partitioning.make_mesh(), rules=partitioning.rules_for("data_parallel"),
+                          base_rng=jax.random.key(7), num_microbatches=num_microbatches, use_dropout=False)
+        state, metrics = trainer.step(trainer.init(0, batch), trainer.global_batch(batch))
+        results.append((jax.device_get(metrics), jax.device_get(state.params)))
+    (full, full_params), (micro, micro_params) = results
+    for name in ("loss", "z_loss", "accuracy", "num_tokens", "grad_norm"):
+        np.testing.assert_allclose(micro[name], full[name], rtol=1e-5, err_msg=name)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                           micro_params, full_params)
+
+
 def test_a_state_on_the_host_gives_the_same_step():
     batch = global_batch()
     trainer = _trainer()
