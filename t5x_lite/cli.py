@@ -73,9 +73,11 @@ def _parse_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
         example = "experiments/quickstart.gin" if args.command == "train" else f"runs/{args.command}.gin"
         raise UserError(f"{args.command} needs at least one --gin_file (e.g. {example})")
     search = [p for item in args.gin_search_paths for p in item.split(",") if p]
-    bindings = list(args.gin_bindings) + config.flag_bindings(_split_gin_flags(extra))
+    pairs = _split_gin_flags(extra)
+    bindings = [("--gin_bindings", b) for b in args.gin_bindings]
+    bindings += [(f"--gin.{key}", text) for (key, _), text in zip(pairs, config.flag_bindings(pairs))]
     config.parse(args.gin_file, bindings, search, finalize=False)
-    config.check_required_macros(args.gin_file, search)
+    config.check_required_macros(args.gin_file, search, bindings)
 
 
 def _train(args: argparse.Namespace, extra: Sequence[str]) -> None:
@@ -91,10 +93,15 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     _parse_run(args, extra)
     model_dir = config.evaluate_reference(gin.query_parameter("train.model_dir"))
-    Path(model_dir).mkdir(parents=True, exist_ok=True)
-    (Path(model_dir) / "config.gin").write_text(gin.config_str())
-    result = config.CONFIGURED["train"]()
-    print(f"trained to step {result.step}; final loss {result.metrics.get('loss', float('nan')):.4f}; "
+    if not isinstance(model_dir, str) or not model_dir.strip():
+        raise UserError(f"MODEL_DIR must be a directory path, got {model_dir!r}")
+    if Path(model_dir).exists() and not Path(model_dir).is_dir():
+        raise UserError(f"MODEL_DIR {model_dir} exists and is not a directory")
+    result = config.CONFIGURED["train"](config_text=gin.config_str())  # written once the run has started
+    if "loss" not in result.metrics:
+        print(f"nothing to train: {result.model_dir} already holds step {result.step} = train_steps")
+        return
+    print(f"trained to step {result.step}; final loss {result.metrics['loss']:.4f}; "
           f"checkpoints, metrics and config.gin in {result.model_dir}")
 
 
@@ -181,7 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from t5x_lite.data.sources import DataError
     from t5x_lite.training.checkpoints import CheckpointError
 
-    from t5x_lite.config import GinConfigError
+    from t5x_lite.errors import ConfigError
     from t5x_lite.training.train import TrainingError
 
     parser = build_parser()
@@ -193,8 +200,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if extra:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
             args.func(args)
-    except (UserError, HFDirectoryError, ConversionError, CheckpointError, DataError, FileNotFoundError,
-            GinConfigError, TrainingError, TypeError) as e:
+    except (UserError, HFDirectoryError, ConversionError, CheckpointError, DataError, OSError,
+            ConfigError, TrainingError, TypeError) as e:
         # gin appends "In call to configurable ..." lines; the first line is the message.
         message = (str(e).strip().splitlines() or [type(e).__name__])[0]
         print(f"t5x_lite {args.command}: error: {message}", file=sys.stderr)

@@ -14,11 +14,14 @@ import difflib
 import inspect
 import logging
 import re
+import tokenize
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import gin
+from gin import config_parser
 
+from t5x_lite.errors import ConfigError
 from t5x_lite.models import config as model_config
 from t5x_lite.models import model as model_lib
 
@@ -28,7 +31,7 @@ GIN_CONFIGS = PACKAGE_ROOT.parent / "gin_configs"
 _REGISTERED = False
 
 
-class GinConfigError(ValueError):
+class GinConfigError(ConfigError):
     """A gin file or binding that cannot be used; one line naming the file, line and key."""
 
 
@@ -75,29 +78,158 @@ def search_paths(extra: Iterable[str] = ()) -> list[str]:
 
 def parse(
     gin_files: Sequence[str],
-    bindings: Sequence[str] = (),
+    bindings: Sequence[str | tuple[str, str]] = (),
     extra_search_paths: Sequence[str] = (),
     *,
     finalize: bool = True,
 ) -> None:
-    """Clear gin, then parse files (resolved on the search paths) and bindings."""
+    """Clear gin, then parse files (resolved on the search paths) and bindings.
+
+    A binding is gin text, or ``(label, text)`` where the label names its origin
+    in errors (``--gin.TRAIN_STEPS``). Every file (includes too) and binding is
+    syntax-checked on its own first, so an error names the right one.
+    """
     register_configurables()
     gin.clear_config()
     for path in search_paths(extra_search_paths):
         gin.add_config_file_search_path(path)
     resolved = [resolve_gin_file(f, extra_search_paths) for f in gin_files]
+    scan_sources(resolved, bindings, extra_search_paths)
     try:
         with _quiet_include_probing():
-            gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=finalize)
+            gin.parse_config_files_and_bindings(resolved, [_text(b) for b in bindings], finalize_config=finalize)
     except (ValueError, TypeError, SyntaxError, IOError) as e:
-        raise GinConfigError(explain_gin_error(e)) from e
+        raise GinConfigError(explain_gin_error(e, [_label(b) for b in bindings],
+                                               [_text(b) for b in bindings])) from e
 
 
-def explain_gin_error(error: BaseException) -> str:
-    """gin's multi-line message -> one line: what, where (file:line), and a close match if any."""
+def _text(binding: str | tuple[str, str]) -> str:
+    return binding[1] if isinstance(binding, tuple) else binding
+
+
+def _label(binding: str | tuple[str, str]) -> str:
+    return binding[0] if isinstance(binding, tuple) else f"binding {binding!r}"
+
+
+@dataclasses.dataclass
+class GinSource:
+    """What one gin file or binding sets and uses, read without binding anything."""
+
+    label: str  # the file's path, or the flag a binding came from
+    is_file: bool
+    macros_set: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> line
+    macros_used: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    required: list[str] = dataclasses.field(default_factory=list)  # its "# REQUIRED:" header
+    includes: list[str] = dataclasses.field(default_factory=list)
+
+    def where(self, line: int) -> str:
+        return f"{self.label}:{line}" if self.is_file else self.label
+
+
+class _MacroRecorder(config_parser.ParserDelegate):
+    def __init__(self):
+        self.used: list[str] = []
+
+    def configurable_reference(self, scoped_configurable_name, evaluate):
+        return None
+
+    def macro(self, macro_name):
+        self.used.append(macro_name)
+        return None
+
+
+def _scan(text: str, label: str, is_file: bool) -> GinSource:
+    source = GinSource(label, is_file)
+    recorder = _MacroRecorder()
+    parser = config_parser.ConfigParser(text, recorder)
+    last_line = 0
+    try:
+        for statement in parser:
+            line = statement.location.line_num
+            if isinstance(statement, config_parser.IncludeStatement):
+                source.includes.append(statement.filename)
+            elif isinstance(statement, config_parser.BindingStatement) and not statement.arg_name:
+                source.macros_set.setdefault(statement.selector, line)
+            source.macros_used.extend((name, line) for name in recorder.used)
+            recorder.used.clear()
+            last_line = line
+    except SyntaxError as e:
+        location = e.args[1] if len(e.args) > 1 else None
+        line = getattr(location, "line_num", None) or e.lineno or last_line + 1
+        raise GinConfigError(f"{source.where(line)}: {_readable(str(e.args[0]).splitlines()[0])}") from e
+    except tokenize.TokenError as e:  # the text ended inside brackets or a string
+        raise GinConfigError(f"{source.where(_unclosed_line(text, e))}: a bracket or quote opened on this "
+                             "line is never closed") from e
+    if is_file:
+        for line in text.splitlines():
+            m = _REQUIRED.match(line.strip())
+            if m:
+                source.required += [name for name in re.split(r"[,\s]+", m.group(1).strip()) if name]
+    return source
+
+
+def _unclosed_line(text: str, error: tokenize.TokenError) -> int:
+    """The line of the bracket (or string) left open when tokenizing reached the end of ``text``."""
+    if "string" in str(error.args[0]):
+        return error.args[1][0]  # tokenize reports where an unterminated triple-quoted string starts
+    opened: list[int] = []
+    try:
+        for token in tokenize.generate_tokens(iter(text.splitlines(keepends=True)).__next__):
+            if token.type == tokenize.OP and token.string in "([{":
+                opened.append(token.start[0])
+            elif token.type == tokenize.OP and token.string in ")]}" and opened:
+                opened.pop()
+    except (tokenize.TokenError, StopIteration):
+        pass
+    return opened[0] if opened else error.args[1][0]
+
+
+def scan_sources(gin_files: Sequence[str], bindings: Sequence[str | tuple[str, str]] = (),
+                 extra_search_paths: Sequence[str] = ()) -> list[GinSource]:
+    """Every file (with the files it includes, once each) and binding, scanned in order.
+
+    A syntax error, an unclosed bracket or a file that is not UTF-8 text is a
+    ``GinConfigError`` naming the file and line, or the binding's flag. An
+    include that cannot be found is left for gin to report.
+    """
+    sources: list[GinSource] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        try:
+            path = resolve_gin_file(name, extra_search_paths)
+        except FileNotFoundError:
+            return
+        if path in seen:
+            return
+        seen.add(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise GinConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from e
+        source = _scan(text, path, is_file=True)
+        sources.append(source)
+        for include in source.includes:
+            visit(include)
+
+    for f in gin_files:
+        visit(f)
+    for binding in bindings:
+        sources.append(_scan(_text(binding), _label(binding), is_file=False))
+    return sources
+
+
+def explain_gin_error(error: BaseException, binding_labels: Sequence[str] = (),
+                      binding_texts: Sequence[str] = ()) -> str:
+    """gin's multi-line message -> one line: what, where (file:line or flag), and a close match if any."""
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
     what = lines[0] if lines else type(error).__name__
     where = ""
+    location = error.args[1] if isinstance(error, SyntaxError) and len(error.args) > 1 else None
+    if getattr(location, "filename", None):  # the full path, where gin's message has only the base name
+        what = re.sub(r"\s*\([^()]*, line \d+\)$", "", str(error.args[0]).splitlines()[0])
+        hint = _suggestion(what)
+        return f"{location.filename}:{location.line_num}: {what.rstrip('.') if hint else what}{hint}"
     for ln in lines[1:]:
         m = re.match(r'In file "(.+)", line (\d+)', ln)
         if m:
@@ -105,14 +237,32 @@ def explain_gin_error(error: BaseException) -> str:
             break
         m = re.match(r"In bindings string line (\d+)", ln)
         if m:
-            where = "binding: "
+            where = f"{_binding_at(int(m.group(1)), binding_labels, binding_texts)}: "
+    what = _readable(what)
     hint = _suggestion(what)
-    return f"{where}{what}{hint}"
+    return f"{where}{what.rstrip('.') if hint else what}{hint}"
+
+
+def _readable(message: str) -> str:
+    if message.startswith("malformed node or string"):  # ast.literal_eval on e.g. [tmp]/run
+        return "not a value gin can read (a string that starts with a bracket needs quotes: --gin.KEY=\"'[...]'\")"
+    return message
+
+
+def _binding_at(line: int, labels: Sequence[str], texts: Sequence[str]) -> str:
+    """gin joins the bindings with newlines: its line number -> the flag that binding came from."""
+    first = 1
+    for label, text in zip(labels, texts):
+        last = first + text.count("\n")
+        if first <= line <= last:
+            return label
+        first = last + 1
+    return "binding"
 
 
 def _suggestion(message: str) -> str:
     registry = gin.config._REGISTRY
-    m = re.search(r"No configurable matching '([^']+)'", message)
+    m = re.search(r"No configurable matching (?:reference )?'@?([^'(]+)(?:\(\))?'", message)
     if m:
         names = {sel.split(".")[-1] for sel in registry._selector_map} | set(registry._selector_map)
         close = difflib.get_close_matches(m.group(1), sorted(names), n=1)
@@ -155,42 +305,59 @@ _REQUIRED = re.compile(r"^#\s*REQUIRED:\s*(.+)$")
 def required_macros(gin_files: Sequence[str], extra_search_paths: Sequence[str] = ()) -> dict[str, str]:
     """Macros that the given files (and the files they include) list in a ``# REQUIRED:`` header."""
     out: dict[str, str] = {}
-    seen: set[str] = set()
-
-    def visit(name: str) -> None:
-        try:
-            path = resolve_gin_file(name, extra_search_paths)
-        except FileNotFoundError:
-            return
-        if path in seen:
-            return
-        seen.add(path)
-        for line in Path(path).read_text().splitlines():
-            m = _REQUIRED.match(line.strip())
-            if m:
-                for macro in re.split(r"[,\s]+", m.group(1).strip()):
-                    if macro:
-                        out.setdefault(macro, path)
-            inc = re.match(r"""^include\s+['"](.+)['"]""", line.strip())
-            if inc:
-                visit(inc.group(1))
-
-    for f in gin_files:
-        visit(f)
+    for source in scan_sources(gin_files, (), extra_search_paths):
+        for macro in source.required:
+            out.setdefault(macro, source.label)
     return out
 
 
-def check_required_macros(gin_files: Sequence[str], extra_search_paths: Sequence[str] = ()) -> None:
-    """One error listing every REQUIRED macro left unset, with the file that requires it."""
-    missing = []
-    for macro, path in required_macros(gin_files, extra_search_paths).items():
-        try:
-            gin.query_parameter(f"%{macro}")
-        except ValueError:
-            missing.append(f"{macro} (required by {path})")
+def check_required_macros(gin_files: Sequence[str], extra_search_paths: Sequence[str] = (),
+                          bindings: Sequence[str | tuple[str, str]] = ()) -> None:
+    """After ``parse``: every REQUIRED macro set, every macro used set, every macro a binding sets used.
+
+    One ``GinConfigError`` naming the file and line (or flag) at fault, with the
+    closest macro name when there is one: a misspelled macro would otherwise be
+    an unknown-argument error deep in gin, or an override that silently changes
+    nothing.
+    """
+    sources = scan_sources(gin_files, bindings, extra_search_paths)
+    set_at = {}
+    for source in sources:
+        for name, line in source.macros_set.items():
+            set_at[name] = source.where(line)
+    used = {name for source in sources for name, _ in source.macros_used}
+
+    missing: dict[str, str] = {}
+    for source in sources:
+        for macro in source.required:
+            if macro not in set_at and macro not in missing:
+                missing[macro] = f"{macro} (required by {source.label}{_unused_match(macro, set_at, used)})"
     if missing:
         raise GinConfigError("missing REQUIRED macro" + ("s" if len(missing) > 1 else "") + ": "
-                             + "; ".join(missing) + " -- set it in an experiment file or with --gin.NAME=VALUE")
+                             + "; ".join(missing.values()) + " -- set it in an experiment file or with --gin.NAME=VALUE")
+
+    for source in sources:
+        for name, line in source.macros_used:
+            if name not in set_at and not gin.config._CONSTANTS.matching_selectors(name):
+                close = difflib.get_close_matches(name, sorted(set(set_at) - {name}), n=1)
+                hint = f"; did you mean %{close[0]} (set at {set_at[close[0]]})?" if close else ""
+                raise GinConfigError(f"{source.where(line)}: macro %{name} is used but never set{hint}")
+
+    for source in sources:
+        if source.is_file:
+            continue
+        for name in source.macros_set:
+            set_in_files = any(name in s.macros_set for s in sources if s.is_file)
+            if name not in used and not set_in_files:
+                close = difflib.get_close_matches(name, sorted((used | set(set_at)) - {name}), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise GinConfigError(f"{source.label}: no gin file sets or uses the macro {name}, "
+                                     f"so this changes nothing{hint}")
+
+
+def _unused_match(macro: str, set_at: dict, used: set) -> str:
+    close = difflib.get_close_matches(macro, sorted(n for n in set_at if n not in used), n=1)
+    return f"; {close[0]} is set at {set_at[close[0]]} but never used: a misspelling?" if close else ""
 
 
 def _guard_namespace_packages() -> None:
@@ -245,7 +412,21 @@ def resolve_gin_file(name: str, extra_search_paths: Sequence[str] = ()) -> str:
         full = Path(root) / name
         if full.is_file():
             return str(full)
-    raise FileNotFoundError(f"gin file not found: {name} (searched {', '.join(search_paths(extra_search_paths))})")
+    raise FileNotFoundError(f"gin file not found: {name} (searched {', '.join(search_paths(extra_search_paths))})"
+                            f"{_close_gin_file(name, extra_search_paths)}")
+
+
+def _close_gin_file(name: str, extra_search_paths: Sequence[str]) -> str:
+    if not name.endswith(".gin"):
+        try:
+            return f"; did you mean {resolve_gin_file(name + '.gin', extra_search_paths)}?"
+        except FileNotFoundError:
+            pass
+    known = set()
+    for root in [*extra_search_paths, str(GIN_CONFIGS)]:  # not the working directory: it may be anything
+        known.update(str(p.relative_to(root)) for p in Path(root).glob("**/*.gin"))
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def model_from_gin(gin_files: Sequence[str], bindings: Sequence[str] = (), extra_search_paths: Sequence[str] = ()):

@@ -147,6 +147,22 @@ def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, s
     return ds.map(lambda ex: trim_and_append_eos(ex, trim_lengths, add_eos, eos, stats))
 
 
+def _checked_lengths(feature_lengths: Any, converter) -> dict:
+    """``feature_lengths`` as a dict of positive ints with every key the model's converter reads."""
+    shown = f"feature_lengths (TASK_FEATURE_LENGTHS) {feature_lengths!r}"
+    if not isinstance(feature_lengths, Mapping):
+        raise DataError(f"{shown} must be a dict such as {{'inputs': 512, 'targets': 114}}")
+    lengths = dict(feature_lengths)
+    for key, value in lengths.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise DataError(f"{shown}: the length of {key!r} must be a positive int, got {value!r}")
+    try:
+        converter.task_lengths(converter.trim_lengths(lengths))
+    except KeyError as e:
+        raise DataError(f"{shown} has no length for {e.args[0]!r}, which {type(converter).__name__} needs") from e
+    return lengths
+
+
 def get_dataset(
     task_or_mixture: str | Task | Mixture,
     *,
@@ -172,7 +188,7 @@ def get_dataset(
         raise DataError(f"batch_size {batch_size} is not divisible by the number of processes {count}")
     per_host = batch_size // count
     stats = TruncationStats()
-    lengths = dict(feature_lengths)
+    lengths = _checked_lengths(feature_lengths, converter)
     trim = converter.trim_lengths(lengths)
     if isinstance(item, Mixture):
         parts = item.resolved()

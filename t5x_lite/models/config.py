@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Optional, Tuple
 
 import jax.numpy as jnp
+
+from t5x_lite.errors import ConfigError
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "einsum")
 
 
+_KINDS = {"int": numbers.Integral, "float": numbers.Real, "bool": bool, "str": str}
+
+
 def _check_common(cfg) -> None:
+    # Gin passes whatever a file or flag says; a string d_model would fail much later, deep in flax.
+    for field in dataclasses.fields(cfg):
+        kind, value = _KINDS.get(field.type), getattr(cfg, field.name)
+        if kind is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+            raise ConfigError(f"{type(cfg).__name__}.{field.name} must be {field.type}, got {value!r}")
     if cfg.remat_policy not in REMAT_POLICIES:
-        raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {cfg.remat_policy!r}")
+        raise ConfigError(f"remat_policy must be one of {REMAT_POLICIES}, got {cfg.remat_policy!r}")
     if cfg.attention_impl not in ATTENTION_IMPLEMENTATIONS:
-        raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLEMENTATIONS}, got {cfg.attention_impl!r}")
+        raise ConfigError(f"attention_impl must be one of {ATTENTION_IMPLEMENTATIONS}, got {cfg.attention_impl!r}")
     for name in ("dtype", "param_dtype"):
         try:
             jnp.dtype(getattr(cfg, name))
         except TypeError as e:
-            raise ValueError(f"{name}={getattr(cfg, name)!r} is not a dtype name") from e
+            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not a dtype name") from e
 
 
 @dataclasses.dataclass(frozen=True)

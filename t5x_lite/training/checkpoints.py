@@ -54,7 +54,8 @@ def write_model_description(directory: str | Path, model) -> None:
 
 
 def load_params(directory: str | Path):
-    """(model, params) from a params checkpoint or a training MODEL_DIR (its newest checkpoint).
+    """(model, params) from a params checkpoint, a training MODEL_DIR (its newest readable
+    checkpoint) or one of its steps (``MODEL_DIR/checkpoints/<step>``).
 
     Params come back in the model's own layout (loop or scan, per its config).
     """
@@ -63,6 +64,12 @@ def load_params(directory: str | Path):
     from t5x_lite.config import model_from_gin
 
     directory = Path(directory).absolute()
+    if not directory.exists():
+        raise CheckpointError(f"{directory}: does not exist")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: is a file, not a checkpoint directory")
+    if directory.name.isdigit() and directory.parent.name == "checkpoints":  # one step of a run
+        return _load_training_params(directory.parent.parent, [int(directory.name)])
     for name in (META_FILE, MODEL_GIN):
         if not (directory / name).exists():
             raise CheckpointError(f"{directory}: not a t5x_lite checkpoint ({name} is missing)")
@@ -78,16 +85,37 @@ def load_params(directory: str | Path):
     steps = sorted(int(p.name) for p in runs.iterdir() if p.name.isdigit()) if runs.is_dir() else []
     if not steps:
         raise CheckpointError(f"{directory}: holds no params/ and no checkpoints/<step>/ to read params from")
-    path = runs / str(steps[-1]) / "state"
-    try:
-        with warnings.catch_warnings():
-            # Restoring to host memory on purpose; orbax warns that it reads the saved sharding instead.
-            warnings.filterwarnings("ignore", message="Sharding info not provided")
-            state = ocp.PyTreeCheckpointer().restore(path)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot restore ({e})") from e
-    # Training checkpoints store params in the model's own layout already.
-    return model, jax.tree_util.tree_map(np.asarray, state["params"])
+    return _load_training_params(directory, steps[::-1])
+
+
+def _load_training_params(model_dir: Path, steps: list[int]):
+    """Params of the first readable step in ``steps``; a damaged one is skipped with a warning, as on resume."""
+    import logging
+
+    import orbax.checkpoint as ocp
+
+    from t5x_lite.config import model_from_gin
+
+    for name in (META_FILE, MODEL_GIN):
+        if not (model_dir / name).exists():
+            raise CheckpointError(f"{model_dir}: not a t5x_lite run directory ({name} is missing)")
+    model = model_from_gin([str(model_dir / MODEL_GIN)])
+    errors = []
+    for step in steps:
+        path = model_dir / "checkpoints" / str(step) / "state"
+        try:
+            with warnings.catch_warnings():
+                # Restoring to host memory on purpose; orbax warns that it reads the saved sharding instead.
+                warnings.filterwarnings("ignore", message="Sharding info not provided")
+                state = ocp.PyTreeCheckpointer().restore(path)
+        except Exception as e:  # orbax raises several types for damaged files
+            errors.append(f"{path}: cannot restore ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+            if len(steps) > 1:
+                logging.getLogger(__name__).warning("%s; trying the previous step", errors[-1])
+            continue
+        # Training checkpoints store params in the model's own layout already.
+        return model, jax.tree_util.tree_map(np.asarray, state["params"])
+    raise CheckpointError(errors[0] if len(errors) == 1 else f"{model_dir}: no readable checkpoint ({errors[0]})")
 
 
 # ----------------------------------------------------------------- training checkpoints
@@ -106,10 +134,17 @@ class TrainCheckpointer:
     def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True):
         import orbax.checkpoint as ocp
 
+        if not isinstance(keep, int) or keep < 1:  # orbax's 0 keeps nothing: every checkpoint deleted
+            raise CheckpointError(f"keep={keep!r}: keep at least 1 checkpoint")
         self.directory = Path(directory).absolute() / "checkpoints"
+        self._lock = _lock_run(Path(directory).absolute()) if jax.process_index() == 0 else None
         self._ocp = ocp
         self._options = dict(keep=keep, async_save=async_save)
-        self.manager = self._open()
+        try:
+            self.manager = self._open()
+        except BaseException:
+            self._release()
+            raise
 
     def _open(self):
         ocp = self._ocp
@@ -148,7 +183,8 @@ class TrainCheckpointer:
         result = None
         wanted = _layout(abstract_state)
         with self._ocp.StandardCheckpointer() as metadata_reader:  # one reader, closed after the loop
-            for step in reversed(self.steps()):
+            steps = self.steps()
+            for step in reversed(steps):
                 stored = self._stored_layout(metadata_reader, step)
                 if stored is not None:
                     _check_layout(self.directory / str(step), stored, wanted)
@@ -159,14 +195,21 @@ class TrainCheckpointer:
                     break
                 except Exception as e:  # a damaged checkpoint: say which, and use the one before it
                     logging.getLogger(__name__).warning(
-                        "checkpoint %s is unreadable (%s: %s); trying the previous one",
-                        self.directory / str(step), type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                        "checkpoint %s is unreadable (%s: %s); %s", self.directory / str(step), type(e).__name__,
+                        str(e).splitlines()[0] if str(e) else "",
+                        "trying the previous one" if step != steps[0] else "there is no older one")
                     unreadable.append(step)
         if unreadable:
             self.manager.close()
             for step in unreadable:
-                (self.directory / str(step)).rename(self.directory / f"{step}.unreadable")
+                (self.directory / str(step)).rename(_free_name(self.directory / f"{step}.unreadable"))
             self.manager = self._open()
+        set_aside = sorted(p.name for p in self.directory.glob("*.unreadable*"))
+        if result is None and set_aside:
+            # Starting over would quietly throw the run's progress away: let the user decide.
+            raise CheckpointError(f"{self.directory}: no readable checkpoint left ({', '.join(set_aside)} could not "
+                                  "be read and were moved aside); to start this run over, move them out of "
+                                  "the directory")
         return result
 
     def _stored_layout(self, reader, step: int):
@@ -182,8 +225,57 @@ class TrainCheckpointer:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.manager.wait_until_finished()
+            self.manager.close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases its lock (as the end of the process would)
+            self._lock = None
+
+
+LOCK_FILE = "t5x_lite.lock"
+
+
+def _lock_run(model_dir: Path):
+    """An exclusive lock on ``model_dir`` for one training run: a second run there would save over
+    the first one's checkpoints. ``flock`` is released by the kernel when the process dies, even
+    by SIGKILL, so a crashed run never leaves a stale lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    import os
+    import socket
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(model_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise CheckpointError(f"{model_dir}: another training run is using it ({holder}); wait for it to "
+                              "finish, or use another MODEL_DIR") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path.1``, ``path.2``, ... if a step was found unreadable before (never overwrite one)."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
 
 
 def _layout(tree: Any) -> dict:

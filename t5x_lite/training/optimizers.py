@@ -24,12 +24,15 @@ unstacked leaves they equal optax's own.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Collection, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from t5x_lite.errors import ConfigError
 from t5x_lite.training import layer_stacks
 
 Array = jax.Array
@@ -140,10 +143,19 @@ SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
 }
 
 
+def _is_number(x: Any) -> bool:
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return x.ndim == 0 and np.issubdtype(x.dtype, np.number)
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 def make_schedule(name: str, **kwargs) -> optax.Schedule:
     """``SCHEDULES[name](**kwargs)``; an unknown name raises ValueError listing the valid ones."""
     if name not in SCHEDULES:
-        raise ValueError(f"Unknown schedule {name!r}; valid names: {', '.join(sorted(SCHEDULES))}")
+        raise ConfigError(f"Unknown schedule {name!r}; valid names: {', '.join(sorted(SCHEDULES))}")
+    for key, value in kwargs.items():  # every schedule takes numbers only
+        if not _is_number(value):
+            raise ConfigError(f"make_schedule({name!r}): {key} must be a number, got {value!r}")
     return SCHEDULES[name](**kwargs)
 
 
@@ -415,11 +427,14 @@ def make_optimizer(
     ValueError listing the valid ones.
     """
     if name not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(sorted(OPTIMIZERS))}")
+        raise ConfigError(f"Unknown optimizer {name!r}; valid names: {', '.join(sorted(OPTIMIZERS))}")
+    if not callable(learning_rate) and not _is_number(learning_rate):
+        raise ConfigError(f"make_optimizer({name!r}): learning_rate must be a number or a schedule, "
+                          f"got {learning_rate!r}")
     tx = OPTIMIZERS[name](learning_rate, weight_decay=weight_decay, weight_decay_mask=weight_decay_mask, **kwargs)
     if grad_clip_norm is not None:
         if grad_clip_norm <= 0:
-            raise ValueError(f"grad_clip_norm must be positive or None, got {grad_clip_norm}")
+            raise ConfigError(f"grad_clip_norm must be positive or None, got {grad_clip_norm}")
         tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
     return layer_stacks.on_stacked_layers(tx) if stack_layers else tx
 

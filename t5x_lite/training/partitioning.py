@@ -25,6 +25,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from t5x_lite.errors import ConfigError
+
 Rules = Sequence[tuple[str, Optional[str]]]
 
 # Names used by t5x_lite's models. Anything unlisted is left unsharded.
@@ -49,7 +51,7 @@ def rules_for(strategy: str = "data_parallel") -> tuple:
         return BASE_RULES
     if strategy == "fsdp":
         return tuple(("embed", "data") if name == "embed" else (name, axis) for name, axis in BASE_RULES)
-    raise ValueError(f"unknown partitioning strategy {strategy!r}; choose 'data_parallel' or 'fsdp'")
+    raise ConfigError(f"unknown partitioning strategy {strategy!r}; choose 'data_parallel' or 'fsdp'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +63,10 @@ class MeshConfig:
 
     def shape(self, num_devices: int) -> tuple[int, int]:
         if self.model < 1 or num_devices % self.model:
-            raise ValueError(f"model={self.model} does not divide the {num_devices} devices")
+            raise ConfigError(f"MeshConfig.model={self.model} does not divide the {num_devices} devices")
         data = num_devices // self.model if self.data == -1 else self.data
         if data * self.model != num_devices:
-            raise ValueError(f"mesh data={data} x model={self.model} != {num_devices} devices")
+            raise ConfigError(f"MeshConfig data={data} x model={self.model} != {num_devices} devices")
         return data, self.model
 
 
@@ -91,6 +93,13 @@ def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
     """Leading (batch) axis over whatever ``batch`` maps to; the rest replicated."""
     axis = dict(rules).get("batch")
     return NamedSharding(mesh, PartitionSpec(axis))
+
+
+def batch_shards(mesh: Mesh, rules: Rules) -> int:
+    """How many pieces the batch axis is split into: a global batch must divide by it."""
+    axis = dict(rules).get("batch")
+    axes = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+    return int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

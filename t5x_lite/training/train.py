@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections import abc
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -22,6 +23,7 @@ import jax
 import numpy as np
 import optax
 
+from t5x_lite.errors import ConfigError
 from t5x_lite.training import checkpoints, partitioning
 from t5x_lite.training.trainer import Trainer
 
@@ -48,14 +50,17 @@ def _token_count(batch: Mapping[str, np.ndarray]) -> int:
     return total
 
 
-def _restore_params_only(path: str, abstract_params: Any, initialized: Any, allow_missing: tuple = ()) -> Any:
-    """Params from a checkpoint (ours or converted), shape-checked against the model.
+def _restore_params_only(path: str, model: Any, abstract_params: Any, initialized: Any,
+                         allow_missing: tuple = ()) -> Any:
+    """Params from a checkpoint (ours or converted), in ``model``'s layout, shape-checked against it.
 
     A model param absent from the checkpoint is an error unless its path starts
     with one of ``allow_missing`` (a new head, e.g. ``classifier``): those keep
     their fresh initialization, and the log lists them.
     """
-    _, params = checkpoints.load_params(path)
+    saved_by, params = checkpoints.load_params(path)
+    if saved_by.config.scan_layers != model.config.scan_layers:  # same weights, other tree: loop <-> scan
+        params = model.from_loop_layout(saved_by.to_loop_layout(params))
     flat_have = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
     flat_want, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
     flat_init = jax.tree_util.tree_leaves(initialized)
@@ -110,6 +115,7 @@ def train(
     eval_split: str = "validation",
     eval_max_examples: Optional[int] = None,
     eval_decode: Optional[Any] = None,
+    config_text: Optional[str] = None,
 ) -> TrainResult:
     """Train ``model`` on ``task`` for ``train_steps`` steps of ``batch_size`` (global) examples.
 
@@ -120,6 +126,11 @@ def train(
     ``eval_task`` with ``eval_every`` > 0 evaluates every N steps and at the end:
     validation loss plus the task's decode-based metrics (``eval_decode``, an
     ``evaluation.DecodeOptions``), logged as ``eval/...`` beside the training metrics.
+
+    ``config_text`` (the CLI passes its gin config) is written to
+    ``model_dir/config.gin``, and ``model.gin`` beside it, only once the state is
+    restored or initialized: a run refused for a bad setting or a checkpoint
+    that does not fit leaves an existing run's files as they were.
     """
     from t5x_lite.data.pipeline import get_dataset
     from t5x_lite.training.flops import train_flops_per_example
@@ -129,12 +140,20 @@ def train(
 
     _check_types(batch_size=(batch_size, int), train_steps=(train_steps, int), model_dir=(model_dir, str),
                  task=(task, str), seed=(seed, int), checkpoint_every=(checkpoint_every, int),
-                 log_every=(log_every, int), pack=(pack, bool))
+                 keep_checkpoints=(keep_checkpoints, int), log_every=(log_every, int), pack=(pack, bool),
+                 eval_every=(eval_every, int), num_microbatches=(num_microbatches, (int, type(None))),
+                 feature_lengths=(feature_lengths, abc.Mapping))
+    _check_at_least(1, batch_size=batch_size, train_steps=train_steps, checkpoint_every=checkpoint_every,
+                    keep_checkpoints=keep_checkpoints, log_every=log_every, num_microbatches=num_microbatches or 1)
+    _check_at_least(0, eval_every=eval_every)
+    if not model_dir.strip():
+        raise ConfigError("train.model_dir is empty; give the directory for checkpoints and metrics")
+    if init_checkpoint is not None and not str(init_checkpoint).strip():
+        raise ConfigError("train.init_checkpoint is empty; give the checkpoint to fine-tune from, or None")
     model_dir = str(Path(model_dir).absolute())
-    if jax.process_index() == 0:
-        checkpoints.write_model_description(model_dir, model)
     rules = tuple(logical_axis_rules) if logical_axis_rules else partitioning.rules_for(partitioning_strategy)
     device_mesh = partitioning.make_mesh(mesh)
+    _check_batch_divides(batch_size, num_microbatches or 1, partitioning.batch_shards(device_mesh, rules))
     trainer = Trainer(model=model, optimizer=optimizer, mesh=device_mesh, rules=rules,
                       base_rng=jax.random.key(seed), learning_rate_fn=learning_rate_fn,
                       num_microbatches=num_microbatches, use_dropout=use_dropout)
@@ -147,77 +166,114 @@ def train(
     shardings = trainer.state_shardings(first_batch)
     trainer.precompile_step(first_batch)  # compiles while the checkpoint restores or init runs
 
+    # What the checkpoint must agree with to continue this run's data and rng streams exactly.
+    run_info = {"seed": seed, "rng": np.asarray(jax.random.key_data(trainer.base_rng)).ravel().tolist(),
+                "task": task, "pack": pack, "batch_size": batch_size, "feature_lengths": dict(feature_lengths)}
     ckpt = checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints, async_save=async_checkpointing)
-    abstract = trainer.sharded_abstract_state(first_batch)
-    restored = ckpt.restore(abstract)
-    if restored is not None:
-        state, data_state, start = restored
+    try:  # from here on the checkpointer holds MODEL_DIR's lock: release it however this ends
+        abstract = trainer.sharded_abstract_state(first_batch)
+        restored = ckpt.restore(abstract)
         data_iter = iter(dataset)
-        data_iter.set_state(data_state)
-        log.info("resumed from %s at step %d", ckpt.directory, start)
-    else:
-        state = trainer.init(seed, first_batch)
-        if init_checkpoint:
-            params = _restore_params_only(init_checkpoint, abstract.params, state.params,
-                                          tuple(init_checkpoint_allow_missing))
-            state = jax.device_put(trainer.fresh_state(params), shardings)
-        data_iter = iter(dataset)
-        start = 0
+        if restored is not None:
+            state, saved, start = restored
+            data_iter.set_state(_resumable_data_state(saved, run_info, ckpt.directory / str(start)))
+            log.info("resumed from %s at step %d", ckpt.directory, start)
+        else:
+            state = trainer.init(seed, first_batch)
+            if init_checkpoint:
+                params = _restore_params_only(init_checkpoint, model, abstract.params, state.params,
+                                              tuple(init_checkpoint_allow_missing))
+                state = jax.device_put(trainer.fresh_state(params), shardings)
+            start = 0
+        if start > train_steps:
+            raise TrainingError(f"{ckpt.directory} holds step {start}, past train_steps={train_steps}; "
+                                f"give train_steps > {start} to train further")
+        if jax.process_index() == 0:
+            checkpoints.write_model_description(model_dir, model)
+            if config_text is not None:
+                (Path(model_dir) / "config.gin").write_text(config_text)
 
-    flops = _flops(train_flops_per_example, model, converter, feature_lengths)
-    writer = MetricsWriter(Path(model_dir) / "train", every_n_steps=log_every, resume_step=start,
-                           enabled=jax.process_index() == 0)
-    bar = ProgressBar(train_steps, initial_step=start, print_every=log_every,
-                      disable=None if progress else True)
-    timer = StepTimer()
-    timer.mark(start, 0)
-    window: list = []
-    last_good = ckpt.latest_step()
-    pending = None
-    metrics_out: dict = {}
-    step = start
-    try:
-        while step < train_steps:
-            host_batch = next(data_iter)
-            tokens = _token_count(host_batch) * jax.process_count()
-            state, metrics = trainer.step(state, trainer.global_batch(host_batch))
-            step += 1
-            # Check the previous step's loss while this one runs (keeps dispatch asynchronous).
-            if pending is not None:
-                _check_finite(pending, step - 1, last_good, model_dir)
-            pending = metrics
-            window.append(metrics)
-            timer_due = step % log_every == 0 or step == train_steps
-            if timer_due:
-                jax.block_until_ready(metrics)
-                _check_finite(metrics, step, last_good, model_dir)
-                timer.mark(step, tokens * len(window))
-                metrics_out = summarize_metrics(window)
-                window = []
-                metrics_out.update(_throughput(timer.summary(), flops, batch_size, model.config.dtype))
-                metrics_out["truncated_tokens"] = float(sum(truncation.as_dict()["truncated_tokens"].values()))
-                writer.write(step, {f"train/{k}": v for k, v in metrics_out.items()}, force=True)
-                bar.update(step, metrics_out)
-                if step_callback is not None:
-                    step_callback(step, metrics_out)
-            if eval_task and eval_every > 0 and (step % eval_every == 0 or step == train_steps):
-                eval_metrics = _run_eval(model, state.params, eval_task, eval_split, feature_lengths, batch_size,
-                                         eval_max_examples, eval_decode)
-                writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()}, force=True)
-                metrics_out.update({f"eval_{k}": v for k, v in eval_metrics.items()})
-                bar.write(f"eval at step {step}: " + ", ".join(
-                    f"{k} {v:.4g}" for k, v in eval_metrics.items() if isinstance(v, (int, float))))
-                timer.reset()
-            if step % checkpoint_every == 0 or step == train_steps:
-                jax.block_until_ready(metrics)
-                _check_finite(metrics, step, last_good, model_dir)
-                ckpt.save(step, state, data_iter.get_state())
-                last_good = step
+        flops = _flops(train_flops_per_example, model, converter, feature_lengths)
+        writer = MetricsWriter(Path(model_dir) / "train", every_n_steps=log_every, resume_step=start,
+                               enabled=jax.process_index() == 0)
+        bar = ProgressBar(train_steps, initial_step=start, print_every=log_every,
+                          disable=None if progress else True)
+        timer = StepTimer()
+        timer.mark(start, 0)
+        window: list = []
+        last_good = ckpt.latest_step()
+        pending = None
+        metrics_out: dict = {}
+        step = start
+        try:
+            while step < train_steps:
+                host_batch = next(data_iter)
+                tokens = _token_count(host_batch) * jax.process_count()
+                state, metrics = trainer.step(state, trainer.global_batch(host_batch))
+                step += 1
+                # Check the previous step's loss while this one runs (keeps dispatch asynchronous).
+                if pending is not None:
+                    _check_finite(pending, step - 1, last_good, model_dir)
+                pending = metrics
+                window.append(metrics)
+                timer_due = step % log_every == 0 or step == train_steps
+                if timer_due:
+                    jax.block_until_ready(metrics)
+                    _check_finite(metrics, step, last_good, model_dir)
+                    timer.mark(step, tokens * len(window))
+                    metrics_out = summarize_metrics(window)
+                    window = []
+                    metrics_out.update(_throughput(timer.summary(), flops, batch_size, model.config.dtype))
+                    metrics_out["truncated_tokens"] = float(sum(truncation.as_dict()["truncated_tokens"].values()))
+                    writer.write(step, {f"train/{k}": v for k, v in metrics_out.items()}, force=True)
+                    bar.update(step, metrics_out)
+                    if step_callback is not None:
+                        step_callback(step, metrics_out)
+                if eval_task and eval_every > 0 and (step % eval_every == 0 or step == train_steps):
+                    eval_metrics = _run_eval(model, state.params, eval_task, eval_split, feature_lengths, batch_size,
+                                             eval_max_examples, eval_decode)
+                    writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()}, force=True)
+                    metrics_out.update({f"eval_{k}": v for k, v in eval_metrics.items()})
+                    bar.write(f"eval at step {step}: " + ", ".join(
+                        f"{k} {v:.4g}" for k, v in eval_metrics.items() if isinstance(v, (int, float))))
+                    timer.reset()
+                if step % checkpoint_every == 0 or step == train_steps:
+                    jax.block_until_ready(metrics)
+                    _check_finite(metrics, step, last_good, model_dir)
+                    ckpt.save(step, state, {"iterator": data_iter.get_state(), "run": run_info})
+                    last_good = step
+        finally:
+            writer.close()
+            bar.close()
     finally:
         ckpt.close()
-        writer.close()
-        bar.close()
     return TrainResult(step=step, metrics=metrics_out, model_dir=model_dir)
+
+
+_SAME_STREAM = ("seed", "rng", "task", "pack")  # changed, the resumed run would not continue the same run
+
+
+def _resumable_data_state(saved: Mapping[str, Any], run_info: Mapping[str, Any], where: Path) -> Any:
+    """The data iterator's state from a checkpoint, once its run's settings are checked against this run's.
+
+    The checkpoint's rng and data position belong to its seed and task: another
+    seed would silently change dropout and the data order, another task would
+    read a position in a different dataset. A new batch size or lengths only
+    warns: the data continue from the same example.
+    """
+    if "iterator" not in saved:  # written before checkpoints held the run's settings
+        return saved
+    before = saved.get("run", {})
+    for key in run_info:
+        if key not in before or before[key] == run_info[key]:
+            continue
+        if key in _SAME_STREAM:
+            raise TrainingError(f"{where}: was written by a run with train.{key}={before[key]!r}, and this run "
+                                f"has {run_info[key]!r}; resume with the same {key}, or use a new MODEL_DIR "
+                                "(fine-tune from this one with INITIAL_CHECKPOINT)")
+        log.warning("resuming %s with train.%s=%r (the checkpoint's run had %r); the data continue from the "
+                    "same example", where, key, run_info[key], before[key])
+    return saved["iterator"]
 
 
 def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examples, decode) -> dict:
@@ -236,9 +292,29 @@ def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examp
 def _check_types(**values: tuple) -> None:
     """Gin passes whatever the file says; catch a wrong type here, by name, before any work starts."""
     for name, (value, kind) in values.items():
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (bool not in kinds and isinstance(value, bool))
         if not ok:
-            raise TypeError(f"train.{name} must be {kind.__name__}, got {value!r} ({type(value).__name__})")
+            wanted = " or ".join("None" if k is type(None) else "a dict" if k is abc.Mapping else k.__name__
+                                 for k in kinds)
+            raise TypeError(f"train.{name} must be {wanted}, got {value!r} ({type(value).__name__})")
+
+
+def _check_at_least(minimum: int, **values: int) -> None:
+    for name, value in values.items():
+        if value < minimum:
+            raise ConfigError(f"train.{name} must be >= {minimum}, got {value}")
+
+
+def _check_batch_divides(batch_size: int, num_microbatches: int, shards: int) -> None:
+    """Every microbatch is split over the batch's devices: say so before init and compile, not in XLA's words."""
+    if batch_size % num_microbatches:
+        raise ConfigError(f"train.batch_size={batch_size} is not divisible by train.num_microbatches="
+                          f"{num_microbatches}")
+    if (batch_size // num_microbatches) % shards:
+        per = f"a microbatch of {batch_size // num_microbatches}" if num_microbatches > 1 else f"{batch_size}"
+        raise ConfigError(f"train.batch_size: {per} examples do not split over the {shards} devices the batch "
+                          f"is sharded over; use a multiple of {shards * num_microbatches}")
 
 
 def _check_finite(metrics: Mapping[str, Any], step: int, last_good: Optional[int], model_dir: str) -> None:

@@ -77,15 +77,96 @@ def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, caplog):
     assert checkpoints.TrainCheckpointer(tmp_path).steps()[-1] == 6
 
 
-def test_resuming_with_another_optimizer_or_model_is_a_clear_error_and_keeps_the_checkpoints(tmp_path):
+def _damage(step_dir):
+    for f in (step_dir / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+
+
+def test_a_run_with_no_readable_checkpoint_stops_instead_of_starting_over(tmp_path):
+    _run(tmp_path, 4)
+    for step in (2, 4):
+        _damage(tmp_path / "checkpoints" / str(step))
+    for _ in range(2):  # the second time, only the moved-aside copies are left: still no silent restart
+        with pytest.raises(checkpoints.CheckpointError, match=r"no readable checkpoint left \(2.unreadable, "
+                                                              r"4.unreadable could not.*to start this run over"):
+            _run(tmp_path, 6)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2.unreadable", "4.unreadable"]
+
+
+def test_a_step_found_unreadable_twice_is_moved_aside_under_a_new_name(tmp_path):
+    _run(tmp_path, 4)
+    for _ in range(2):
+        _damage(tmp_path / "checkpoints" / "4")
+        assert _run(tmp_path, 4).step == 4  # resumes from 2 and writes step 4 again
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["2", "4", "4.unreadable", "4.unreadable.1"]
+
+
+def test_resuming_needs_the_same_seed_and_task_and_warns_on_a_new_batch_size(tmp_path, caplog):
     _run(tmp_path, 2)
+    with pytest.raises(TrainingError, match=r"checkpoints/2: was written by a run with train.seed=0, and this "
+                                            r"run has 1"):
+        _run(tmp_path, 4, seed=1)
+    with pytest.raises(TrainingError, match=r"train.task='bundled_corpus_span_3_15_u_u'.*'bundled_corpus_lm'"):
+        _run(tmp_path, 4, task="bundled_corpus_lm")
+    assert _run(tmp_path, 4, batch_size=8).step == 4
+    assert "train.batch_size=8 (the checkpoint's run had 4)" in caplog.text
+
+
+def test_train_steps_at_or_below_the_saved_step(tmp_path):
+    _run(tmp_path, 4)
+    assert "loss" not in _run(tmp_path, 4).metrics  # finished already: nothing to do
+    with pytest.raises(TrainingError, match=r"holds step 4, past train_steps=2; give train_steps > 4"):
+        _run(tmp_path, 2)
+
+
+@pytest.mark.parametrize("setting, value", [("keep_checkpoints", 0), ("checkpoint_every", 0), ("log_every", 0),
+                                            ("train_steps", -1), ("batch_size", 0), ("num_microbatches", 3),
+                                            ("init_checkpoint", "")])
+def test_a_setting_that_cannot_work_is_refused_before_anything_is_written(tmp_path, setting, value):
+    _run(tmp_path, 2)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=rf"train\.{setting}"):
+        _run(tmp_path, 4, **{setting: value})
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_load_params_reads_a_chosen_step_and_skips_a_damaged_newest_one(tmp_path, caplog):
+    _run(tmp_path, 4)
+    _, at_2 = checkpoints.load_params(tmp_path / "checkpoints" / "2")
+    _, at_4 = checkpoints.load_params(tmp_path)
+    assert not all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(at_2),
+                                                        jax.tree_util.tree_leaves(at_4)))
+    _damage(tmp_path / "checkpoints" / "4")
+    _, newest_readable = checkpoints.load_params(tmp_path)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, newest_readable, at_2)
+    assert "checkpoints/4/state: cannot restore" in caplog.text and "trying the previous step" in caplog.text
+    with pytest.raises(checkpoints.CheckpointError, match=r"nope: does not exist"):
+        checkpoints.load_params(tmp_path / "nope")
+    with pytest.raises(checkpoints.CheckpointError, match=r"model.gin: is a file, not a checkpoint directory"):
+        checkpoints.load_params(tmp_path / "model.gin")
+
+
+def test_a_second_run_on_the_same_model_dir_is_refused(tmp_path):
+    holder = checkpoints.TrainCheckpointer(tmp_path)  # what a running training holds
+    with pytest.raises(checkpoints.CheckpointError, match=r"another training run is using it \(pid \d+ on "):
+        _run(tmp_path, 2)
+    holder.close()
+    assert _run(tmp_path, 2).step == 2
+
+
+def test_resuming_with_another_optimizer_or_model_is_a_clear_error_and_keeps_the_checkpoints(tmp_path):
+    _run(tmp_path, 2, config_text="# the first run's config\n")
+    run_files = {name: (tmp_path / name).read_text() for name in ("config.gin", "model.gin", "t5x_lite.json")}
     with pytest.raises(checkpoints.CheckpointError, match=r"checkpoints/2: .*different train state.*opt_state/"):
         _run(tmp_path, 4, optimizer=make_optimizer("adamw", learning_rate=1e-3))
     wider = EncoderDecoderModel(config=dataclasses.replace(TINY, d_ff=2 * TINY.d_ff))
     with pytest.raises(checkpoints.CheckpointError, match=r"mlp/wi\S*/kernel has shape"):
         _run(tmp_path, 4, model=wider)
-    # Nothing was moved aside or overwritten: the original run resumes.
+    # Nothing was moved aside or overwritten (the run's description included): the original run resumes.
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
+    assert {name: (tmp_path / name).read_text() for name in run_files} == run_files
     assert _run(tmp_path, 4).step == 4
 
 
@@ -105,6 +186,17 @@ def test_finetuning_restores_params_only_and_checks_shapes(tmp_path):
     assert result.step == 1
     for x, y in zip(pretrained, _params(tmp_path / "ft")):
         np.testing.assert_array_equal(x, y)
+    # A scan-layout model fine-tunes from the loop-layout checkpoint (and back): same weights, other tree.
+    scanned = EncoderDecoderModel(config=TINY.replace(scan_layers=True))
+    _run(tmp_path / "ft_scan", 1, model=scanned, init_checkpoint=str(tmp_path / "pre"), optimizer=optax.sgd(0.0))
+    model, params = checkpoints.load_params(tmp_path / "ft_scan")
+    assert model.config.scan_layers and "layers" in params["encoder"]
+    for x, y in zip(pretrained, jax.tree_util.tree_leaves(model.to_loop_layout(params))):
+        np.testing.assert_array_equal(x, y)
+    _run(tmp_path / "ft_loop", 1, init_checkpoint=str(tmp_path / "ft_scan"), optimizer=optax.sgd(0.0))
+    for x, y in zip(pretrained, _params(tmp_path / "ft_loop")):
+        np.testing.assert_array_equal(x, y)
+
     other = EncoderDecoderModel(config=TINY.replace(d_ff=64))
     with pytest.raises(TrainingError, match=r"pre: parameter .*mlp.*shape \(32, 48\).*\(32, 64\)"):
         _run(tmp_path / "bad", 1, model=other, init_checkpoint=str(tmp_path / "pre"))
@@ -154,3 +246,7 @@ def test_cli_missing_gin_file_and_wrong_type(capsys, tmp_path):
     err = _cli_error(capsys, "--gin_file=experiments/quickstart.gin", "--gin.BATCH_SIZE=many",
                      f"--gin.MODEL_DIR={tmp_path}")
     assert "train.batch_size must be int, got 'many'" in err
+    assert not (tmp_path / "config.gin").exists()  # a refused run writes nothing
+    (tmp_path / "a_file").write_text("")
+    err = _cli_error(capsys, "--gin_file=experiments/quickstart.gin", f"--gin.MODEL_DIR={tmp_path / 'a_file'}")
+    assert err.endswith("a_file exists and is not a directory")
