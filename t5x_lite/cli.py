@@ -74,7 +74,8 @@ def _parse_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
         raise UserError(f"{args.command} needs at least one --gin_file (e.g. {example})")
     search = [p for item in args.gin_search_paths for p in item.split(",") if p]
     pairs = _split_gin_flags(extra)
-    bindings = [("--gin_bindings", b) for b in args.gin_bindings]
+    bindings = [(f"--gin_bindings={b[:40]!r}" if len(b) <= 40 else f"--gin_bindings={b[:37]!r}...", b)
+                for b in args.gin_bindings]
     bindings += [(f"--gin.{key}", text) for (key, _), text in zip(pairs, config.flag_bindings(pairs))]
     config.parse(args.gin_file, bindings, search, finalize=False)
     config.check_required_macros(args.gin_file, search, bindings)

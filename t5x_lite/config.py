@@ -149,7 +149,8 @@ def _scan(text: str, label: str, is_file: bool) -> GinSource:
             if isinstance(statement, config_parser.IncludeStatement):
                 source.includes.append(statement.filename)
             elif isinstance(statement, config_parser.BindingStatement) and not statement.arg_name:
-                source.macros_set.setdefault(statement.selector, line)
+                scoped = f"{statement.scope}/{statement.selector}" if statement.scope else statement.selector
+                source.macros_set.setdefault(scoped, line)
             source.macros_used.extend((name, line) for name in recorder.used)
             recorder.used.clear()
             last_line = line
@@ -215,7 +216,10 @@ def scan_sources(gin_files: Sequence[str], bindings: Sequence[str | tuple[str, s
     for f in gin_files:
         visit(f)
     for binding in bindings:
-        sources.append(_scan(_text(binding), _label(binding), is_file=False))
+        source = _scan(_text(binding), _label(binding), is_file=False)
+        sources.append(source)
+        for include in source.includes:  # gin takes ``include`` in a binding too
+            visit(include)
     return sources
 
 
@@ -336,19 +340,23 @@ def check_required_macros(gin_files: Sequence[str], extra_search_paths: Sequence
         raise GinConfigError("missing REQUIRED macro" + ("s" if len(missing) > 1 else "") + ": "
                              + "; ".join(missing.values()) + " -- set it in an experiment file or with --gin.NAME=VALUE")
 
+    def is_set(name: str) -> bool:  # a scoped use (%scope/X) falls back to the unscoped X, as in gin
+        return name in set_at or name.rsplit("/", 1)[-1] in set_at
+
     for source in sources:
         for name, line in source.macros_used:
-            if name not in set_at and not gin.config._CONSTANTS.matching_selectors(name):
+            if not is_set(name) and not gin.config._CONSTANTS.matching_selectors(name):
                 close = difflib.get_close_matches(name, sorted(set(set_at) - {name}), n=1)
                 hint = f"; did you mean %{close[0]} (set at {set_at[close[0]]})?" if close else ""
                 raise GinConfigError(f"{source.where(line)}: macro %{name} is used but never set{hint}")
 
+    used_base = {name.rsplit("/", 1)[-1] for name in used}
     for source in sources:
         if source.is_file:
             continue
         for name in source.macros_set:
             set_in_files = any(name in s.macros_set for s in sources if s.is_file)
-            if name not in used and not set_in_files:
+            if name.rsplit("/", 1)[-1] not in used_base and not set_in_files:
                 close = difflib.get_close_matches(name, sorted((used | set(set_at)) - {name}), n=1)
                 hint = f"; did you mean {close[0]}?" if close else ""
                 raise GinConfigError(f"{source.label}: no gin file sets or uses the macro {name}, "

@@ -100,3 +100,14 @@ def test_every_shipped_experiment_passes_the_macro_checks():
         bindings = [(f"--gin.{k}", f"{k} = {v}") for k, v in user.items() if k in required]
         config.parse([str(path)], bindings, finalize=False)
         config.check_required_macros([str(path)], (), bindings)
+
+
+def test_scoped_macros_and_includes_in_bindings_are_followed_like_gin(tmp_path):
+    macros = tmp_path / "macros.gin"
+    macros.write_text("MY_SEED = 3\n")
+    uses = tmp_path / "uses.gin"
+    uses.write_text(f"include '{QUICKSTART}'\nfoo/LR = 0.1\noptimizers.make_optimizer.learning_rate = %foo/LR\n"
+                    "train.seed = %MY_SEED\n")
+    bindings = [("--gin_bindings", f"include '{macros}'")]
+    config.parse([str(uses)], bindings, finalize=False)
+    config.check_required_macros([str(uses)], (), bindings)

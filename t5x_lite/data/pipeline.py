@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import numbers
 from typing import Any, Mapping, Optional
 
 import grain
@@ -147,15 +148,16 @@ def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, s
     return ds.map(lambda ex: trim_and_append_eos(ex, trim_lengths, add_eos, eos, stats))
 
 
-def _checked_lengths(feature_lengths: Any, converter) -> dict:
-    """``feature_lengths`` as a dict of positive ints with every key the model's converter reads."""
+def checked_feature_lengths(feature_lengths: Any, converter) -> dict[str, int]:
+    """``feature_lengths`` as a dict of positive (Python) ints with every key the model's converter reads."""
     shown = f"feature_lengths (TASK_FEATURE_LENGTHS) {feature_lengths!r}"
     if not isinstance(feature_lengths, Mapping):
         raise DataError(f"{shown} must be a dict such as {{'inputs': 512, 'targets': 114}}")
     lengths = dict(feature_lengths)
     for key, value in lengths.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise DataError(f"{shown}: the length of {key!r} must be a positive int, got {value!r}")
+    lengths = {str(key): int(value) for key, value in lengths.items()}  # numpy ints too; JSON-ready
     try:
         converter.task_lengths(converter.trim_lengths(lengths))
     except KeyError as e:
@@ -188,7 +190,7 @@ def get_dataset(
         raise DataError(f"batch_size {batch_size} is not divisible by the number of processes {count}")
     per_host = batch_size // count
     stats = TruncationStats()
-    lengths = _checked_lengths(feature_lengths, converter)
+    lengths = checked_feature_lengths(feature_lengths, converter)
     trim = converter.trim_lengths(lengths)
     if isinstance(item, Mixture):
         parts = item.resolved()

@@ -137,14 +137,9 @@ class TrainCheckpointer:
         if not isinstance(keep, int) or keep < 1:  # orbax's 0 keeps nothing: every checkpoint deleted
             raise CheckpointError(f"keep={keep!r}: keep at least 1 checkpoint")
         self.directory = Path(directory).absolute() / "checkpoints"
-        self._lock = _lock_run(Path(directory).absolute()) if jax.process_index() == 0 else None
         self._ocp = ocp
         self._options = dict(keep=keep, async_save=async_save)
-        try:
-            self.manager = self._open()
-        except BaseException:
-            self._release()
-            raise
+        self.manager = self._open()
 
     def _open(self):
         ocp = self._ocp
@@ -201,8 +196,13 @@ class TrainCheckpointer:
                     unreadable.append(step)
         if unreadable:
             self.manager.close()
-            for step in unreadable:
-                (self.directory / str(step)).rename(_free_name(self.directory / f"{step}.unreadable"))
+            if jax.process_index() == 0:  # one process renames (a shared file system); the others wait for it
+                for step in unreadable:
+                    (self.directory / str(step)).rename(_free_name(self.directory / f"{step}.unreadable"))
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices("t5x_lite: unreadable checkpoints moved aside")
             self.manager = self._open()
         set_aside = sorted(p.name for p in self.directory.glob("*.unreadable*"))
         if result is None and set_aside:
@@ -225,48 +225,8 @@ class TrainCheckpointer:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        try:
-            self.manager.wait_until_finished()
-            self.manager.close()
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.close()  # closing the file releases its lock (as the end of the process would)
-            self._lock = None
-
-
-LOCK_FILE = "t5x_lite.lock"
-
-
-def _lock_run(model_dir: Path):
-    """An exclusive lock on ``model_dir`` for one training run: a second run there would save over
-    the first one's checkpoints. ``flock`` is released by the kernel when the process dies, even
-    by SIGKILL, so a crashed run never leaves a stale lock.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        return None
-    import os
-    import socket
-
-    model_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(model_dir / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise CheckpointError(f"{model_dir}: another training run is using it ({holder}); wait for it to "
-                              "finish, or use another MODEL_DIR") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    handle.flush()
-    return handle
+        self.manager.wait_until_finished()
+        self.manager.close()
 
 
 def _free_name(path: Path) -> Path:

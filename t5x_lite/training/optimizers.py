@@ -25,7 +25,7 @@ unstacked leaves they equal optax's own.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, Collection, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,7 @@ import optax
 
 from t5x_lite.errors import ConfigError
 from t5x_lite.training import layer_stacks
+from t5x_lite.training.losses import FIXED_NORMALIZER_METRICS
 
 Array = jax.Array
 PyTree = Any
@@ -470,9 +471,9 @@ def accumulate_gradients(
     batch: Mapping[str, Array],
     rng: Optional[Array],
     num_microbatches: Optional[int] = None,
-    summed_metrics: Optional[Collection[str]] = None,
+    fixed_normalizer: bool = False,
 ) -> tuple[Array, dict[str, Array], PyTree]:
-    """``(loss, metrics, grads)`` of a token-weighted mean loss, over microbatches if asked.
+    """``(loss, metrics, grads)`` of a per-token mean (or fixed-normalizer) loss, over microbatches if asked.
 
     ``loss_fn(params, microbatch, rng) -> (loss, metrics)`` must return
     ``metrics["num_tokens"]`` (the microbatch's weighted token count). With
@@ -485,11 +486,11 @@ def accumulate_gradients(
     stacked, so memory is one gradient tree on top of the model's.
 
     A loss divided by a fixed constant instead of its token count (t5x's
-    ``loss_normalizing_factor``) is not a token-weighted mean: its full-batch
-    value is the plain sum over microbatches. Pass ``summed_metrics`` (the
-    metrics divided by that constant, e.g. ``losses.FIXED_NORMALIZER_METRICS``)
-    and the gradient, the loss and those metrics are summed; the rest (accuracy)
-    stay token-weighted.
+    ``loss_normalizing_factor``, ``fixed_normalizer=True``) is not a
+    token-weighted mean: its full-batch value is the plain sum over
+    microbatches. Then the gradient, the loss and the metrics divided by that
+    constant (``losses.FIXED_NORMALIZER_METRICS``) are summed; the rest
+    (accuracy) stay token-weighted.
     """
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if num_microbatches is None or num_microbatches == 1:
@@ -514,8 +515,7 @@ def accumulate_gradients(
         return jnp.zeros(s.shape, acc_dtype(s))
 
     init = (jax.tree.map(zeros, grads_shape), zeros(loss_shape), jax.tree.map(zeros, dict(metrics_shape)))
-    summing = summed_metrics is not None
-    plain_sums = {"num_tokens", *(summed_metrics or ())}
+    plain_sums = {"num_tokens", *(FIXED_NORMALIZER_METRICS if fixed_normalizer else ())}
 
     def body(carry, xs):
         grad_sum, loss_sum, metric_sums = carry
@@ -523,7 +523,7 @@ def accumulate_gradients(
         mb_rng = None if rng is None else jax.random.fold_in(rng, index)
         (loss, metrics), grads = grad_fn(params, microbatch, mb_rng)
         n = jnp.asarray(metrics["num_tokens"], jnp.float32)
-        loss_weight = jnp.float32(1.0) if summing else n
+        loss_weight = jnp.float32(1.0) if fixed_normalizer else n
         grad_sum = jax.tree.map(lambda s, g: s + g.astype(s.dtype) * loss_weight.astype(s.dtype), grad_sum, grads)
         loss_sum = loss_sum + loss.astype(loss_sum.dtype) * loss_weight
         metric_sums = {
@@ -538,7 +538,7 @@ def accumulate_gradients(
     total = metric_sums["num_tokens"]
     denom = jnp.where(total > 0, total, 1.0)  # all-padding batch: every sum is 0, so 0 / 1
 
-    loss_denom = jnp.float32(1.0) if summing else denom
+    loss_denom = jnp.float32(1.0) if fixed_normalizer else denom
     grads = jax.tree.map(lambda s, ref: (s / loss_denom.astype(s.dtype)).astype(ref.dtype), grad_sum, grads_shape)
     loss = (loss_sum / loss_denom).astype(loss_shape.dtype)
     metrics = {

@@ -99,6 +99,10 @@ def batch_shards(mesh: Mesh, rules: Rules) -> int:
     """How many pieces the batch axis is split into: a global batch must divide by it."""
     axis = dict(rules).get("batch")
     axes = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+    unknown = [a for a in axes if a not in mesh.shape]
+    if unknown:
+        raise ConfigError(f"logical_axis_rules map 'batch' to mesh axis {unknown[0]!r}; the mesh has "
+                          f"{tuple(mesh.shape)}")
     return int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
 
 

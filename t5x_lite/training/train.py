@@ -12,6 +12,7 @@ one: train state and data iterator state, so no batch is replayed or skipped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -25,6 +26,7 @@ import optax
 
 from t5x_lite.errors import ConfigError
 from t5x_lite.training import checkpoints, partitioning
+from t5x_lite.training.run_lock import run_lock
 from t5x_lite.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -132,7 +134,7 @@ def train(
     restored or initialized: a run refused for a bad setting or a checkpoint
     that does not fit leaves an existing run's files as they were.
     """
-    from t5x_lite.data.pipeline import get_dataset
+    from t5x_lite.data.pipeline import checked_feature_lengths, get_dataset
     from t5x_lite.training.flops import train_flops_per_example
     from t5x_lite.training.metrics import MetricsWriter, ProgressBar, StepTimer, summarize_metrics
 
@@ -159,6 +161,7 @@ def train(
                       num_microbatches=num_microbatches, use_dropout=use_dropout)
 
     converter = model.feature_converter(pack)
+    feature_lengths = checked_feature_lengths(feature_lengths, converter)
     dataset, truncation = get_dataset(task, split="train", feature_lengths=feature_lengths, batch_size=batch_size,
                                       converter=converter, seed=seed, pack=pack)
     data_iter = iter(dataset)
@@ -168,9 +171,12 @@ def train(
 
     # What the checkpoint must agree with to continue this run's data and rng streams exactly.
     run_info = {"seed": seed, "rng": np.asarray(jax.random.key_data(trainer.base_rng)).ravel().tolist(),
-                "task": task, "pack": pack, "batch_size": batch_size, "feature_lengths": dict(feature_lengths)}
-    ckpt = checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints, async_save=async_checkpointing)
-    try:  # from here on the checkpointer holds MODEL_DIR's lock: release it however this ends
+                "task": task, "pack": pack, "batch_size": batch_size, "feature_lengths": feature_lengths,
+                "processes": jax.process_count()}
+    with contextlib.ExitStack() as cleanup:
+        cleanup.enter_context(run_lock(model_dir))  # one run per MODEL_DIR, released however this ends
+        ckpt = checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints, async_save=async_checkpointing)
+        cleanup.callback(ckpt.close)
         abstract = trainer.sharded_abstract_state(first_batch)
         restored = ckpt.restore(abstract)
         data_iter = iter(dataset)
@@ -245,8 +251,6 @@ def train(
         finally:
             writer.close()
             bar.close()
-    finally:
-        ckpt.close()
     return TrainResult(step=step, metrics=metrics_out, model_dir=model_dir)
 
 
@@ -267,12 +271,18 @@ def _resumable_data_state(saved: Mapping[str, Any], run_info: Mapping[str, Any],
     for key in run_info:
         if key not in before or before[key] == run_info[key]:
             continue
+        if key == "rng":  # same seed, other key: jax's PRNG implementation (jax_default_prng_impl) differs
+            raise TrainingError(f"{where}: was written with another JAX PRNG implementation (its rng key "
+                                f"{before[key]}, this run's {run_info[key]}); resume with the same "
+                                "jax_default_prng_impl, or use a new MODEL_DIR")
         if key in _SAME_STREAM:
             raise TrainingError(f"{where}: was written by a run with train.{key}={before[key]!r}, and this run "
                                 f"has {run_info[key]!r}; resume with the same {key}, or use a new MODEL_DIR "
                                 "(fine-tune from this one with INITIAL_CHECKPOINT)")
-        log.warning("resuming %s with train.%s=%r (the checkpoint's run had %r); the data continue from the "
-                    "same example", where, key, run_info[key], before[key])
+        setting = "the number of processes" if key == "processes" else f"train.{key}"
+        log.warning("resuming %s with %s=%r (the checkpoint's run had %r); the data continue from the same "
+                    "example%s", where, setting, run_info[key], before[key],
+                    ", but each host now reads another share of them" if key == "processes" else "")
     return saved["iterator"]
 
 

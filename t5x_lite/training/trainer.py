@@ -39,7 +39,6 @@ import optax
 
 from t5x_lite.models import stacking
 from t5x_lite.training import partitioning
-from t5x_lite.training.losses import FIXED_NORMALIZER_METRICS
 
 Array = jax.Array
 log = logging.getLogger(__name__)
@@ -137,8 +136,7 @@ def compute_grads(loss_fn: Callable, params: Any, batch: Mapping[str, Array], rn
     if num_microbatches and num_microbatches > 1:
         from t5x_lite.training.optimizers import accumulate_gradients
 
-        summed = FIXED_NORMALIZER_METRICS if fixed_normalizer else None
-        return accumulate_gradients(loss_fn, params, batch, rng, num_microbatches, summed_metrics=summed)
+        return accumulate_gradients(loss_fn, params, batch, rng, num_microbatches, fixed_normalizer=fixed_normalizer)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
     return loss, metrics, grads
 

@@ -319,8 +319,7 @@ def test_accumulate_gradients_sums_a_loss_with_a_fixed_normalizer():
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, None)
     for k in (2, 4):
         loss_k, metrics_k, grads_k = jax.jit(functools.partial(
-            O.accumulate_gradients, loss_fn, num_microbatches=k,
-            summed_metrics=losses.FIXED_NORMALIZER_METRICS))(params, batch, None)
+            O.accumulate_gradients, loss_fn, num_microbatches=k, fixed_normalizer=True))(params, batch, None)
         assert float(loss_k) == pytest.approx(float(loss), rel=1e-6)
         for name in ("loss", "z_loss", "accuracy", "num_tokens"):
             assert float(metrics_k[name]) == pytest.approx(float(metrics[name]), rel=1e-6), (k, name)

@@ -76,6 +76,10 @@ def test_batch_sharding_follows_rules():
     assert partitioning.batch_sharding(mesh, partitioning.rules_for("fsdp")).spec == PartitionSpec("data")
     assert partitioning.batch_sharding(mesh, (("batch", None),)).spec == PartitionSpec(None)
     assert partitioning.replicated(mesh).spec == PartitionSpec()
+    assert partitioning.batch_shards(mesh, partitioning.rules_for()) == 1
+    assert partitioning.batch_shards(mesh, (("batch", None),)) == 1
+    with pytest.raises(ValueError, match=r"map 'batch' to mesh axis 'nope'; the mesh has \('data', 'model'\)"):
+        partitioning.batch_shards(mesh, (("batch", "nope"),))
 
 
 # --------------------------------------------------------------------------- 8 devices, subprocess

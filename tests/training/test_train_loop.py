@@ -18,6 +18,7 @@ from t5x_lite import cli
 from t5x_lite.models.model import EncoderDecoderModel
 from t5x_lite.training import checkpoints
 from t5x_lite.training.optimizers import make_optimizer
+from t5x_lite.training.run_lock import run_lock
 from t5x_lite.training.train import TrainingError, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -148,12 +149,13 @@ def test_load_params_reads_a_chosen_step_and_skips_a_damaged_newest_one(tmp_path
         checkpoints.load_params(tmp_path / "model.gin")
 
 
-def test_a_second_run_on_the_same_model_dir_is_refused(tmp_path):
-    holder = checkpoints.TrainCheckpointer(tmp_path)  # what a running training holds
-    with pytest.raises(checkpoints.CheckpointError, match=r"another training run is using it \(pid \d+ on "):
-        _run(tmp_path, 2)
-    holder.close()
-    assert _run(tmp_path, 2).step == 2
+def test_a_second_run_on_the_same_model_dir_is_refused_and_numpy_lengths_are_fine(tmp_path):
+    with run_lock(tmp_path):  # what a running training holds
+        with pytest.raises(checkpoints.CheckpointError, match=r"another training run is using it \(pid \d+ "):
+            _run(tmp_path, 2)
+    lengths = {k: np.int64(v) for k, v in LENGTHS.items()}  # e.g. computed with numpy: saved as JSON ints
+    assert _run(tmp_path, 2, feature_lengths=lengths).step == 2
+    assert checkpoints.TrainCheckpointer(tmp_path).steps() == [2]
 
 
 def test_resuming_with_another_optimizer_or_model_is_a_clear_error_and_keeps_the_checkpoints(tmp_path):
