@@ -17,31 +17,44 @@ class UserError(Exception):
 
 def _convert(args: argparse.Namespace) -> None:
     from t5x_lite import convert
+    from t5x_lite.convert import hf_io
     from t5x_lite.training import checkpoints
 
     if bool(args.from_hf) == bool(args.from_checkpoint):
         raise UserError("convert: give exactly one of --from_hf DIR (import) or --from CKPT_DIR (export)")
     if args.from_hf:
+        if args.to_hf:
+            raise UserError("convert --from_hf writes a t5x_lite checkpoint: give --to CKPT_DIR, not --to_hf")
         if not args.to:
             raise UserError("convert --from_hf needs --to CKPT_DIR")
+        checkpoints.check_new_params_directory(args.to)  # before the import, which can take minutes
         model, params = convert.import_hf(args.from_hf)
         out = checkpoints.save_params(args.to, params, model)
         print(f"imported {args.from_hf} ({model.kind}, {_count(params):,} parameters) -> {out}")
         print(f"model gin config: {out / checkpoints.MODEL_GIN}")
     else:
+        if args.to:
+            raise UserError("convert --from writes a Hugging Face directory: give --to_hf DIR, not --to")
         if not args.to_hf:
             raise UserError("convert --from needs --to_hf DIR")
+        hf_io.check_new_directory(args.to_hf)
         model, params = checkpoints.load_params(args.from_checkpoint)
         out = convert.export_hf(model, params, args.to_hf)
         print(f"exported {args.from_checkpoint} ({model.kind}) -> {out} (config.json + model.safetensors)")
 
 
 def _vocab(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from t5x_lite.data.sources import DataError
     from t5x_lite.data.vocab import train_vocabulary
 
+    # Checked here too, to name the flags; train_vocabulary refuses a bad or existing --out before any work.
+    for flag in ("extra_ids", "max_sentences"):
+        if getattr(args, flag) < 0:
+            raise UserError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     if args.vocab_size <= args.extra_ids:
-        raise UserError(f"vocab: --vocab_size {args.vocab_size} must exceed --extra_ids {args.extra_ids}")
+        raise UserError(f"--vocab_size {args.vocab_size} must exceed --extra_ids {args.extra_ids}")
     try:
         vocab = train_vocabulary(args.input, args.vocab_size, args.out, extra_ids=args.extra_ids,
                                  text_field=args.text_field, byte_fallback=not args.no_byte_fallback,
@@ -50,8 +63,10 @@ def _vocab(args: argparse.Namespace) -> None:
         if isinstance(e, DataError):
             raise
         raise UserError(str(e).splitlines()[0]) from e
-    print(f"trained {args.out}.model: {vocab.num_pieces} SentencePiece pieces + {args.extra_ids} sentinels "
-          f"= vocab_size {vocab.vocab_size} (pad 0, eos 1, unk 2; <extra_id_0> = {vocab.sentinel_id(0)})")
+    sentinel = f"; <extra_id_0> = {vocab.sentinel_id(0)}" if vocab.extra_ids else ""
+    print(f"trained {vocab.model_file} and {Path(vocab.model_file).with_suffix('.vocab')}: {vocab.num_pieces} "
+          f"SentencePiece pieces + {args.extra_ids} sentinels = vocab_size {vocab.vocab_size} "
+          f"(pad 0, eos 1, unk 2{sentinel})")
 
 
 def _split_gin_flags(extra: Sequence[str]) -> list[tuple[str, str]]:
@@ -113,7 +128,7 @@ def _eval(args: argparse.Namespace, extra: Sequence[str]) -> None:
     result = config.CONFIGURED["eval"]()
     metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
     print(f"metrics: {metrics}")
-    print(f"wrote metrics and predictions to {result['output_dir']}")
+    print(f"wrote {result['metrics_path']} and the predictions beside it")
 
 
 def _infer(args: argparse.Namespace, extra: Sequence[str]) -> None:
@@ -149,10 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--input", required=True, action="append", metavar="GLOB",
                    help="text/JSONL/TSV/CSV files, .gz/.bz2 fine; repeat for several globs")
     v.add_argument("--vocab_size", required=True, type=int, help="total ids, sentinels included (T5: 32100)")
-    v.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.model and PREFIX.vocab")
+    v.add_argument("--out", required=True, metavar="PREFIX",
+                   help="writes PREFIX.model and PREFIX.vocab (never over existing files)")
     v.add_argument("--extra_ids", type=int, default=100, help="sentinels on top of the vocabulary")
     v.add_argument("--text_field", default=None, help="field holding the text in JSONL/TSV/CSV")
-    v.add_argument("--max_sentences", type=int, default=0, help="train on the first N documents (0: all)")
+    v.add_argument("--max_sentences", type=int, default=0, help="train on the first N >= 1 documents (0: all)")
     v.add_argument("--no_byte_fallback", action="store_true", help="no byte pieces (needed below ~400 pieces)")
     v.set_defaults(func=_vocab)
 

@@ -142,7 +142,8 @@ def finetune_cell(objective: str, seed: int, out: Path, smoke: bool) -> dict:
     wall = time.time() - t
     eval_argv = ["eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={cell_dir}", "--gin.TASK=bundled_sentiment",
                  f"--gin.TASK_FEATURE_LENGTHS={FT_LENGTHS}", "--gin.evaluate_checkpoint.split=test",
-                 "--gin.evaluation.DecodeOptions.max_decode_length=4", *(SMOKE_OVERRIDES["eval"] if smoke else [])]
+                 "--gin.evaluation.DecodeOptions.max_decode_length=4", "--gin.evaluate_checkpoint.overwrite=True",
+                 *(SMOKE_OVERRIDES["eval"] if smoke else [])]
     run_cli(eval_argv)
     metrics = json.loads((cell_dir / "eval" / "metrics-bundled_sentiment-test.json").read_text())
     result = {"objective": objective, "seed": seed, "wall_s": round(wall, 1), "test": metrics,

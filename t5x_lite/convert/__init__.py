@@ -17,12 +17,12 @@ def import_hf(directory: str | Path):
     directory = Path(directory)
     hf_config = hf_io.read_config(directory)
     model_type = hf_config.get("model_type")
+    if model_type not in ("t5", "mt5", "bert"):  # before the weights, which may be many GB or absent
+        raise ConversionError(
+            f"{directory / 'config.json'}: model_type={model_type!r} is not supported (supported: t5, mt5, bert)"
+        )
     state = hf_io.read_state_dict(directory)
     source = str(directory)
-    if model_type in ("t5", "mt5"):
-        cfg = t5_config_from_hf(hf_config)
-        params = t5_params_from_hf(state, cfg, source)
-        return model_lib.EncoderDecoderModel(config=cfg), params
     if model_type == "bert":
         from t5x_lite.convert.bert import bert_params_from_hf
 
@@ -35,13 +35,17 @@ def import_hf(directory: str | Path):
         else:
             wrapper = model_lib.EncoderOnlyModel
         return wrapper(config=cfg), params
-    raise ConversionError(
-        f"{directory / 'config.json'}: model_type={model_type!r} is not supported (supported: t5, mt5, bert)"
-    )
+    cfg = t5_config_from_hf(hf_config, source=str(directory / "config.json"))
+    params = t5_params_from_hf(state, cfg, source)
+    return model_lib.EncoderDecoderModel(config=cfg), params
 
 
 def export_hf(model, params, directory: str | Path) -> Path:
-    """Write config.json + model.safetensors that ``transformers`` loads with ``from_pretrained``."""
+    """Write config.json + model.safetensors that ``transformers`` loads with ``from_pretrained``.
+
+    ``directory`` must be new or hold no model yet (see ``hf_io.check_new_directory``).
+    """
+    hf_io.check_new_directory(directory)
     params = model.to_loop_layout(params)
     if model.kind == "encoder_decoder":
         hf_config, state = t5_config_to_hf(model.config), t5_params_to_hf(params, model.config)

@@ -21,10 +21,18 @@ def read_config(directory: str | Path) -> dict:
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise HFDirectoryError(f"{path}: not found (a Hugging Face model directory needs config.json)")
+    config = _read_json(path)
+    if not isinstance(config, dict):
+        raise HFDirectoryError(f"{path}: expected a JSON object of settings, got a {type(config).__name__}")
+    return config
+
+
+def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise HFDirectoryError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" at line {e.lineno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else f" ({e})"
+        raise HFDirectoryError(f"{path}: invalid JSON{where}") from e
 
 
 def read_state_dict(directory: str | Path) -> dict[str, np.ndarray]:
@@ -36,14 +44,25 @@ def read_state_dict(directory: str | Path) -> dict[str, np.ndarray]:
     if single.is_file():
         return _read_safetensors([single])
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return _read_safetensors([directory / s for s in shards])
+        return _read_safetensors([directory / s for s in _shards(index)])
     if bin_path.is_file():
         return _read_torch_bin(bin_path)
     raise HFDirectoryError(
         f"{directory}: no weights found (expected model.safetensors, model.safetensors.index.json "
         "or pytorch_model.bin)"
     )
+
+
+def _shards(index: Path) -> list[str]:
+    """The shard files an index's ``weight_map`` (tensor name -> file name) points at."""
+    weight_map = _read_json(index)
+    weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise HFDirectoryError(f"{index}: no 'weight_map' object (tensor name -> shard file)")
+    bad = [f for f in weight_map.values() if not isinstance(f, str) or not f or Path(f).name != f]
+    if bad:
+        raise HFDirectoryError(f"{index}: 'weight_map' names {bad[0]!r}, not a file name in {index.parent}")
+    return sorted(set(weight_map.values()))
 
 
 def _read_safetensors(paths) -> dict[str, np.ndarray]:
@@ -79,11 +98,27 @@ def _to_numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
+# What a Hugging Face directory's model consists of; a second one written beside it would mix with it.
+MODEL_FILES = ("config.json", "*.safetensors", "*.bin", "*.index.json")
+
+
+def check_new_directory(directory: str | Path) -> Path:
+    """``directory`` if a model can be written there: refuses a file or a directory that already holds one."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise HFDirectoryError(f"{directory}: is a file, not a directory")
+    held = sorted({p.name for pattern in MODEL_FILES for p in directory.glob(pattern)}) if directory.is_dir() else []
+    if held:
+        raise HFDirectoryError(f"{directory}: already holds a model ({', '.join(held[:3])}); refusing to "
+                               "overwrite it: give a new or empty directory")
+    return directory
+
+
 def write_directory(directory: str | Path, config: Mapping, state: Mapping[str, np.ndarray]) -> None:
-    """Write config.json and model.safetensors (contiguous float32 tensors)."""
+    """Write config.json and model.safetensors (contiguous float32 tensors) into a new or empty directory."""
     from safetensors.numpy import save_file
 
-    directory = Path(directory)
+    directory = check_new_directory(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: np.ascontiguousarray(np.asarray(v)) for k, v in state.items()}
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})

@@ -32,32 +32,56 @@ class ConversionError(ValueError):
     """A checkpoint that does not fit the model; the message names the key."""
 
 
-def t5_config_from_hf(hf: Mapping) -> T5Config:
+def t5_config_from_hf(hf: Mapping, source: str = "config.json") -> T5Config:
+    """HF T5 ``config.json`` dict -> T5Config; errors name ``source`` and the key at fault."""
     proj = hf.get("feed_forward_proj", "relu")
     if proj not in FEED_FORWARD_TO_ACTIVATIONS:
         raise ConversionError(
-            f"config.json: feed_forward_proj={proj!r} is not supported; "
+            f"{source}: feed_forward_proj={proj!r} is not supported; "
             f"expected one of {sorted(FEED_FORWARD_TO_ACTIVATIONS)}"
         )
-    num_layers = int(hf["num_layers"])
-    return T5Config(
-        vocab_size=int(hf["vocab_size"]),
-        d_model=int(hf["d_model"]),
-        d_ff=int(hf["d_ff"]),
-        num_heads=int(hf["num_heads"]),
-        d_kv=int(hf["d_kv"]),
-        num_encoder_layers=num_layers,
-        num_decoder_layers=int(hf.get("num_decoder_layers") or num_layers),
-        mlp_activations=FEED_FORWARD_TO_ACTIVATIONS[proj],
-        logits_via_embedding=bool(hf.get("tie_word_embeddings", True)),
-        dropout_rate=float(hf.get("dropout_rate", 0.1)),
-        relative_attention_num_buckets=int(hf.get("relative_attention_num_buckets", 32)),
-        relative_attention_max_distance=int(hf.get("relative_attention_max_distance", 128)),
-        layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
-        pad_id=int(hf.get("pad_token_id", 0) or 0),
-        eos_id=int(_first(hf.get("eos_token_id", 1))),
-        decoder_start_id=int(hf.get("decoder_start_token_id", 0) or 0),
-    )
+
+    def field(key, kind=int, default=None):
+        # HF writes null for several optional ids: null means the default, as in transformers.
+        value = hf.get(key)
+        if value is None:
+            if default is None:
+                raise ConversionError(f"{source}: missing key {key!r}")
+            return default
+        value = _first(value) if key == "eos_token_id" else value
+        try:
+            converted = kind(value)
+            ok = not isinstance(value, (bool, str)) and (kind is not int or converted == value)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConversionError(f"{source}: {key}={value!r} is not {'an integer' if kind is int else 'a number'}")
+        return converted
+
+    num_layers = field("num_layers")
+    try:
+        return T5Config(
+            vocab_size=field("vocab_size"),
+            d_model=field("d_model"),
+            d_ff=field("d_ff"),
+            num_heads=field("num_heads"),
+            d_kv=field("d_kv"),
+            num_encoder_layers=num_layers,
+            num_decoder_layers=field("num_decoder_layers", default=num_layers),
+            mlp_activations=FEED_FORWARD_TO_ACTIVATIONS[proj],
+            logits_via_embedding=bool(hf.get("tie_word_embeddings", True)),
+            dropout_rate=field("dropout_rate", float, 0.1),
+            relative_attention_num_buckets=field("relative_attention_num_buckets", default=32),
+            relative_attention_max_distance=field("relative_attention_max_distance", default=128),
+            layer_norm_epsilon=field("layer_norm_epsilon", float, 1e-6),
+            pad_id=field("pad_token_id", default=0),
+            eos_id=field("eos_token_id", default=1),
+            decoder_start_id=field("decoder_start_token_id", default=0),
+        )
+    except (TypeError, ValueError) as e:  # T5Config's own checks (e.g. a zero size)
+        if isinstance(e, ConversionError):
+            raise
+        raise ConversionError(f"{source}: {e}") from e
 
 
 def _first(x):

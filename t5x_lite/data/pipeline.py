@@ -117,6 +117,8 @@ def _pretraining_pieces(task: Task, split: str, lengths: Mapping[str, int]) -> g
 
 def _examples(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDataset:
     """Tokenized examples before corruption (pretraining) or as they are (everything else)."""
+    if split not in task.splits:
+        raise DataError(f"task {task.name!r} has no split {split!r}; its splits are {', '.join(task.splits)}")
     if task.objective is not None:
         return _pretraining_pieces(task, split, lengths)
     source = task.source(split)
@@ -165,6 +167,22 @@ def checked_feature_lengths(feature_lengths: Any, converter) -> dict[str, int]:
     return lengths
 
 
+def _check_features(task: Task, lengths: Mapping[str, int], converter) -> None:
+    """The task must make the text features the model reads (a classification task has no targets)."""
+    for name in ("inputs", "targets"):
+        if name in converter.trim_lengths(lengths) and name not in task.output_features and task.objective is None:
+            raise DataError(f"task {task.name!r} has no {name!r} feature (it has {', '.join(task.output_features)})"
+                            f", which {type(converter).__name__} reads: use a task made for this kind of model")
+
+
+def check_vocabulary_fits(task_or_mixture: str | Task | Mixture, model_vocab_size: int) -> None:
+    """A task's token ids must index the model's embedding table (past it, XLA reads garbage, no error)."""
+    item = get_task_or_mixture(task_or_mixture) if isinstance(task_or_mixture, str) else task_or_mixture
+    if item.vocabulary.vocab_size > model_vocab_size:
+        raise DataError(f"task {item.name!r} has {item.vocabulary.vocab_size} token ids, more than the model's "
+                        f"vocab_size {model_vocab_size}")
+
+
 def get_dataset(
     task_or_mixture: str | Task | Mixture,
     *,
@@ -192,6 +210,8 @@ def get_dataset(
     stats = TruncationStats()
     lengths = checked_feature_lengths(feature_lengths, converter)
     trim = converter.trim_lengths(lengths)
+    for task in [t for t, _ in item.resolved()] if isinstance(item, Mixture) else [item]:
+        _check_features(task, lengths, converter)
     if isinstance(item, Mixture):
         parts = item.resolved()
         datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,

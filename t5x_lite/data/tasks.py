@@ -57,6 +57,11 @@ class Mixture:
     def resolved(self) -> list[tuple[Task, float]]:
         return [(TaskRegistry.get(name), float(rate)) for name, rate in self.tasks]
 
+    @property
+    def vocabulary(self):
+        """The first task's: the mixed examples go to one model, so its tasks share a vocabulary."""
+        return self.resolved()[0][0].vocabulary
+
 
 class _Registry:
     def __init__(self, kind: str):

@@ -86,7 +86,8 @@ class TfdsSource(Source):
                                                  download=self.download)
                 self.mode = "data_source"
                 return self._backend
-            except (NotImplementedError, ValueError) as e:  # not prepared as ArrayRecord
+            # Not prepared as ArrayRecord (KeyError: not prepared at all; tfds.load below then says why).
+            except (NotImplementedError, ValueError, KeyError) as e:
                 if self.random_access == "data_source":
                     raise DataError(f"tfds.data_source failed: {e}", path=self.description) from e
                 first_error = e

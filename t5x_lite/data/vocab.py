@@ -199,7 +199,9 @@ def train_vocabulary(
         32000 pieces + 100). With ``byte_fallback`` the pieces must leave room
         for the 256 byte pieces and pad/eos/unk (and the corpus' characters).
       out_prefix: writes ``out_prefix + ".model"`` and ``+ ".vocab"``
-        (parent directories are created).
+        (parent directories are created); a file prefix, not a directory.
+        Existing files are never overwritten: both are written under
+        temporary names and renamed once training has succeeded.
       text_field: the field holding the text (JSONL/TSV/CSV); default ``"text"``.
       model_type, character_coverage, byte_fallback: as ``spm_train``; the
         normalization is ``nmt_nfkc`` and pad 0 / eos 1 / unk 2 / no BOS, as T5.
@@ -213,6 +215,20 @@ def train_vocabulary(
     """
     import sentencepiece as spm
 
+    for name, value in (("extra_ids", extra_ids), ("max_sentences", max_sentences)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    out = os.fspath(out_prefix)
+    # ".model" is appended to the prefix: "dir/" would write "dir.model", "" a file with no name.
+    if out.endswith(("/", os.sep)) or Path(out).name in ("", ".", "..") or Path(out).is_dir():
+        raise ValueError(f"out_prefix {out!r} must be a file prefix (for PREFIX.model and PREFIX.vocab), "
+                         "not a directory")
+    out = Path(out)
+    model_path, vocab_path = out.with_name(out.name + ".model"), out.with_name(out.name + ".vocab")
+    existing = [str(p) for p in (model_path, vocab_path) if p.exists()]
+    if existing:
+        raise FileExistsError(f"{' and '.join(existing)}: already exist{'s' if len(existing) == 1 else ''}; "
+                              "refusing to overwrite a vocabulary (give another prefix)")
     pieces = vocab_size - extra_ids
     minimum = NUM_RESERVED_IDS + (256 if byte_fallback else 0) + 1
     if pieces < minimum:
@@ -229,7 +245,6 @@ def train_vocabulary(
     if max_sentences:
         texts = texts[:max_sentences]
 
-    out = Path(os.fspath(out_prefix))
     out.parent.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
     spm.set_random_generator_seed(seed)
@@ -257,11 +272,18 @@ def train_vocabulary(
         )
     except RuntimeError as e:
         raise ValueError(f"SentencePiece training on {source.description} failed: {e}") from e
-    model_path = out.with_name(out.name + ".model")
-    model_path.write_bytes(model.getvalue())
-    vocab = SentencePieceVocabulary(model_path, extra_ids=extra_ids)
-    sp = vocab.tokenizer  # PREFIX.vocab as spm_train writes it: piece, tab, score (C++ "%g")
-    rows = (f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
-    out.with_name(out.name + ".vocab").write_text("".join(rows), encoding="utf-8")
-    return vocab
+    # Temporary names until both files are complete: a failure leaves no half-written or mismatched pair.
+    suffix = f".tmp-{os.getpid()}"
+    tmp_model, tmp_vocab = (p.with_name(p.name + suffix) for p in (model_path, vocab_path))
+    try:
+        tmp_model.write_bytes(model.getvalue())
+        sp = _load_processor(str(tmp_model))  # PREFIX.vocab as spm_train writes it: piece, tab, score (C++ "%g")
+        rows = (f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
+        tmp_vocab.write_text("".join(rows), encoding="utf-8")
+        tmp_vocab.rename(vocab_path)
+        tmp_model.rename(model_path)
+    finally:
+        for tmp in (tmp_model, tmp_vocab):
+            tmp.unlink(missing_ok=True)
+    return SentencePieceVocabulary(model_path, extra_ids=extra_ids)
 

@@ -17,6 +17,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
+from t5x_lite.errors import ConfigError, check_at_least, check_types
+from t5x_lite.decoding.predict import METHODS as DECODE_METHODS
 from t5x_lite.evaluation.metrics import evaluate as compute_metrics
 
 
@@ -32,6 +34,20 @@ class DecodeOptions:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
+
+    def __post_init__(self):
+        check_types("DecodeOptions", method=(self.method, str), max_decode_length=(self.max_decode_length, int),
+                    num_beams=(self.num_beams, int), alpha=(self.alpha, (int, float)),
+                    temperature=(self.temperature, (int, float)), top_k=(self.top_k, int),
+                    top_p=(self.top_p, (int, float)), seed=(self.seed, int))
+        if self.method not in DECODE_METHODS:
+            raise ConfigError(f"DecodeOptions.method must be one of {', '.join(DECODE_METHODS)}, got {self.method!r}")
+        check_at_least("DecodeOptions", 1, max_decode_length=self.max_decode_length, num_beams=self.num_beams)
+        check_at_least("DecodeOptions", 0, top_k=self.top_k, alpha=self.alpha)
+        if not self.temperature > 0:
+            raise ConfigError(f"DecodeOptions.temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"DecodeOptions.top_p must be in (0, 1], got {self.top_p}")
 
 
 def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, converter, max_examples: Optional[int]

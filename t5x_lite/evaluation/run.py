@@ -1,23 +1,73 @@
 """Entry points for ``t5x_lite eval`` and ``t5x_lite infer``: a checkpoint in, files out.
 
 The checkpoint is any t5x_lite checkpoint directory: a training ``MODEL_DIR``
-(its newest step) or a ``t5x_lite convert`` output; the model is rebuilt from
-the ``model.gin`` beside it, so no model gin file is needed.
+(its newest step), one of its steps (``MODEL_DIR/checkpoints/<step>``) or a
+``t5x_lite convert`` output; the model is rebuilt from the ``model.gin`` beside
+it, so no model gin file is needed. Results never overwrite earlier ones: a
+second run with the same task and split writes ``metrics-<task>-<split>-2.json``
+and so on.
 """
 
 from __future__ import annotations
 
 import json
+from collections import abc
 from pathlib import Path
 from typing import Mapping, Optional
 
+from t5x_lite.errors import ConfigError, check_at_least, check_types
 from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate, predict, score, write_jsonl
 
+# What each entry point can do with each kind of model.
+DECODES = ("encoder_decoder", "decoder_only", "encoder_only_classification")
+SCORES = ("encoder_decoder", "decoder_only")
 
-def _output_dir(checkpoint: str, output_dir: Optional[str], sub: str) -> Path:
-    out = Path(output_dir) if output_dir else Path(checkpoint) / sub
+
+def _check_settings(owner: str, checkpoint, task, feature_lengths, batch_size, max_examples, output_dir) -> None:
+    """Everything a run needs, checked before the checkpoint loads (it can take a while)."""
+    check_types(owner, checkpoint=(checkpoint, str), task=(task, str), feature_lengths=(feature_lengths, abc.Mapping),
+                batch_size=(batch_size, int), max_examples=(max_examples, (int, type(None))),
+                output_dir=(output_dir, (str, type(None))))
+    check_at_least(owner, 1, batch_size=batch_size, max_examples=1 if max_examples is None else max_examples)
+    if not checkpoint.strip():
+        raise ConfigError(f"{owner}.checkpoint (CHECKPOINT) is empty")
+    if output_dir and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ConfigError(f"{owner}.output_dir {output_dir} is a file, not a directory")
+
+
+def _check_model(model, checkpoint: str, task: str, kinds: tuple, doing: str) -> None:
+    import t5x_lite.tasks  # noqa: F401  (registers the task providers)
+    from t5x_lite.data.pipeline import check_vocabulary_fits
+
+    if model.kind not in kinds:
+        raise ConfigError(f"{checkpoint} holds a {model.kind} model, which cannot {doing} (only "
+                          f"{', '.join(kinds)} models can)")
+    check_vocabulary_fits(task, model.config.vocab_size)
+
+
+def _output_paths(checkpoint: str, output_dir: Optional[str], overwrite: bool, sub: str, *names: str
+                  ) -> list[Path]:
+    """``<dir>/<name>`` for each name, numbered together (``-2``, ``-3``...) past results already there
+    unless ``overwrite``.
+
+    The default directory is ``CHECKPOINT/<sub>``; for one step of a training run
+    (``MODEL_DIR/checkpoints/<step>``) it is ``MODEL_DIR/<sub>`` with the step in
+    the names, since keeping the last K checkpoints deletes old step directories.
+    """
+    path = Path(checkpoint).absolute()
+    tag = ""
+    if not output_dir and path.name.isdigit() and path.parent.name == "checkpoints":
+        out, tag = path.parent.parent / sub, f"-step{path.name}"
+    else:
+        out = Path(output_dir) if output_dir else path / sub
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    n = 1
+    while True:
+        numbered = tag + (f"-{n}" if n > 1 else "")
+        paths = [out / (Path(name).stem + numbered + Path(name).suffix) for name in names]
+        if overwrite or not any(p.exists() for p in paths):
+            return paths
+        n += 1
 
 
 def evaluate_checkpoint(
@@ -30,17 +80,22 @@ def evaluate_checkpoint(
     decode: DecodeOptions = DecodeOptions(),
     max_examples: Optional[int] = None,
     output_dir: Optional[str] = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Metrics JSON (``metrics-<task>-<split>.json``) and predictions JSONL in ``output_dir``."""
+    """Metrics JSON (``metrics-<task>-<split>.json``) and predictions JSONL in ``output_dir``
+    (numbered past earlier results there, unless ``overwrite``)."""
     from t5x_lite.training import checkpoints
 
+    _check_settings("evaluate_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
     model, params = checkpoints.load_params(checkpoint)
+    _check_model(model, checkpoint, task, DECODES, "be evaluated by decoding")
     metrics, rows = evaluate(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                              batch_size=batch_size, decode=decode, max_examples=max_examples)
-    out = _output_dir(checkpoint, output_dir, "eval")
-    (out / f"metrics-{task}-{split}.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    write_jsonl(out / f"predictions-{task}-{split}.jsonl", rows)
-    return {"metrics": metrics, "output_dir": str(out)}
+    metrics_path, predictions_path = _output_paths(checkpoint, output_dir, overwrite, "eval",
+                                                   f"metrics-{task}-{split}.json", f"predictions-{task}-{split}.jsonl")
+    metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_jsonl(predictions_path, rows)
+    return {"metrics": metrics, "output_dir": str(metrics_path.parent), "metrics_path": str(metrics_path)}
 
 
 def infer_checkpoint(
@@ -54,20 +109,24 @@ def infer_checkpoint(
     max_examples: Optional[int] = None,
     output_dir: Optional[str] = None,
     score_targets: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Predictions JSONL (inputs, targets, prediction, score), or with ``score_targets`` the
     log-likelihood of each given target (``scores-<task>-<split>.jsonl``)."""
     from t5x_lite.training import checkpoints
 
+    _check_settings("infer_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
     model, params = checkpoints.load_params(checkpoint)
-    out = _output_dir(checkpoint, output_dir, "infer")
     if score_targets:
+        _check_model(model, checkpoint, task, SCORES, "score targets")
         rows = score(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                      batch_size=batch_size, max_examples=max_examples)
-        path = out / f"scores-{task}-{split}.jsonl"
+        kind = "scores"
     else:
+        _check_model(model, checkpoint, task, DECODES, "decode")
         rows = predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                        batch_size=batch_size, decode=decode, max_examples=max_examples)
-        path = out / f"predictions-{task}-{split}.jsonl"
+        kind = "predictions"
+    (path,) = _output_paths(checkpoint, output_dir, overwrite, "infer", f"{kind}-{task}-{split}.jsonl")
     write_jsonl(path, rows)
     return {"path": str(path), "num_examples": len(rows)}

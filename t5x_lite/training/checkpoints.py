@@ -25,18 +25,28 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read; the message names the path."""
 
 
+def check_new_params_directory(directory: str | Path) -> Path:
+    """``directory`` (absolute) if ``save_params`` may write there: never over a checkpoint or a training run."""
+    directory = Path(directory).absolute()
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"{directory}: is a file, not a directory")
+    held = [name for name in (MODEL_GIN, META_FILE, "params", "checkpoints") if (directory / name).exists()]
+    if held:
+        # load_params reads params/ ahead of a run's checkpoints/: writing here would hide or replace them.
+        raise CheckpointError(f"{directory}: already holds {', '.join(held)} (a checkpoint or training run); "
+                              "refusing to overwrite it: give a new or empty directory")
+    return directory
+
+
 def save_params(directory: str | Path, params: Any, model) -> Path:
     import orbax.checkpoint as ocp
 
-    directory = Path(directory).absolute()
-    target = directory / "params"
-    if target.exists():
-        raise CheckpointError(f"{target}: already exists; refusing to overwrite a checkpoint")
+    directory = check_new_params_directory(directory)
     directory.mkdir(parents=True, exist_ok=True)
     host_params = jax.tree_util.tree_map(np.asarray, model.to_loop_layout(params))
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(target, host_params)
-    checkpointer.wait_until_finished()
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(directory / "params", host_params)
+        checkpointer.wait_until_finished()
     write_model_description(directory, model)
     return directory
 
@@ -76,10 +86,12 @@ def load_params(directory: str | Path):
     model = model_from_gin([str(directory / MODEL_GIN)])
     if (directory / "params").exists():
         try:
-            params = ocp.StandardCheckpointer().restore(directory / "params")
+            with ocp.StandardCheckpointer() as checkpointer:
+                params = checkpointer.restore(directory / "params")
         except Exception as e:  # orbax raises several types for damaged files
             raise CheckpointError(f"{directory / 'params'}: cannot restore ({e})") from e
         params = jax.tree_util.tree_map(np.asarray, params)
+        _check_params_fit(directory / "params", directory / MODEL_GIN, model, params, loop_layout=True)
         return model, model.from_loop_layout(params)
     runs = directory / "checkpoints"
     steps = sorted(int(p.name) for p in runs.iterdir() if p.name.isdigit()) if runs.is_dir() else []
@@ -107,15 +119,45 @@ def _load_training_params(model_dir: Path, steps: list[int]):
             with warnings.catch_warnings():
                 # Restoring to host memory on purpose; orbax warns that it reads the saved sharding instead.
                 warnings.filterwarnings("ignore", message="Sharding info not provided")
-                state = ocp.PyTreeCheckpointer().restore(path)
+                with ocp.PyTreeCheckpointer() as checkpointer:
+                    state = checkpointer.restore(path)
         except Exception as e:  # orbax raises several types for damaged files
             errors.append(f"{path}: cannot restore ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
             if len(steps) > 1:
                 logging.getLogger(__name__).warning("%s; trying the previous step", errors[-1])
             continue
         # Training checkpoints store params in the model's own layout already.
-        return model, jax.tree_util.tree_map(np.asarray, state["params"])
+        params = jax.tree_util.tree_map(np.asarray, state["params"])
+        _check_params_fit(path, model_dir / MODEL_GIN, model, params, loop_layout=False)
+        return model, params
     raise CheckpointError(errors[0] if len(errors) == 1 else f"{model_dir}: no readable checkpoint ({errors[0]})")
+
+
+def _check_params_fit(where: Path, model_gin: Path, model, params, loop_layout: bool) -> None:
+    """CheckpointError naming the first parameter whose shape differs from what ``model_gin`` builds.
+
+    Without it an edited model.gin fails much later, as a flax shape error at the first apply.
+    Parameters the model has and the params lack are left to the caller: fine-tuning may
+    initialize a new head (``train.init_checkpoint_allow_missing``).
+    """
+    import flax.linen as nn
+
+    if loop_layout:
+        model = model.replace(config=model.config.replace(scan_layers=False))
+    abstract = model.abstract_params(model.dummy_batch(1, {"inputs": 1, "targets": 1}))
+    stored, wanted = _layout(params), _layout(nn.unbox(abstract))
+    reshaped = sorted(k for k in set(stored) & set(wanted) if stored[k] != wanted[k])
+    missing, extra = sorted(set(wanted) - set(stored)), sorted(set(stored) - set(wanted))
+    if not reshaped and not extra and not missing:
+        return
+    if reshaped:
+        what = f"{reshaped[0]} has shape {stored[reshaped[0]]} there and {wanted[reshaped[0]]} in the model"
+    elif missing:
+        what = f"the model has {missing[0]}, which the params lack"
+    else:
+        what = f"the params have {extra[0]}, which the model lacks"
+    raise CheckpointError(f"{model_gin} does not match the params in {where} ({what}); model.gin must be "
+                          "the one written with them")
 
 
 # ----------------------------------------------------------------- training checkpoints

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import optax
 
-from t5x_lite.errors import ConfigError
+from t5x_lite.errors import ConfigError, check_at_least, check_types
 from t5x_lite.training import checkpoints, partitioning
 from t5x_lite.training.run_lock import run_lock
 from t5x_lite.training.trainer import Trainer
@@ -134,20 +134,20 @@ def train(
     restored or initialized: a run refused for a bad setting or a checkpoint
     that does not fit leaves an existing run's files as they were.
     """
-    from t5x_lite.data.pipeline import checked_feature_lengths, get_dataset
+    from t5x_lite.data.pipeline import check_vocabulary_fits, checked_feature_lengths, get_dataset
     from t5x_lite.training.flops import train_flops_per_example
     from t5x_lite.training.metrics import MetricsWriter, ProgressBar, StepTimer, summarize_metrics
 
     import t5x_lite.tasks  # noqa: F401  (registers the task providers)
 
-    _check_types(batch_size=(batch_size, int), train_steps=(train_steps, int), model_dir=(model_dir, str),
-                 task=(task, str), seed=(seed, int), checkpoint_every=(checkpoint_every, int),
-                 keep_checkpoints=(keep_checkpoints, int), log_every=(log_every, int), pack=(pack, bool),
-                 eval_every=(eval_every, int), num_microbatches=(num_microbatches, (int, type(None))),
-                 feature_lengths=(feature_lengths, abc.Mapping))
-    _check_at_least(1, batch_size=batch_size, train_steps=train_steps, checkpoint_every=checkpoint_every,
-                    keep_checkpoints=keep_checkpoints, log_every=log_every, num_microbatches=num_microbatches or 1)
-    _check_at_least(0, eval_every=eval_every)
+    check_types("train", batch_size=(batch_size, int), train_steps=(train_steps, int), model_dir=(model_dir, str),
+                task=(task, str), seed=(seed, int), checkpoint_every=(checkpoint_every, int),
+                keep_checkpoints=(keep_checkpoints, int), log_every=(log_every, int), pack=(pack, bool),
+                eval_every=(eval_every, int), num_microbatches=(num_microbatches, (int, type(None))),
+                feature_lengths=(feature_lengths, abc.Mapping))
+    check_at_least("train", 1, batch_size=batch_size, train_steps=train_steps, checkpoint_every=checkpoint_every,
+                   keep_checkpoints=keep_checkpoints, log_every=log_every, num_microbatches=num_microbatches or 1)
+    check_at_least("train", 0, eval_every=eval_every)
     if not model_dir.strip():
         raise ConfigError("train.model_dir is empty; give the directory for checkpoints and metrics")
     if init_checkpoint is not None and not str(init_checkpoint).strip():
@@ -162,6 +162,7 @@ def train(
 
     converter = model.feature_converter(pack)
     feature_lengths = checked_feature_lengths(feature_lengths, converter)
+    check_vocabulary_fits(task, model.config.vocab_size)
     dataset, truncation = get_dataset(task, split="train", feature_lengths=feature_lengths, batch_size=batch_size,
                                       converter=converter, seed=seed, pack=pack)
     data_iter = iter(dataset)
@@ -297,23 +298,6 @@ def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examp
                           feature_lengths=feature_lengths, batch_size=batch_size,
                           decode=decode or DecodeOptions(), max_examples=max_examples)
     return {k: float(v) for k, v in metrics.items()}
-
-
-def _check_types(**values: tuple) -> None:
-    """Gin passes whatever the file says; catch a wrong type here, by name, before any work starts."""
-    for name, (value, kind) in values.items():
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        ok = isinstance(value, kinds) and not (bool not in kinds and isinstance(value, bool))
-        if not ok:
-            wanted = " or ".join("None" if k is type(None) else "a dict" if k is abc.Mapping else k.__name__
-                                 for k in kinds)
-            raise TypeError(f"train.{name} must be {wanted}, got {value!r} ({type(value).__name__})")
-
-
-def _check_at_least(minimum: int, **values: int) -> None:
-    for name, value in values.items():
-        if value < minimum:
-            raise ConfigError(f"train.{name} must be >= {minimum}, got {value}")
 
 
 def _check_batch_divides(batch_size: int, num_microbatches: int, shards: int) -> None:

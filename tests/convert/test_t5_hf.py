@@ -131,7 +131,9 @@ def test_bad_directories_name_the_file_and_key(tmp_path, capsys):
     d = _hf_dir(tmp_path, "v1_0")
     state = hf_io.read_state_dict(d)
     del state["encoder.block.1.layer.1.DenseReluDense.wo.weight"]
-    hf_io.write_directory(d, hf_io.read_config(d), state)
+    (d / "model.safetensors").unlink()  # write_directory never writes over a model
+    (d / "config.json").rename(tmp_path / "config.json")
+    hf_io.write_directory(d, hf_io.read_config(tmp_path), state)
     assert cli.main(["convert", "--from_hf", str(d), "--to", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert "encoder.block.1.layer.1.DenseReluDense.wo.weight" in err and str(d) in err
@@ -141,3 +143,88 @@ def test_bad_directories_name_the_file_and_key(tmp_path, capsys):
     assert cli.main(["convert", "--from_hf", str(d), "--to", str(tmp_path / "c")]) == 2
     assert "shape" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def _convert(*flags):
+    return cli.main(["convert", *map(str, flags)])
+
+
+def test_import_refuses_a_run_directory_before_any_work(tmp_path, capsys, monkeypatch):
+    d = _hf_dir(tmp_path, "v1_0")
+    run = tmp_path / "run"
+    (run / "checkpoints" / "2").mkdir(parents=True)
+    for name in ("model.gin", "t5x_lite.json"):
+        (run / name).write_text(f"{name} of the run\n")
+    monkeypatch.setattr(convert, "import_hf", lambda *a: pytest.fail("imported before checking --to"))
+    assert _convert("--from_hf", d, "--to", run) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"t5x_lite convert: error: {run}: already holds model.gin") and err.count("\n") == 1
+    assert (run / "model.gin").read_text() == "model.gin of the run\n" and not (run / "params").exists()
+    (tmp_path / "file").write_text("x")
+    assert _convert("--from_hf", d, "--to", tmp_path / "file") == 2
+    assert "file: is a file, not a directory" in capsys.readouterr().err
+
+
+def test_export_refuses_a_directory_holding_a_model(tmp_path, capsys):
+    d = _hf_dir(tmp_path, "v1_0")
+    assert _convert("--from_hf", d, "--to", tmp_path / "ckpt") == 0
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    for name in ("config.json", "pytorch_model.bin", "model-00001-of-00002.safetensors", "model.bin.index.json"):
+        (taken / name).write_text("kept")
+        assert _convert("--from", tmp_path / "ckpt", "--to_hf", taken) == 2
+        assert f"{taken}: already holds a model ({name}" in capsys.readouterr().err
+        assert (taken / name).read_text() == "kept"
+        (taken / name).unlink()
+    (taken / "README.md").write_text("not a model")
+    assert _convert("--from", tmp_path / "ckpt", "--to_hf", taken) == 0
+    assert _convert("--from", tmp_path / "ckpt", "--to_hf", taken) == 2
+    assert "already holds a model (config.json, model.safetensors)" in capsys.readouterr().err
+    assert _convert("--from", tmp_path / "ckpt", "--to_hf", taken / "README.md") == 2
+    assert "README.md: is a file, not a directory" in capsys.readouterr().err
+
+
+def test_flags_that_do_not_apply_are_rejected(tmp_path, capsys):
+    assert _convert("--from_hf", tmp_path / "hf", "--to", tmp_path / "a", "--to_hf", tmp_path / "b") == 2
+    assert "give --to CKPT_DIR, not --to_hf" in capsys.readouterr().err
+    assert _convert("--from", tmp_path / "ckpt", "--to", tmp_path / "a", "--to_hf", tmp_path / "b") == 2
+    assert "give --to_hf DIR, not --to" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("num_layers"), "config.json: missing key 'num_layers'"),
+    (lambda c: c.update(d_model="abc"), "config.json: d_model='abc' is not an integer"),
+    (lambda c: c.update(d_kv=7.5), "config.json: d_kv=7.5 is not an integer"),
+    (lambda c: c.update(dropout_rate=[0.1]), r"config.json: dropout_rate=[0.1] is not a number"),
+])
+def test_bad_config_values_name_the_file_and_key(tmp_path, capsys, change, message):
+    d = _hf_dir(tmp_path, "v1_1")
+    cfg = hf_io.read_config(d)
+    change(cfg)
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert _convert("--from_hf", d, "--to", tmp_path / "c") == 2
+    assert capsys.readouterr().err.strip() == f"t5x_lite convert: error: {d / message}"
+    assert not (tmp_path / "c").exists()
+
+
+def test_unreadable_config_or_index_names_the_file(tmp_path, capsys):
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps([{"model_type": "t5"}]))
+    assert _convert("--from_hf", d, "--to", tmp_path / "c") == 2
+    assert f"{d / 'config.json'}: expected a JSON object of settings, got a list" in capsys.readouterr().err
+    (d / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    for index, problem in (("{not json", "invalid JSON at line 1"), ('{"weight_map": []}', "no 'weight_map'"),
+                           ('{"weight_map": {"a": "../x.safetensors"}}', "'weight_map' names '../x.safetensors'")):
+        (d / "model.safetensors.index.json").write_text(index)
+        assert _convert("--from_hf", d, "--to", tmp_path / "c") == 2
+        assert f"{d / 'model.safetensors.index.json'}: {problem}" in capsys.readouterr().err
+
+
+def test_unsupported_model_type_is_named_before_the_weights(tmp_path, capsys):
+    d = tmp_path / "gpt"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))  # and no weights
+    assert _convert("--from_hf", d, "--to", tmp_path / "c") == 2
+    assert "model_type='gpt2' is not supported (supported: t5, mt5, bert)" in capsys.readouterr().err

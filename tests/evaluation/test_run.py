@@ -1,0 +1,78 @@
+"""eval / infer entry points: bad settings are one-line errors before any work; results are never overwritten."""
+
+import jax
+import pytest
+
+from t5x_lite import cli
+from t5x_lite.evaluation.evaluate import DecodeOptions
+from t5x_lite.evaluation.run import _output_paths
+from t5x_lite.models.config import BertConfig
+from t5x_lite.models.model import EncoderDecoderModel, EncoderOnlyMLMModel
+from t5x_lite.training import checkpoints
+from tests.evaluation.test_evaluate import FLAGS, TINY, _our_checkpoint
+
+
+def _cli_error(capsys, *args):
+    assert cli.main(list(args)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--gin.evaluate_checkpoint.batch_size=0", "evaluate_checkpoint.batch_size must be >= 1, got 0"),
+    ("--gin.evaluate_checkpoint.max_examples=0", "evaluate_checkpoint.max_examples must be >= 1, got 0"),
+    ("--gin.evaluate_checkpoint.batch_size=2.5", "evaluate_checkpoint.batch_size must be int, got 2.5"),
+    ("--gin.CHECKPOINT=", "evaluate_checkpoint.checkpoint (CHECKPOINT) is empty"),
+    ("--gin.TASK=5", "evaluate_checkpoint.task must be str, got 5"),
+    ("--gin.evaluate_checkpoint.split=dev", "task 'bundled_sentiment' has no split 'dev'; its splits are train, "
+                                            "validation, test"),
+    ("--gin.TASK=bundled_sentiment_classification", "task 'bundled_sentiment_classification' has no 'targets' "
+                                                    "feature"),
+    ("--gin.evaluation.DecodeOptions.num_beams=0", "DecodeOptions.num_beams must be >= 1, got 0"),
+    ("--gin.evaluation.DecodeOptions.max_decode_length=-5", "DecodeOptions.max_decode_length must be >= 1, got -5"),
+])
+def test_bad_eval_settings_are_one_line_errors(tmp_path, capsys, flag, message):
+    ckpt = _our_checkpoint(tmp_path / "ckpt")
+    err = _cli_error(capsys, "eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={ckpt}", *FLAGS, flag)
+    assert message in err
+    assert not (ckpt / "eval").exists()  # refused before writing anything
+
+
+def test_a_model_that_cannot_do_the_job_or_is_too_small_for_the_vocabulary(tmp_path, capsys):
+    mlm = EncoderOnlyMLMModel(config=BertConfig(vocab_size=8000, hidden_size=16, num_layers=1, num_heads=2,
+                                                intermediate_size=32, max_position_embeddings=64))
+    checkpoints.save_params(tmp_path / "mlm", mlm.init(jax.random.key(0), mlm.dummy_batch(1, {"inputs": 8})), mlm)
+    err = _cli_error(capsys, "eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path / 'mlm'}", *FLAGS)
+    assert err.endswith("holds a encoder_only_mlm model, which cannot be evaluated by decoding (only "
+                        "encoder_decoder, decoder_only, encoder_only_classification models can)")
+
+    small = EncoderDecoderModel(config=TINY.replace(vocab_size=300))
+    params = small.init(jax.random.key(0), small.dummy_batch(1, {"inputs": 8, "targets": 4}))
+    checkpoints.save_params(tmp_path / "small", params, small)
+    err = _cli_error(capsys, "eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path / 'small'}", *FLAGS)
+    assert err.endswith("task 'bundled_sentiment' has 8000 token ids, more than the model's vocab_size 300")
+
+
+def test_results_are_numbered_not_overwritten_and_step_results_live_beside_the_checkpoints(tmp_path, capsys):
+    ckpt = _our_checkpoint(tmp_path / "ckpt")
+    for _ in range(2):
+        assert cli.main(["eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={ckpt}", *FLAGS]) == 0
+    names = sorted(p.name for p in (ckpt / "eval").iterdir())
+    assert names == ["metrics-bundled_sentiment-validation-2.json", "metrics-bundled_sentiment-validation.json",
+                     "predictions-bundled_sentiment-validation-2.jsonl", "predictions-bundled_sentiment-validation.jsonl"]
+    assert cli.main(["eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={ckpt}", *FLAGS,
+                     "--gin.evaluate_checkpoint.overwrite=True"]) == 0
+    assert len(list((ckpt / "eval").iterdir())) == 4
+
+    step = tmp_path / "run" / "checkpoints" / "6"  # deleted when the run keeps newer ones: results go beside it
+    assert _output_paths(str(step), None, False, "infer", "predictions-t-validation.jsonl") == [
+        tmp_path / "run" / "infer" / "predictions-t-validation-step6.jsonl"]
+
+
+def test_decode_options_are_checked_where_they_are_made():
+    DecodeOptions(method="sample", temperature=0.7, top_k=40, top_p=0.9)
+    for bad, message in ((dict(method="foo"), "method must be one of"), (dict(temperature=0.0), "temperature"),
+                         (dict(top_p=1.5), "top_p must be in"), (dict(top_k=-2), "top_k must be >= 0")):
+        with pytest.raises(ValueError, match=message):
+            DecodeOptions(**bad)

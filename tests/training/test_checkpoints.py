@@ -1,0 +1,77 @@
+"""Params checkpoints: never written over a checkpoint or run, and a clear error for one that cannot load."""
+
+import jax
+import orbax.checkpoint as ocp
+import pytest
+
+from t5x_lite.models.config import T5Config
+from t5x_lite.models.model import EncoderDecoderModel
+from t5x_lite.training import checkpoints
+from t5x_lite.training.checkpoints import CheckpointError
+
+TINY = T5Config(vocab_size=40, d_model=8, d_ff=16, num_heads=2, d_kv=4, num_encoder_layers=1,
+                num_decoder_layers=1, mlp_activations=("gelu", "linear"), logits_via_embedding=False,
+                dropout_rate=0.0, relative_attention_num_buckets=4, relative_attention_max_distance=8)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = EncoderDecoderModel(config=TINY)
+    return model, model.init(jax.random.key(0), model.dummy_batch(1, {"inputs": 4, "targets": 4}))
+
+
+@pytest.mark.parametrize("held", ["model.gin", "t5x_lite.json", "params", "checkpoints"])
+def test_save_params_refuses_a_checkpoint_or_run_directory(tiny, tmp_path, held):
+    run = tmp_path / "run"
+    (run / "checkpoints" if held == "checkpoints" else run).mkdir(parents=True)
+    if held != "checkpoints":
+        (run / held).mkdir() if held == "params" else (run / held).write_text("kept\n")
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(CheckpointError, match=f"{run}: already holds {held}"):
+        checkpoints.save_params(run, tiny[1], tiny[0])
+    assert sorted(p.name for p in run.iterdir()) == before
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointError, match="is a file, not a directory"):
+        checkpoints.save_params(tmp_path / "file", tiny[1], tiny[0])
+
+
+def test_save_params_writes_into_an_empty_directory(tiny, tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    checkpoints.save_params(tmp_path / "ckpt", tiny[1], tiny[0])
+    model, params = checkpoints.load_params(tmp_path / "ckpt")
+    assert model.config == TINY
+    jax.tree_util.tree_map(lambda a, b: (a == b).all() or pytest.fail("params differ"), params, tiny[1])
+
+
+def test_damaged_params_is_a_checkpoint_error_naming_them(tiny, tmp_path):
+    checkpoints.save_params(tmp_path / "ckpt", tiny[1], tiny[0])
+    for f in (tmp_path / "ckpt" / "params" / "d").iterdir():
+        f.write_bytes(b"junk!")
+    with pytest.raises(CheckpointError, match="params: cannot restore"):
+        checkpoints.load_params(tmp_path / "ckpt")
+
+
+def _edit_gin(directory, old, new):
+    gin = directory / checkpoints.MODEL_GIN
+    assert old in gin.read_text()
+    gin.write_text(gin.read_text().replace(old, new))
+
+
+def test_model_gin_that_does_not_match_the_params_names_them(tiny, tmp_path):
+    checkpoints.save_params(tmp_path / "ckpt", tiny[1], tiny[0])
+    _edit_gin(tmp_path / "ckpt", "vocab_size = 40", "vocab_size = 48")
+    message = r"model\.gin does not match the params in .*params \(decoder/logits_dense/kernel has shape \(8, 40\)"
+    with pytest.raises(CheckpointError, match=message):
+        checkpoints.load_params(tmp_path / "ckpt")
+
+
+def test_training_checkpoint_that_does_not_match_model_gin_names_them(tiny, tmp_path):
+    model, params = tiny
+    run = tmp_path / "run"
+    checkpoints.write_model_description(run, model)
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        checkpointer.save(run / "checkpoints" / "3" / "state", {"params": params})
+    assert checkpoints.load_params(run)[0].config == TINY
+    _edit_gin(run, "num_decoder_layers = 1", "num_decoder_layers = 2")
+    with pytest.raises(CheckpointError, match=r"model\.gin does not match .*3/state \(the model has decoder/layers_1"):
+        checkpoints.load_params(run)
