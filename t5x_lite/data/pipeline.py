@@ -117,7 +117,8 @@ def _pretraining_pieces(task: Task, split: str, lengths: Mapping[str, int]) -> g
 
 def _examples(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDataset:
     """Tokenized examples before corruption (pretraining) or as they are (everything else)."""
-    if split not in task.splits:
+    parts = [part.split("[", 1)[0].strip() for part in split.split("+")]  # TFDS: "train[:10%]+validation"
+    if task.splits and any(part not in task.splits for part in parts):
         raise DataError(f"task {task.name!r} has no split {split!r}; its splits are {', '.join(task.splits)}")
     if task.objective is not None:
         return _pretraining_pieces(task, split, lengths)
@@ -176,11 +177,13 @@ def _check_features(task: Task, lengths: Mapping[str, int], converter) -> None:
 
 
 def check_vocabulary_fits(task_or_mixture: str | Task | Mixture, model_vocab_size: int) -> None:
-    """A task's token ids must index the model's embedding table (past it, XLA reads garbage, no error)."""
+    """Every task's token ids must index the model's embedding table (past it, XLA reads garbage, no error)."""
     item = get_task_or_mixture(task_or_mixture) if isinstance(task_or_mixture, str) else task_or_mixture
-    if item.vocabulary.vocab_size > model_vocab_size:
-        raise DataError(f"task {item.name!r} has {item.vocabulary.vocab_size} token ids, more than the model's "
-                        f"vocab_size {model_vocab_size}")
+    for task in [t for t, _ in item.resolved()] if isinstance(item, Mixture) else [item]:
+        size = getattr(task.vocabulary, "vocab_size", None)  # a custom vocabulary may not say
+        if size is not None and size > model_vocab_size:
+            raise DataError(f"task {task.name!r} has {size} token ids, more than the model's vocab_size "
+                            f"{model_vocab_size}")
 
 
 def get_dataset(

@@ -39,7 +39,8 @@ class Task:
     text_field: str = "text"
     metric_names: Sequence[str] = ()  # names in t5x_lite.evaluation.metrics.METRICS, e.g. ("accuracy",)
     postprocess_fn: Optional[Callable[[str], Any]] = None
-    splits: Sequence[str] = ("train", "validation")
+    # The split names the source knows, for an early error naming them; empty: the source decides.
+    splits: Sequence[str] = ()
 
     @property
     def vocabulary(self):
@@ -57,10 +58,6 @@ class Mixture:
     def resolved(self) -> list[tuple[Task, float]]:
         return [(TaskRegistry.get(name), float(rate)) for name, rate in self.tasks]
 
-    @property
-    def vocabulary(self):
-        """The first task's: the mixed examples go to one model, so its tasks share a vocabulary."""
-        return self.resolved()[0][0].vocabulary
 
 
 class _Registry:

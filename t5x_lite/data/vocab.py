@@ -272,16 +272,23 @@ def train_vocabulary(
         )
     except RuntimeError as e:
         raise ValueError(f"SentencePiece training on {source.description} failed: {e}") from e
-    # Temporary names until both files are complete: a failure leaves no half-written or mismatched pair.
+    # Temporary names until both files are complete, then published without replacing anything
+    # that appeared meanwhile (training takes minutes): no half-written, mismatched or clobbered pair.
     suffix = f".tmp-{os.getpid()}"
     tmp_model, tmp_vocab = (p.with_name(p.name + suffix) for p in (model_path, vocab_path))
+    published: list[Path] = []
     try:
         tmp_model.write_bytes(model.getvalue())
         sp = _load_processor(str(tmp_model))  # PREFIX.vocab as spm_train writes it: piece, tab, score (C++ "%g")
         rows = (f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
         tmp_vocab.write_text("".join(rows), encoding="utf-8")
-        tmp_vocab.rename(vocab_path)
-        tmp_model.rename(model_path)
+        for tmp, final in ((tmp_model, model_path), (tmp_vocab, vocab_path)):
+            os.link(tmp, final)  # unlike rename, fails if ``final`` exists
+            published.append(final)
+    except BaseException:
+        for final in published:
+            final.unlink(missing_ok=True)
+        raise
     finally:
         for tmp in (tmp_model, tmp_vocab):
             tmp.unlink(missing_ok=True)

@@ -44,8 +44,8 @@ class DecodeOptions:
             raise ConfigError(f"DecodeOptions.method must be one of {', '.join(DECODE_METHODS)}, got {self.method!r}")
         check_at_least("DecodeOptions", 1, max_decode_length=self.max_decode_length, num_beams=self.num_beams)
         check_at_least("DecodeOptions", 0, top_k=self.top_k, alpha=self.alpha)
-        if not self.temperature > 0:
-            raise ConfigError(f"DecodeOptions.temperature must be > 0, got {self.temperature}")
+        if not self.temperature >= 0:  # 0 is argmax (decoding.temperature_sample)
+            raise ConfigError(f"DecodeOptions.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"DecodeOptions.top_p must be in (0, 1], got {self.top_p}")
 

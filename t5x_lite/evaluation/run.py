@@ -11,6 +11,7 @@ and so on.
 from __future__ import annotations
 
 import json
+import os
 from collections import abc
 from pathlib import Path
 from typing import Mapping, Optional
@@ -25,11 +26,11 @@ SCORES = ("encoder_decoder", "decoder_only")
 
 def _check_settings(owner: str, checkpoint, task, feature_lengths, batch_size, max_examples, output_dir) -> None:
     """Everything a run needs, checked before the checkpoint loads (it can take a while)."""
-    check_types(owner, checkpoint=(checkpoint, str), task=(task, str), feature_lengths=(feature_lengths, abc.Mapping),
-                batch_size=(batch_size, int), max_examples=(max_examples, (int, type(None))),
-                output_dir=(output_dir, (str, type(None))))
+    check_types(owner, checkpoint=(checkpoint, (str, os.PathLike)), task=(task, str),
+                feature_lengths=(feature_lengths, abc.Mapping), batch_size=(batch_size, int),
+                max_examples=(max_examples, (int, type(None))), output_dir=(output_dir, (str, os.PathLike, type(None))))
     check_at_least(owner, 1, batch_size=batch_size, max_examples=1 if max_examples is None else max_examples)
-    if not checkpoint.strip():
+    if not os.fspath(checkpoint).strip():
         raise ConfigError(f"{owner}.checkpoint (CHECKPOINT) is empty")
     if output_dir and Path(output_dir).exists() and not Path(output_dir).is_dir():
         raise ConfigError(f"{owner}.output_dir {output_dir} is a file, not a directory")
@@ -87,6 +88,7 @@ def evaluate_checkpoint(
     from t5x_lite.training import checkpoints
 
     _check_settings("evaluate_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
+    checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
     model, params = checkpoints.load_params(checkpoint)
     _check_model(model, checkpoint, task, DECODES, "be evaluated by decoding")
     metrics, rows = evaluate(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
@@ -116,6 +118,7 @@ def infer_checkpoint(
     from t5x_lite.training import checkpoints
 
     _check_settings("infer_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
+    checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
     model, params = checkpoints.load_params(checkpoint)
     if score_targets:
         _check_model(model, checkpoint, task, SCORES, "score targets")

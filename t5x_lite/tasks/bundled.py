@@ -70,7 +70,7 @@ def corpus_task(objective_name: str, objective=None, name: Optional[str] = None)
     else:
         features = {"inputs": token, "targets": token}
     return Task(name=name or f"bundled_corpus_{objective_name}", source=_corpus, output_features=features,
-                objective=objective)
+                objective=objective, splits=("train", "validation"))
 
 
 class UL2ForLengths:

@@ -128,7 +128,6 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
             preprocessors=(translate(source, target),),
             output_features={"inputs": feature, "targets": feature},
             metric_names=("bleu",),
-            splits=("train", "validation", "test"),
         ), overwrite=True)
     for benchmark, table, tfds_prefix in (("glue", GLUE, "glue"), ("super_glue", SUPER_GLUE, "super_glue")):
         for name, (fields, labels) in table.items():
@@ -140,7 +139,6 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
                 output_features={"inputs": feature, "targets": feature},
                 metric_names=METRIC_NAMES.get(f"{benchmark}_{name}", ("accuracy",)),
                 postprocess_fn=label_postprocessor(labels),
-                splits=("train", "validation", "test"),
             ), overwrite=True)
 
 

@@ -167,3 +167,41 @@ def test_long_sequences_are_truncated_and_counted():
                             converter=EncDecFeatureConverter(), shuffle=False, repeat=False, shard=(0, 1))
     list(ds)
     assert stats.as_dict()["truncated_tokens"] == {"inputs": 4 * (100 - 31)}
+
+
+def test_splits_a_task_declares_are_checked_and_tfds_slices_of_them_pass():
+    declared = Task(**{**_qa_task().__dict__, "splits": ("train", "validation")})
+    seen = []
+    declared = Task(**{**declared.__dict__, "source": lambda split: seen.append(split) or ListSource(PAIRS)})
+    for split in ("train", "train[:10%]", "train[:50%]+validation"):
+        get_dataset(declared, split=split, feature_lengths=LENGTHS, batch_size=2,
+                    converter=EncDecFeatureConverter(), repeat=False, shard=(0, 1))
+    assert seen == ["train", "train[:10%]", "train[:50%]+validation"]  # passed through to the source as given
+    with pytest.raises(DataError, match=r"task 'mem_qa' has no split 'dev'; its splits are train, validation"):
+        get_dataset(declared, split="dev", feature_lengths=LENGTHS, batch_size=2,
+                    converter=EncDecFeatureConverter(), shard=(0, 1))
+    # A task that declares none lets its source decide (TFDS knows validation_mismatched and the like).
+    get_dataset(_qa_task(), split="validation_mismatched", feature_lengths=LENGTHS, batch_size=2,
+                converter=EncDecFeatureConverter(), repeat=False, shard=(0, 1))
+
+
+def test_every_task_of_a_mixture_must_fit_the_model_vocabulary():
+    from t5x_lite.data.pipeline import check_vocabulary_fits
+    from t5x_lite.data.tasks import TaskRegistry
+
+    class BigVocab(CharVocab):
+        vocab_size = 5000
+
+    TaskRegistry.add(Task(**{**_qa_task().__dict__, "name": "small_vocab"}), overwrite=True)
+    TaskRegistry.add(Task(**{**_qa_task().__dict__, "name": "big_vocab",
+                             "output_features": {"inputs": Feature(BigVocab()), "targets": Feature(BigVocab())}}),
+                     overwrite=True)
+    try:
+        mix = Mixture(name="m", tasks=[("small_vocab", 1.0), ("big_vocab", 1.0)])
+        check_vocabulary_fits(mix, 5000)
+        with pytest.raises(DataError, match=r"task 'big_vocab' has 5000 token ids, more than the model's "
+                                             r"vocab_size 4999"):
+            check_vocabulary_fits(mix, 4999)
+    finally:
+        TaskRegistry.remove("small_vocab")
+        TaskRegistry.remove("big_vocab")

@@ -180,3 +180,18 @@ def test_wrong_layout_raises_naming_file(tmp_path, tiny_corpus):
         SentencePieceVocabulary(garbage)
     with pytest.raises(FileNotFoundError, match="missing.model"):
         SentencePieceVocabulary(tmp_path / "missing.model")
+
+
+def test_a_vocabulary_that_appears_during_training_is_not_replaced(tiny_corpus, tmp_path, monkeypatch):
+    train = spm.SentencePieceTrainer.train
+    prefix = tmp_path / "v"
+
+    def train_while_someone_else_writes(*args, **kwargs):
+        train(*args, **kwargs)
+        (tmp_path / "v.vocab").write_text("theirs\n")  # after the up-front check, before publishing
+
+    monkeypatch.setattr(spm.SentencePieceTrainer, "train", train_while_someone_else_writes)
+    with pytest.raises(FileExistsError):
+        train_vocabulary(str(tiny_corpus), 300, prefix, byte_fallback=False)
+    assert (tmp_path / "v.vocab").read_text() == "theirs\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("v.")) == ["v.vocab"]  # no half pair

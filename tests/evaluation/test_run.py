@@ -72,7 +72,8 @@ def test_results_are_numbered_not_overwritten_and_step_results_live_beside_the_c
 
 def test_decode_options_are_checked_where_they_are_made():
     DecodeOptions(method="sample", temperature=0.7, top_k=40, top_p=0.9)
-    for bad, message in ((dict(method="foo"), "method must be one of"), (dict(temperature=0.0), "temperature"),
+    DecodeOptions(method="sample", temperature=0.0)  # argmax, as decoding documents
+    for bad, message in ((dict(method="foo"), "method must be one of"), (dict(temperature=-0.5), "temperature"),
                          (dict(top_p=1.5), "top_p must be in"), (dict(top_k=-2), "top_k must be >= 0")):
         with pytest.raises(ValueError, match=message):
             DecodeOptions(**bad)

@@ -72,6 +72,25 @@ def test_training_checkpoint_that_does_not_match_model_gin_names_them(tiny, tmp_
     with ocp.PyTreeCheckpointer() as checkpointer:
         checkpointer.save(run / "checkpoints" / "3" / "state", {"params": params})
     assert checkpoints.load_params(run)[0].config == TINY
-    _edit_gin(run, "num_decoder_layers = 1", "num_decoder_layers = 2")
-    with pytest.raises(CheckpointError, match=r"model\.gin does not match .*3/state \(the model has decoder/layers_1"):
+    _edit_gin(run, "d_ff = 16", "d_ff = 24")
+    with pytest.raises(CheckpointError, match=r"model\.gin does not match .*3/state \(\S*mlp\S* has shape"):
         checkpoints.load_params(run)
+
+
+def test_params_one_side_lacks_still_load(tmp_path):
+    # What the BERT converter writes: an MLM wrapper keeping bert-base's pooler, a bare encoder without one.
+    from t5x_lite.models.config import BertConfig
+    from t5x_lite.models.model import EncoderOnlyMLMModel, EncoderOnlyModel
+
+    cfg = BertConfig(vocab_size=40, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16,
+                     max_position_embeddings=16)
+    bare = EncoderOnlyModel(config=cfg)
+    bare_params = bare.init(jax.random.key(0), bare.dummy_batch(1, {"inputs": 4}))
+    mlm = EncoderOnlyMLMModel(config=cfg)
+    mlm_params = mlm.init(jax.random.key(0), mlm.dummy_batch(1, {"inputs": 4}))
+    assert "pooler" in bare_params["bert"] and "pooler" not in mlm_params["bert"]
+    with_pooler = {**mlm_params, "bert": {**mlm_params["bert"], "pooler": bare_params["bert"]["pooler"]}}
+    without_pooler = {**bare_params, "bert": {k: v for k, v in bare_params["bert"].items() if k != "pooler"}}
+    for name, model, params in (("mlm", mlm, with_pooler), ("bare", bare, without_pooler)):
+        checkpoints.save_params(tmp_path / name, params, model)
+        assert checkpoints.load_params(tmp_path / name)[0].kind == model.kind
