@@ -41,13 +41,51 @@ def process_shard() -> tuple[int, int]:
 # ------------------------------------------------------------------ tokenization
 
 
-def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any]) -> Optional[dict]:
-    """Preprocess one record and tokenize its text features; errors name file:line."""
+def _preprocessed(task: Task, source, index: int, record: Mapping[str, Any]) -> Optional[dict]:
+    """The task's preprocessors applied to one record (None: dropped); a failure names file:line."""
     example: Optional[dict] = dict(record)
     for fn in task.preprocessors:
-        example = fn(example)
+        try:
+            example = fn(example)
+        except DataError:
+            raise
+        except Exception as e:  # a user's preprocessor: say which record it failed on
+            raise DataError(f"{source.origin(index)}: task {task.name!r}'s preprocessor "
+                            f"{getattr(fn, '__name__', fn)!s} failed: {type(e).__name__}: {e}") from e
         if example is None:
             return None
+        if not isinstance(example, Mapping):
+            raise DataError(f"{source.origin(index)}: task {task.name!r}'s preprocessor "
+                            f"{getattr(fn, '__name__', fn)!s} returned a {type(example).__name__}, not a dict")
+    return dict(example)
+
+
+def _token_ids(value: Any, feature, where: str) -> np.ndarray:
+    """Text, encoded; or ids given as a list, checked: past the vocabulary XLA would read garbage."""
+    if isinstance(value, str):
+        if not value.strip() and feature.required:
+            raise DataError(f"{where} is empty")
+        ids = np.asarray(feature.vocabulary.encode(value), np.int32)
+        if ids.size == 0 and feature.required:
+            raise DataError(f"{where} encodes to no tokens ({value!r})")
+        return ids
+    ids = np.asarray(value) if isinstance(value, (list, tuple, np.ndarray)) else None
+    size = getattr(feature.vocabulary, "vocab_size", None)
+    if ids is None or ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
+        raise DataError(f"{where} must be text or a list of token ids, got {value!r:.80}")
+    if ids.size == 0 and feature.required:
+        raise DataError(f"{where} is an empty list of token ids")
+    if ids.size and (ids.min() < 0 or (size is not None and ids.max() >= size)):
+        raise DataError(f"{where} holds token id {int(ids.min() if ids.min() < 0 else ids.max())}, outside "
+                        f"the vocabulary's [0, {size})")
+    return ids.astype(np.int32)
+
+
+def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any]) -> Optional[dict]:
+    """Preprocess one record and tokenize its text features; errors name file:line."""
+    example = _preprocessed(task, source, index, record)
+    if example is None:
+        return None
     out = {}
     for key, feature in task.output_features.items():
         if key not in example:
@@ -55,19 +93,14 @@ def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any]) 
                 raise DataError(f"{source.origin(index)}: task {task.name!r} produced no {key!r} feature "
                                 f"(record keys: {sorted(example)})")
             continue
-        value = example[key]
-        if isinstance(value, str):
-            if not value.strip() and feature.required:
-                raise DataError(f"{source.origin(index)}: empty {key!r} in task {task.name!r}")
-            value = feature.vocabulary.encode(value)
-        out[key] = np.asarray(value, np.int32)
+        out[key] = _token_ids(example[key], feature, f"{source.origin(index)}: {key!r} in task {task.name!r}")
     for key, value in example.items():  # non-token fields (labels, ids) pass through
         if key not in task.output_features and not isinstance(value, str):
             out[key] = np.asarray(value)
     return out
 
 
-_TOKEN_CACHE: dict[tuple[int, str, str], np.ndarray] = {}
+_TOKEN_CACHE: dict[tuple[str, str], tuple[Task, np.ndarray]] = {}
 
 
 def _concatenated_tokens(task: Task, split: str) -> np.ndarray:
@@ -76,23 +109,26 @@ def _concatenated_tokens(task: Task, split: str) -> np.ndarray:
     Cached per process: tokenizing the bundled corpus takes seconds, and every
     objective of a sweep reads the same tokens.
     """
-    key = (id(task), task.name, split)
-    if key not in _TOKEN_CACHE:
-        _TOKEN_CACHE[key] = _tokenize_corpus(task, split)
-    return _TOKEN_CACHE[key]
+    key = (task.name, split)
+    cached = _TOKEN_CACHE.get(key)
+    if cached is None or cached[0] is not task:  # the same object, not just its name (or a reused id)
+        _TOKEN_CACHE[key] = cached = (task, _tokenize_corpus(task, split))
+    return cached[1]
 
 
 def _tokenize_corpus(task: Task, split: str) -> np.ndarray:
     source = task.source(split)
     texts = []
     for i in range(len(source)):
-        example: Optional[dict] = dict(source[i])
-        for fn in task.preprocessors:
-            example = fn(example)
-            if example is None:
-                break
-        if example is not None:
-            texts.append(example[task.text_field])
+        example = _preprocessed(task, source, i, source[i])
+        if example is None:
+            continue
+        text = example.get(task.text_field)
+        if not isinstance(text, str):
+            raise DataError(f"{source.origin(i)}: task {task.name!r} needs text in field {task.text_field!r}, "
+                            f"got {'nothing' if text is None else type(text).__name__} (record keys: "
+                            f"{sorted(example)})")
+        texts.append(text)
     if not texts:
         raise DataError(f"task {task.name!r} split {split!r}: no documents ({source.description})")
     pieces = task.vocabulary.encode_batch(texts)
@@ -107,7 +143,11 @@ def bound_objective(task: Task, lengths: Mapping[str, int]):
 
 def _pretraining_pieces(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDataset:
     tokens = _concatenated_tokens(task, split)
-    raw = bound_objective(task, lengths).required_raw_length(dict(lengths))
+    objective = bound_objective(task, lengths)
+    raw = objective.required_raw_length(dict(lengths))
+    if raw < 1:
+        raise DataError(f"task {task.name!r}: feature lengths {dict(lengths)} are too short for objective "
+                        f"{getattr(objective, 'name', type(objective).__name__)!r} (no text fits)")
     n = tokens.shape[0] // raw
     if n == 0:
         raise DataError(f"task {task.name!r} split {split!r}: {tokens.shape[0]} tokens, fewer than one "

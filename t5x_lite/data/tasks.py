@@ -26,7 +26,7 @@ from t5x_lite.data.features import Feature
 from t5x_lite.data.sources import DataError  # one error type for bad data, bad names and bad files
 
 
-Preprocessor = Callable[[dict], Optional[dict]]  # return None to drop a record (counted)
+Preprocessor = Callable[[dict], Optional[dict]]  # return None to drop a record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +55,22 @@ class Mixture:
     name: str
     tasks: Sequence[tuple[str, float]]
 
+    def __post_init__(self):
+        # grain's messages for these name neither the mixture nor the task.
+        if not self.tasks:
+            raise DataError(f"mixture {self.name!r} has no tasks")
+        names = []
+        for entry in self.tasks:
+            if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)):
+                raise DataError(f"mixture {self.name!r}: each entry must be (task name, rate), got {entry!r}")
+            name, rate = entry
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < rate < float("inf"):
+                raise DataError(f"mixture {self.name!r}: task {name!r} has rate {rate!r}; rates must be positive "
+                                "finite numbers")
+            if name in names:  # read as two streams, its records would repeat within an epoch
+                raise DataError(f"mixture {self.name!r} lists task {name!r} twice; give it one (larger) rate")
+            names.append(name)
+
     def resolved(self) -> list[tuple[Task, float]]:
         return [(TaskRegistry.get(name), float(rate)) for name, rate in self.tasks]
 
@@ -67,6 +83,7 @@ class _Registry:
         self._factories: list[Callable[[], None]] = []
 
     def add(self, item, *, overwrite: bool = False):
+        self._load()  # else a lazily registered (bundled, TFDS) item of that name would replace this one later
         if item.name in self._items and not overwrite:
             raise DataError(f"{self.kind} {item.name!r} is already registered")
         self._items[item.name] = item

@@ -157,7 +157,7 @@ def test_empty_target_names_file_and_line():
     bad = list(PAIRS[:5]) + [{"q": "why", "a": "  "}]
     ds, _ = get_dataset(_qa_task(bad), split="train", feature_lengths=LENGTHS, batch_size=6,
                         converter=EncDecFeatureConverter(), shuffle=False, repeat=False, shard=(0, 1))
-    with pytest.raises(DataError, match=r"mem\.jsonl:6.*empty 'targets'"):
+    with pytest.raises(DataError, match=r"mem\.jsonl:6: 'targets' in task 'mem_qa' is empty"):
         list(ds)
 
 
@@ -205,3 +205,63 @@ def test_every_task_of_a_mixture_must_fit_the_model_vocabulary():
     finally:
         TaskRegistry.remove("small_vocab")
         TaskRegistry.remove("big_vocab")
+
+
+def _first_batch(task, lengths=LENGTHS):
+    ds, _ = get_dataset(task, split="train", feature_lengths=lengths, batch_size=2,
+                        converter=EncDecFeatureConverter(), shuffle=False, repeat=False, shard=(0, 1))
+    return next(iter(ds))
+
+
+@pytest.mark.parametrize("targets, message", [
+    ([999999, 5], r"mem\.jsonl:1: 'targets' in task 'mem_qa' holds token id 999999, outside the vocabulary's "
+                  r"\[0, 359\)"),
+    ([-5, 7], r"holds token id -5"),
+    ([1.9, 70.7], r"must be text or a list of token ids"),  # floats would truncate to ids, 1 being EOS
+    ([], r"is an empty list of token ids"),
+    (5, r"must be text or a list of token ids, got 5"),
+    (None, r"must be text or a list of token ids, got None"),
+])
+def test_targets_given_as_ids_are_checked_and_errors_name_the_record(targets, message):
+    records = [{"q": "question", "a": targets}] * 2
+    with pytest.raises(DataError, match=message):
+        _first_batch(_qa_task(records))
+    assert list(_first_batch(_qa_task([{"q": "q", "a": [5, 6]}] * 2))["decoder_target_tokens"][0][:3]) == [5, 6, 1]
+
+
+def test_a_target_that_encodes_to_no_tokens_is_an_error():
+    class DropsNonAscii(CharVocab):
+        def encode(self, text):
+            return [3 + b for b in text.encode("ascii", "ignore")]
+
+    task = Task(**{**_qa_task([{"q": "q", "a": "\u200b"}] * 2).__dict__,
+                   "output_features": {"inputs": Feature(DropsNonAscii()), "targets": Feature(DropsNonAscii())}})
+    with pytest.raises(DataError, match=r"mem\.jsonl:1: 'targets' in task 'mem_qa' encodes to no tokens"):
+        _first_batch(task)
+
+
+def test_a_failing_or_wrong_preprocessor_names_the_record():
+    def needs_question(ex):
+        return {"inputs": ex["question"], "targets": ex["a"]}
+
+    failing = Task(**{**_qa_task().__dict__, "preprocessors": (needs_question,)})
+    with pytest.raises(DataError, match=r"mem\.jsonl:1: task 'mem_qa'\'s preprocessor needs_question failed: "
+                                        r"KeyError: 'question'"):
+        _first_batch(failing)
+    as_text = Task(**{**_qa_task().__dict__, "preprocessors": (lambda ex: ex["q"],)})
+    with pytest.raises(DataError, match=r"mem\.jsonl:1: .*returned a str, not a dict"):
+        _first_batch(as_text)
+
+
+def test_pretraining_tokens_are_cached_per_task_object_and_records_are_checked():
+    other_docs = [{"text": "zzzz " * 40}] * 50
+    first = _first_batch(_corpus_task())
+    again = Task(**{**_corpus_task().__dict__, "source": lambda split: ListSource(other_docs)})  # same name
+    second = _first_batch(again)
+    assert not np.array_equal(first["encoder_input_tokens"], second["encoder_input_tokens"])
+    no_text = Task(**{**_corpus_task().__dict__, "source": lambda split: ListSource([{"body": "x"}] * 5)})
+    with pytest.raises(DataError, match=r"mem\.jsonl:1: task 'mem_corpus' needs text in field 'text', got "
+                                        r"nothing \(record keys: \['body'\]\)"):
+        _first_batch(no_text)
+    with pytest.raises(DataError, match=r"too short for objective"):
+        _first_batch(_corpus_task(), {"inputs": 1, "targets": 8})

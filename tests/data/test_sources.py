@@ -87,6 +87,9 @@ def test_compression_globs_and_order(tmp_path):
     # a list of patterns: pattern order, duplicates dropped; ** recurses; Path objects work
     src = TextLineSource([tmp_path / "d" / "c.txt", str(tmp_path / "d" / "*.txt*"), str(tmp_path / "**" / "e.txt")])
     assert texts(src) == ["c1", "a1", "b1", "b2", "e1"]
+    # one file spelled two ways is still one file
+    src = TextLineSource([str(tmp_path / "d" / "c.txt"), str(tmp_path / "d" / "sub" / ".." / "c.txt")])
+    assert texts(src) == ["c1"]
 
 
 def test_grain_and_pickle(tmp_path):

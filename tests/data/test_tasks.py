@@ -1,0 +1,28 @@
+"""Task and mixture registries: names are never silently shadowed, mixtures are checked when made."""
+
+import pytest
+
+from t5x_lite.data.tasks import DataError, Mixture, Task, TaskRegistry
+
+
+def test_a_user_task_cannot_take_a_lazily_registered_name():
+    import t5x_lite.tasks  # noqa: F401  (adds the bundled and TFDS providers, which run on first lookup)
+
+    mine = Task(name="bundled_sentiment", source=lambda split: [], output_features={})
+    with pytest.raises(DataError, match="task 'bundled_sentiment' is already registered"):
+        TaskRegistry.add(mine)
+    assert TaskRegistry.get("bundled_sentiment") is not mine
+
+
+@pytest.mark.parametrize("tasks, message", [
+    ([], "has no tasks"),
+    ([("a", 1.0), ("a", 2.0)], "lists task 'a' twice"),
+    ([("a", 0.0)], "task 'a' has rate 0.0"),
+    ([("a", -1)], "task 'a' has rate -1"),
+    ([("a", float("nan"))], "task 'a' has rate nan"),
+    ([("a", float("inf"))], "task 'a' has rate inf"),
+    (["ab"], r"each entry must be \(task name, rate\), got 'ab'"),
+])
+def test_a_mixture_is_checked_when_made(tasks, message):
+    with pytest.raises(DataError, match=rf"mixture 'm'.*{message}"):
+        Mixture(name="m", tasks=tasks)
