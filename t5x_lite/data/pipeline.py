@@ -71,7 +71,10 @@ def _token_ids(value: Any, feature, where: str) -> np.ndarray:
         return ids
     ids = np.asarray(value) if isinstance(value, (list, tuple, np.ndarray)) else None
     size = getattr(feature.vocabulary, "vocab_size", None)
-    if ids is None or ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
+    whole = ids is not None and ids.ndim == 1 and (
+        ids.size == 0 or np.issubdtype(ids.dtype, np.integer) or ids.dtype == bool
+        or (np.issubdtype(ids.dtype, np.floating) and bool(np.all(ids == np.round(ids)))))  # 0/1 weights
+    if not whole:
         raise DataError(f"{where} must be text or a list of token ids, got {value!r:.80}")
     if ids.size == 0 and feature.required:
         raise DataError(f"{where} is an empty list of token ids")

@@ -146,7 +146,9 @@ def expand_patterns(patterns: Patterns) -> list[str]:
     if not patterns:
         raise DataError("no file patterns given")
     files: list[str] = []
-    seen: set[str] = set()  # real paths: "data/a.jsonl", "./data/a.jsonl" and its absolute path are one file
+    # "data/a.jsonl", "./data/a.jsonl" and its absolute path are one file; a symlink is a file of its own
+    # (a data set may upsample by linking).
+    seen: set[str] = set()
     for pattern in patterns:
         if os.path.isfile(pattern):  # also a literal name containing glob characters
             matches = [pattern]
@@ -155,8 +157,8 @@ def expand_patterns(patterns: Patterns) -> list[str]:
         if not matches:
             raise DataError(f"{pattern!r} matches no files", path=pattern)
         for m in matches:
-            if os.path.realpath(m) not in seen:
-                seen.add(os.path.realpath(m))
+            if os.path.normpath(os.path.abspath(m)) not in seen:
+                seen.add(os.path.normpath(os.path.abspath(m)))
                 files.append(m)
     return files
 

@@ -20,6 +20,8 @@ Adding a task::
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from t5x_lite.data.features import Feature
@@ -64,7 +66,7 @@ class Mixture:
             if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)):
                 raise DataError(f"mixture {self.name!r}: each entry must be (task name, rate), got {entry!r}")
             name, rate = entry
-            if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < rate < float("inf"):
+            if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 < float(rate) < math.inf:
                 raise DataError(f"mixture {self.name!r}: task {name!r} has rate {rate!r}; rates must be positive "
                                 "finite numbers")
             if name in names:  # read as two streams, its records would repeat within an epoch
@@ -81,6 +83,7 @@ class _Registry:
         self.kind = kind
         self._items: dict[str, Any] = {}
         self._factories: list[Callable[[], None]] = []
+        self._loading = False
 
     def add(self, item, *, overwrite: bool = False):
         self._load()  # else a lazily registered (bundled, TFDS) item of that name would replace this one later
@@ -94,8 +97,14 @@ class _Registry:
         self._factories.append(register_fn)
 
     def _load(self) -> None:
-        while self._factories:
-            self._factories.pop(0)()
+        if self._loading:  # a provider adding its items: the providers run one after another, in order
+            return
+        self._loading = True
+        try:
+            while self._factories:
+                self._factories.pop(0)()
+        finally:
+            self._loading = False
 
     def get(self, name: str):
         self._load()

@@ -227,6 +227,8 @@ def test_targets_given_as_ids_are_checked_and_errors_name_the_record(targets, me
     with pytest.raises(DataError, match=message):
         _first_batch(_qa_task(records))
     assert list(_first_batch(_qa_task([{"q": "q", "a": [5, 6]}] * 2))["decoder_target_tokens"][0][:3]) == [5, 6, 1]
+    weights = np.array([1.0, 0.0, 1.0], np.float32)  # whole-number floats (0/1 weights) are ids too
+    assert list(_first_batch(_qa_task([{"q": "q", "a": weights}] * 2))["decoder_target_tokens"][0][:4]) == [1, 0, 1, 1]
 
 
 def test_a_target_that_encodes_to_no_tokens_is_an_error():

@@ -90,6 +90,8 @@ def test_compression_globs_and_order(tmp_path):
     # one file spelled two ways is still one file
     src = TextLineSource([str(tmp_path / "d" / "c.txt"), str(tmp_path / "d" / "sub" / ".." / "c.txt")])
     assert texts(src) == ["c1"]
+    (tmp_path / "d" / "c2.txt").symlink_to(tmp_path / "d" / "c.txt")  # a link is a file of its own (upsampling)
+    assert texts(TextLineSource(str(tmp_path / "d" / "c*.txt"))) == ["c1", "c1"]
 
 
 def test_grain_and_pickle(tmp_path):
