@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import numbers
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import grain
 import numpy as np
@@ -60,14 +60,17 @@ def _preprocessed(task: Task, source, index: int, record: Mapping[str, Any]) -> 
     return dict(example)
 
 
-def _token_ids(value: Any, feature, where: str) -> np.ndarray:
-    """Text, encoded; or ids given as a list, checked: past the vocabulary XLA would read garbage."""
+def _token_ids(value: Any, feature, where: Callable[[], str]) -> np.ndarray:
+    """Text, encoded; or ids given as a list, checked: past the vocabulary XLA would read garbage.
+
+    ``where()`` names the record for an error (built only then: this runs for every record).
+    """
     if isinstance(value, str):
         if not value.strip() and feature.required:
-            raise DataError(f"{where} is empty")
+            raise DataError(f"{where()} is empty")
         ids = np.asarray(feature.vocabulary.encode(value), np.int32)
         if ids.size == 0 and feature.required:
-            raise DataError(f"{where} encodes to no tokens ({value!r})")
+            raise DataError(f"{where()} encodes to no tokens ({value!r})")
         return ids
     ids = np.asarray(value) if isinstance(value, (list, tuple, np.ndarray)) else None
     size = getattr(feature.vocabulary, "vocab_size", None)
@@ -75,11 +78,11 @@ def _token_ids(value: Any, feature, where: str) -> np.ndarray:
         ids.size == 0 or np.issubdtype(ids.dtype, np.integer) or ids.dtype == bool
         or (np.issubdtype(ids.dtype, np.floating) and bool(np.all(ids == np.round(ids)))))  # 0/1 weights
     if not whole:
-        raise DataError(f"{where} must be text or a list of token ids, got {value!r:.80}")
+        raise DataError(f"{where()} must be text or a list of token ids, got {value!r:.80}")
     if ids.size == 0 and feature.required:
-        raise DataError(f"{where} is an empty list of token ids")
+        raise DataError(f"{where()} is an empty list of token ids")
     if ids.size and (ids.min() < 0 or (size is not None and ids.max() >= size)):
-        raise DataError(f"{where} holds token id {int(ids.min() if ids.min() < 0 else ids.max())}, outside "
+        raise DataError(f"{where()} holds token id {int(ids.min() if ids.min() < 0 else ids.max())}, outside "
                         f"the vocabulary's [0, {size})")
     return ids.astype(np.int32)
 
@@ -96,7 +99,8 @@ def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any]) 
                 raise DataError(f"{source.origin(index)}: task {task.name!r} produced no {key!r} feature "
                                 f"(record keys: {sorted(example)})")
             continue
-        out[key] = _token_ids(example[key], feature, f"{source.origin(index)}: {key!r} in task {task.name!r}")
+        out[key] = _token_ids(example[key], feature,
+                              lambda: f"{source.origin(index)}: {key!r} in task {task.name!r}")  # noqa: B023
     for key, value in example.items():  # non-token fields (labels, ids) pass through
         if key not in task.output_features and not isinstance(value, str):
             out[key] = np.asarray(value)
@@ -168,8 +172,10 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDa
     source = task.source(split)
     if len(source) == 0:
         raise DataError(f"task {task.name!r} split {split!r}: the source is empty ({source.description})")
+    n = len(source)
+    # grain's index counts on past the end once the dataset repeats; the record is index % n.
     return grain.MapDataset.source(source).map_with_index(
-        lambda i, rec: _tokenize_record(task, source, i, rec)
+        lambda i, rec: _tokenize_record(task, source, i % n, rec)
     ).filter(lambda ex: ex is not None)
 
 

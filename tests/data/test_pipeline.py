@@ -267,3 +267,21 @@ def test_pretraining_tokens_are_cached_per_task_object_and_records_are_checked()
         _first_batch(no_text)
     with pytest.raises(DataError, match=r"too short for objective"):
         _first_batch(_corpus_task(), {"inputs": 1, "targets": 8})
+
+
+def test_a_repeated_dataset_reads_past_its_first_epoch(tmp_path):
+    # grain's index counts on past the source's length once it repeats; a real source's origin() refuses it
+    import json
+
+    from t5x_lite.data.sources import JsonlSource
+
+    def dataset(records):
+        path = tmp_path / "qa.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        task = Task(**{**_qa_task().__dict__, "source": lambda split: JsonlSource(str(path), fields=("q", "a"))})
+        return get_dataset(task, split="train", feature_lengths=LENGTHS, batch_size=2,
+                           converter=EncDecFeatureConverter(), seed=0, shard=(0, 1))[0]
+
+    assert len(_batches(dataset(PAIRS[:4]), 8)) == 8  # 16 records of 4: four epochs
+    with pytest.raises(DataError, match=r"qa\.jsonl:4: 'targets'"):
+        _batches(dataset(PAIRS[:3] + [{"q": "q", "a": [99999]}]), 8)
