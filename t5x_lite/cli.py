@@ -92,13 +92,10 @@ def _parse_run(args: argparse.Namespace, extra: Sequence[str]) -> None:
     bindings = [(f"--gin_bindings={b[:40]!r}" if len(b) <= 40 else f"--gin_bindings={b[:37]!r}...", b)
                 for b in args.gin_bindings]
     bindings += [(f"--gin.{key}", text) for (key, _), text in zip(pairs, config.flag_bindings(pairs))]
-    config.parse(args.gin_file, bindings, search, finalize=False)
-    config.check_required_macros(args.gin_file, search, bindings)
+    config.check_macros(config.parse(args.gin_file, bindings, search, finalize=False))
 
 
 def _train(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    from pathlib import Path
-
     import gin
 
     from t5x_lite import config
@@ -108,11 +105,6 @@ def _train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     # detected launcher (SLURM, Open MPI, TPU slice); a no-op for one process. Must precede any JAX work.
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     _parse_run(args, extra)
-    model_dir = config.evaluate_reference(gin.query_parameter("train.model_dir"))
-    if not isinstance(model_dir, str) or not model_dir.strip():
-        raise UserError(f"MODEL_DIR must be a directory path, got {model_dir!r}")
-    if Path(model_dir).exists() and not Path(model_dir).is_dir():
-        raise UserError(f"MODEL_DIR {model_dir} exists and is not a directory")
     result = config.CONFIGURED["train"](config_text=gin.config_str())  # written once the run has started
     if "loss" not in result.metrics:
         print(f"nothing to train: {result.model_dir} already holds step {result.step} = train_steps")

@@ -82,25 +82,27 @@ def parse(
     extra_search_paths: Sequence[str] = (),
     *,
     finalize: bool = True,
-) -> None:
+) -> list[GinSource]:
     """Clear gin, then parse files (resolved on the search paths) and bindings.
 
     A binding is gin text, or ``(label, text)`` where the label names its origin
     in errors (``--gin.TRAIN_STEPS``). Every file (includes too) and binding is
-    syntax-checked on its own first, so an error names the right one.
+    syntax-checked on its own first, so an error names the right one; what that
+    scan read is returned for ``check_macros``.
     """
     register_configurables()
     gin.clear_config()
     for path in search_paths(extra_search_paths):
         gin.add_config_file_search_path(path)
     resolved = [resolve_gin_file(f, extra_search_paths) for f in gin_files]
-    scan_sources(resolved, bindings, extra_search_paths)
+    sources = scan_sources(resolved, bindings, extra_search_paths)
     try:
         with _quiet_include_probing():
             gin.parse_config_files_and_bindings(resolved, [_text(b) for b in bindings], finalize_config=finalize)
     except (ValueError, TypeError, SyntaxError, IOError) as e:
         raise GinConfigError(explain_gin_error(e, [_label(b) for b in bindings],
                                                [_text(b) for b in bindings])) from e
+    return sources
 
 
 def _text(binding: str | tuple[str, str]) -> str:
@@ -317,14 +319,18 @@ def required_macros(gin_files: Sequence[str], extra_search_paths: Sequence[str] 
 
 def check_required_macros(gin_files: Sequence[str], extra_search_paths: Sequence[str] = (),
                           bindings: Sequence[str | tuple[str, str]] = ()) -> None:
-    """After ``parse``: every REQUIRED macro set, every macro used set, every macro a binding sets used.
+    """``check_macros`` for these files and bindings (``parse`` returns their scan, saving the re-read)."""
+    check_macros(scan_sources(gin_files, bindings, extra_search_paths))
+
+
+def check_macros(sources: Sequence[GinSource]) -> None:
+    """Every REQUIRED macro set, every macro used set, every macro a binding sets used.
 
     One ``GinConfigError`` naming the file and line (or flag) at fault, with the
     closest macro name when there is one: a misspelled macro would otherwise be
     an unknown-argument error deep in gin, or an override that silently changes
     nothing.
     """
-    sources = scan_sources(gin_files, bindings, extra_search_paths)
     set_at = {}
     for source in sources:
         for name, line in source.macros_set.items():
@@ -338,7 +344,8 @@ def check_required_macros(gin_files: Sequence[str], extra_search_paths: Sequence
                 missing[macro] = f"{macro} (required by {source.label}{_unused_match(macro, set_at, used)})"
     if missing:
         raise GinConfigError("missing REQUIRED macro" + ("s" if len(missing) > 1 else "") + ": "
-                             + "; ".join(missing.values()) + " -- set it in an experiment file or with --gin.NAME=VALUE")
+                             + "; ".join(missing.values())
+                             + " -- set it in an experiment file or with --gin.NAME=VALUE")
 
     def is_set(name: str) -> bool:  # a scoped use (%scope/X) falls back to the unscoped X, as in gin
         return name in set_at or name.rsplit("/", 1)[-1] in set_at
@@ -351,12 +358,12 @@ def check_required_macros(gin_files: Sequence[str], extra_search_paths: Sequence
                 raise GinConfigError(f"{source.where(line)}: macro %{name} is used but never set{hint}")
 
     used_base = {name.rsplit("/", 1)[-1] for name in used}
+    set_by_files = {name for source in sources if source.is_file for name in source.macros_set}
     for source in sources:
         if source.is_file:
             continue
         for name in source.macros_set:
-            set_in_files = any(name in s.macros_set for s in sources if s.is_file)
-            if name.rsplit("/", 1)[-1] not in used_base and not set_in_files:
+            if name.rsplit("/", 1)[-1] not in used_base and name not in set_by_files:
                 close = difflib.get_close_matches(name, sorted((used | set(set_at)) - {name}), n=1)
                 hint = f"; did you mean {close[0]}?" if close else ""
                 raise GinConfigError(f"{source.label}: no gin file sets or uses the macro {name}, "

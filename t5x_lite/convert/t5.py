@@ -50,37 +50,35 @@ def t5_config_from_hf(hf: Mapping, source: str = "config.json") -> T5Config:
             return default
         value = _first(value) if key == "eos_token_id" else value
         try:
-            converted = kind(value)
-            ok = not isinstance(value, (bool, str)) and (kind is not int or converted == value)
+            converted = None if isinstance(value, (bool, str)) else kind(value)
         except (TypeError, ValueError):
-            ok = False
-        if not ok:
+            converted = None
+        if converted is None or (kind is int and converted != value):  # 7.5 is no layer count
             raise ConversionError(f"{source}: {key}={value!r} is not {'an integer' if kind is int else 'a number'}")
         return converted
 
     num_layers = field("num_layers")
+    settings = dict(
+        vocab_size=field("vocab_size"),
+        d_model=field("d_model"),
+        d_ff=field("d_ff"),
+        num_heads=field("num_heads"),
+        d_kv=field("d_kv"),
+        num_encoder_layers=num_layers,
+        num_decoder_layers=field("num_decoder_layers", default=num_layers),
+        mlp_activations=FEED_FORWARD_TO_ACTIVATIONS[proj],
+        logits_via_embedding=bool(hf.get("tie_word_embeddings", True)),
+        dropout_rate=field("dropout_rate", float, 0.1),
+        relative_attention_num_buckets=field("relative_attention_num_buckets", default=32),
+        relative_attention_max_distance=field("relative_attention_max_distance", default=128),
+        layer_norm_epsilon=field("layer_norm_epsilon", float, 1e-6),
+        pad_id=field("pad_token_id", default=0),
+        eos_id=field("eos_token_id", default=1),
+        decoder_start_id=field("decoder_start_token_id", default=0),
+    )
     try:
-        return T5Config(
-            vocab_size=field("vocab_size"),
-            d_model=field("d_model"),
-            d_ff=field("d_ff"),
-            num_heads=field("num_heads"),
-            d_kv=field("d_kv"),
-            num_encoder_layers=num_layers,
-            num_decoder_layers=field("num_decoder_layers", default=num_layers),
-            mlp_activations=FEED_FORWARD_TO_ACTIVATIONS[proj],
-            logits_via_embedding=bool(hf.get("tie_word_embeddings", True)),
-            dropout_rate=field("dropout_rate", float, 0.1),
-            relative_attention_num_buckets=field("relative_attention_num_buckets", default=32),
-            relative_attention_max_distance=field("relative_attention_max_distance", default=128),
-            layer_norm_epsilon=field("layer_norm_epsilon", float, 1e-6),
-            pad_id=field("pad_token_id", default=0),
-            eos_id=field("eos_token_id", default=1),
-            decoder_start_id=field("decoder_start_token_id", default=0),
-        )
+        return T5Config(**settings)
     except (TypeError, ValueError) as e:  # T5Config's own checks (e.g. a zero size)
-        if isinstance(e, ConversionError):
-            raise
         raise ConversionError(f"{source}: {e}") from e
 
 

@@ -170,9 +170,9 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDa
     if task.objective is not None:
         return _pretraining_pieces(task, split, lengths)
     source = task.source(split)
-    if len(source) == 0:
-        raise DataError(f"task {task.name!r} split {split!r}: the source is empty ({source.description})")
     n = len(source)
+    if n == 0:
+        raise DataError(f"task {task.name!r} split {split!r}: the source is empty ({source.description})")
     # grain's index counts on past the end once the dataset repeats; the record is index % n.
     return grain.MapDataset.source(source).map_with_index(
         lambda i, rec: _tokenize_record(task, source, i % n, rec)
@@ -217,10 +217,10 @@ def checked_feature_lengths(feature_lengths: Any, converter) -> dict[str, int]:
     return lengths
 
 
-def _check_features(task: Task, lengths: Mapping[str, int], converter) -> None:
+def _check_features(task: Task, trim_lengths: Mapping[str, int], converter) -> None:
     """The task must make the text features the model reads (a classification task has no targets)."""
     for name in ("inputs", "targets"):
-        if name in converter.trim_lengths(lengths) and name not in task.output_features and task.objective is None:
+        if name in trim_lengths and name not in task.output_features and task.objective is None:
             raise DataError(f"task {task.name!r} has no {name!r} feature (it has {', '.join(task.output_features)})"
                             f", which {type(converter).__name__} reads: use a task made for this kind of model")
 
@@ -228,7 +228,7 @@ def _check_features(task: Task, lengths: Mapping[str, int], converter) -> None:
 def check_vocabulary_fits(task_or_mixture: str | Task | Mixture, model_vocab_size: int) -> None:
     """Every task's token ids must index the model's embedding table (past it, XLA reads garbage, no error)."""
     item = get_task_or_mixture(task_or_mixture) if isinstance(task_or_mixture, str) else task_or_mixture
-    for task in [t for t, _ in item.resolved()] if isinstance(item, Mixture) else [item]:
+    for task, _ in item.resolved() if isinstance(item, Mixture) else [(item, 1.0)]:
         size = getattr(task.vocabulary, "vocab_size", None)  # a custom vocabulary may not say
         if size is not None and size > model_vocab_size:
             raise DataError(f"task {task.name!r} has {size} token ids, more than the model's vocab_size "
@@ -262,10 +262,10 @@ def get_dataset(
     stats = TruncationStats()
     lengths = checked_feature_lengths(feature_lengths, converter)
     trim = converter.trim_lengths(lengths)
-    for task in [t for t, _ in item.resolved()] if isinstance(item, Mixture) else [item]:
-        _check_features(task, lengths, converter)
+    parts = item.resolved() if isinstance(item, Mixture) else [(item, 1.0)]
+    for task, _ in parts:
+        _check_features(task, trim, converter)
     if isinstance(item, Mixture):
-        parts = item.resolved()
         datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
                                   shard=(index, count), stats=stats) for i, (t, _) in enumerate(parts)]
         ds = grain.MapDataset.mix(datasets, [rate for _, rate in parts])

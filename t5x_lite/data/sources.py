@@ -157,8 +157,9 @@ def expand_patterns(patterns: Patterns) -> list[str]:
         if not matches:
             raise DataError(f"{pattern!r} matches no files", path=pattern)
         for m in matches:
-            if os.path.normpath(os.path.abspath(m)) not in seen:
-                seen.add(os.path.normpath(os.path.abspath(m)))
+            key = os.path.normpath(os.path.abspath(m))
+            if key not in seen:
+                seen.add(key)
                 files.append(m)
     return files
 

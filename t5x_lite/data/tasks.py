@@ -77,7 +77,6 @@ class Mixture:
         return [(TaskRegistry.get(name), float(rate)) for name, rate in self.tasks]
 
 
-
 class _Registry:
     def __init__(self, kind: str):
         self.kind = kind

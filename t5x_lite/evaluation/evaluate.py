@@ -17,8 +17,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
-from t5x_lite.errors import ConfigError, check_at_least, check_types
 from t5x_lite.decoding.predict import METHODS as DECODE_METHODS
+from t5x_lite.errors import ConfigError, check_at_least, check_types
 from t5x_lite.evaluation.metrics import evaluate as compute_metrics
 
 

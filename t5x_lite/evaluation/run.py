@@ -89,8 +89,8 @@ def evaluate_checkpoint(
 
     _check_settings("evaluate_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
     checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
+    _check_model(checkpoints.load_model(checkpoint), checkpoint, task, DECODES, "be evaluated by decoding")
     model, params = checkpoints.load_params(checkpoint)
-    _check_model(model, checkpoint, task, DECODES, "be evaluated by decoding")
     metrics, rows = evaluate(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                              batch_size=batch_size, decode=decode, max_examples=max_examples)
     metrics_path, predictions_path = _output_paths(checkpoint, output_dir, overwrite, "eval",
@@ -119,14 +119,14 @@ def infer_checkpoint(
 
     _check_settings("infer_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
     checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
-    model, params = checkpoints.load_params(checkpoint)
+    kinds, doing = (SCORES, "score targets") if score_targets else (DECODES, "decode")
+    _check_model(checkpoints.load_model(checkpoint), checkpoint, task, kinds, doing)
+    model, params = checkpoints.load_params(checkpoint)  # only once the model is known to fit the job
     if score_targets:
-        _check_model(model, checkpoint, task, SCORES, "score targets")
         rows = score(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                      batch_size=batch_size, max_examples=max_examples)
         kind = "scores"
     else:
-        _check_model(model, checkpoint, task, DECODES, "decode")
         rows = predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                        batch_size=batch_size, decode=decode, max_examples=max_examples)
         kind = "predictions"

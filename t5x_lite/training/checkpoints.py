@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -63,6 +63,33 @@ def write_model_description(directory: str | Path, model) -> None:
     )
 
 
+def _located(directory: str | Path) -> tuple[Path, Optional[int]]:
+    """(the checkpoint directory, the step asked for or None) for a params checkpoint, a MODEL_DIR or one
+    of its steps (``MODEL_DIR/checkpoints/<step>``)."""
+    directory = Path(directory).absolute()
+    if not directory.exists():
+        raise CheckpointError(f"{directory}: does not exist")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: is a file, not a checkpoint directory")
+    if directory.name.isdigit() and directory.parent.name == "checkpoints":  # one step of a run
+        return directory.parent.parent, int(directory.name)
+    return directory, None
+
+
+def _model_of(directory: Path):
+    from t5x_lite.config import model_from_gin
+
+    for name in (META_FILE, MODEL_GIN):
+        if not (directory / name).exists():
+            raise CheckpointError(f"{directory}: not a t5x_lite checkpoint ({name} is missing)")
+    return model_from_gin([str(directory / MODEL_GIN)])
+
+
+def load_model(directory: str | Path):
+    """The model a checkpoint's ``model.gin`` rebuilds, without reading its params (to check it first)."""
+    return _model_of(_located(directory)[0])
+
+
 def load_params(directory: str | Path):
     """(model, params) from a params checkpoint, a training MODEL_DIR (its newest readable
     checkpoint) or one of its steps (``MODEL_DIR/checkpoints/<step>``).
@@ -71,19 +98,10 @@ def load_params(directory: str | Path):
     """
     import orbax.checkpoint as ocp
 
-    from t5x_lite.config import model_from_gin
-
-    directory = Path(directory).absolute()
-    if not directory.exists():
-        raise CheckpointError(f"{directory}: does not exist")
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory}: is a file, not a checkpoint directory")
-    if directory.name.isdigit() and directory.parent.name == "checkpoints":  # one step of a run
-        return _load_training_params(directory.parent.parent, [int(directory.name)])
-    for name in (META_FILE, MODEL_GIN):
-        if not (directory / name).exists():
-            raise CheckpointError(f"{directory}: not a t5x_lite checkpoint ({name} is missing)")
-    model = model_from_gin([str(directory / MODEL_GIN)])
+    directory, step = _located(directory)
+    model = _model_of(directory)
+    if step is not None:
+        return model, _training_params(directory, [step], model)
     if (directory / "params").exists():
         try:
             with ocp.StandardCheckpointer() as checkpointer:
@@ -97,21 +115,15 @@ def load_params(directory: str | Path):
     steps = sorted(int(p.name) for p in runs.iterdir() if p.name.isdigit()) if runs.is_dir() else []
     if not steps:
         raise CheckpointError(f"{directory}: holds no params/ and no checkpoints/<step>/ to read params from")
-    return _load_training_params(directory, steps[::-1])
+    return model, _training_params(directory, steps[::-1], model)
 
 
-def _load_training_params(model_dir: Path, steps: list[int]):
+def _training_params(model_dir: Path, steps: list[int], model):
     """Params of the first readable step in ``steps``; a damaged one is skipped with a warning, as on resume."""
     import logging
 
     import orbax.checkpoint as ocp
 
-    from t5x_lite.config import model_from_gin
-
-    for name in (META_FILE, MODEL_GIN):
-        if not (model_dir / name).exists():
-            raise CheckpointError(f"{model_dir}: not a t5x_lite run directory ({name} is missing)")
-    model = model_from_gin([str(model_dir / MODEL_GIN)])
     errors = []
     for step in steps:
         path = model_dir / "checkpoints" / str(step) / "state"
@@ -129,7 +141,7 @@ def _load_training_params(model_dir: Path, steps: list[int]):
         # Training checkpoints store params in the model's own layout already.
         params = jax.tree_util.tree_map(np.asarray, state["params"])
         _check_params_fit(path, model_dir / MODEL_GIN, model, params, loop_layout=False)
-        return model, params
+        return params
     raise CheckpointError(errors[0] if len(errors) == 1 else f"{model_dir}: no readable checkpoint ({errors[0]})")
 
 

@@ -150,6 +150,8 @@ def train(
     check_at_least("train", 0, eval_every=eval_every)
     if not model_dir.strip():
         raise ConfigError("train.model_dir is empty; give the directory for checkpoints and metrics")
+    if Path(model_dir).exists() and not Path(model_dir).is_dir():
+        raise ConfigError(f"train.model_dir {model_dir} exists and is not a directory")
     if init_checkpoint is not None and not str(init_checkpoint).strip():
         raise ConfigError("train.init_checkpoint is empty; give the checkpoint to fine-tune from, or None")
     model_dir = str(Path(model_dir).absolute())
