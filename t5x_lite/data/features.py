@@ -29,13 +29,17 @@ class Feature:
 
 
 class TruncationStats:
-    """Counts tokens cut by truncation, per feature (in-process; thread-safe)."""
+    """Counts tokens cut by truncation, per feature, and records dropped by preprocessors, per task.
+
+    In-process and thread-safe (grain maps in threads here, not processes).
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
         self.examples = 0
         self.truncated_examples: dict[str, int] = {}
         self.truncated_tokens: dict[str, int] = {}
+        self.dropped_examples: dict[str, int] = {}
 
     def record(self, feature: str, dropped: int) -> None:
         with self._lock:
@@ -46,9 +50,13 @@ class TruncationStats:
         with self._lock:
             self.examples += 1
 
+    def record_dropped(self, task: str) -> None:
+        with self._lock:
+            self.dropped_examples[task] = self.dropped_examples.get(task, 0) + 1
+
     def as_dict(self) -> dict:
         return {"examples": self.examples, "truncated_examples": dict(self.truncated_examples),
-                "truncated_tokens": dict(self.truncated_tokens)}
+                "truncated_tokens": dict(self.truncated_tokens), "dropped_examples": dict(self.dropped_examples)}
 
 
 def trim_and_append_eos(
@@ -195,6 +203,11 @@ class EncoderOnlyFeatureConverter:
 
     pack: bool = False
     classification: bool = False
+
+    @property
+    def passthrough_fields(self) -> tuple[str, ...]:
+        """Fields besides the token features that examples must carry to the converter."""
+        return ("label",) if self.classification else ()
 
     def trim_lengths(self, lengths: Mapping[str, int]) -> dict:
         out = {"inputs": lengths["inputs"]}

@@ -87,8 +87,13 @@ def _token_ids(value: Any, feature, where: Callable[[], str]) -> np.ndarray:
     return ids.astype(np.int32)
 
 
-def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any]) -> Optional[dict]:
-    """Preprocess one record and tokenize its text features; errors name file:line."""
+def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
+                     passthrough: tuple[str, ...] = ()) -> Optional[dict]:
+    """Preprocess one record and tokenize its text features; errors name file:line.
+
+    Of the other fields only ``passthrough`` (what the converter reads, such as a
+    classifier's ``label``) is kept: a field some records lack would fail at batching.
+    """
     example = _preprocessed(task, source, index, record)
     if example is None:
         return None
@@ -101,9 +106,11 @@ def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any]) 
             continue
         out[key] = _token_ids(example[key], feature,
                               lambda: f"{source.origin(index)}: {key!r} in task {task.name!r}")  # noqa: B023
-    for key, value in example.items():  # non-token fields (labels, ids) pass through
-        if key not in task.output_features and not isinstance(value, str):
-            out[key] = np.asarray(value)
+    for key in passthrough:
+        if key not in example:
+            raise DataError(f"{source.origin(index)}: task {task.name!r} produced no {key!r} field, which the model "
+                            f"reads (record keys: {sorted(example)})")
+        out[key] = np.asarray(example[key])
     return out
 
 
@@ -126,9 +133,11 @@ def _concatenated_tokens(task: Task, split: str) -> np.ndarray:
 def _tokenize_corpus(task: Task, split: str) -> np.ndarray:
     source = task.source(split)
     texts = []
+    dropped = 0
     for i in range(len(source)):
         example = _preprocessed(task, source, i, source[i])
         if example is None:
+            dropped += 1
             continue
         text = example.get(task.text_field)
         if not isinstance(text, str):
@@ -137,7 +146,11 @@ def _tokenize_corpus(task: Task, split: str) -> np.ndarray:
                             f"{sorted(example)})")
         texts.append(text)
     if not texts:
-        raise DataError(f"task {task.name!r} split {split!r}: no documents ({source.description})")
+        raise DataError(f"task {task.name!r} split {split!r}: no documents ({source.description}"
+                        f"{'; its preprocessors dropped all %d' % dropped if dropped else ''})")
+    if dropped:
+        log.info("task %r split %r: its preprocessors dropped %d of %d documents", task.name, split, dropped,
+                 len(source))
     pieces = task.vocabulary.encode_batch(texts)
     return np.concatenate([np.asarray(p, np.int32) for p in pieces])
 
@@ -162,7 +175,38 @@ def _pretraining_pieces(task: Task, split: str, lengths: Mapping[str, int]) -> g
     return grain.MapDataset.range(n).map(lambda i: tokens[i * raw: (i + 1) * raw])
 
 
-def _examples(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDataset:
+class _DropCounter:
+    """Counts the records a task's preprocessors drop, and stops a split that drops all of them.
+
+    Under ``repeat`` grain would otherwise look for a kept record forever. The
+    preprocessors see only the record, so a record dropped once is dropped every
+    epoch: once each of the ``expected`` records this host reads has been
+    dropped and none kept, no example will ever come.
+    """
+
+    def __init__(self, task: Task, split: str, source, expected: int, stats: TruncationStats):
+        self._task, self._split, self._source, self._stats = task, split, source, stats
+        self._expected = expected
+        self._kept_any = False
+        self._dropped: set[int] = set()  # distinct records; emptied once one is kept
+
+    def __call__(self, index: int, example: Optional[dict]) -> Optional[dict]:
+        if example is not None:
+            if not self._kept_any:
+                self._kept_any, self._dropped = True, set()
+            return example
+        self._stats.record_dropped(self._task.name)
+        if not self._kept_any:
+            self._dropped.add(index)
+            if len(self._dropped) >= self._expected:
+                raise DataError(f"task {self._task.name!r} split {self._split!r}: its preprocessors dropped every "
+                                f"one of the {self._expected} records read ({self._source.description}); an "
+                                "unlabelled test split does this")
+        return None
+
+
+def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[int, int] = (0, 1),
+              stats: Optional[TruncationStats] = None, passthrough: tuple[str, ...] = ()) -> grain.MapDataset:
     """Tokenized examples before corruption (pretraining) or as they are (everything else)."""
     parts = [part.split("[", 1)[0].strip() for part in split.split("+")]  # TFDS: "train[:10%]+validation"
     if task.splits and any(part not in task.splits for part in parts):
@@ -173,9 +217,12 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDa
     n = len(source)
     if n == 0:
         raise DataError(f"task {task.name!r} split {split!r}: the source is empty ({source.description})")
+    index, count = shard
+    dropped = _DropCounter(task, split, source, len(range(index, n, count)),
+                           stats if stats is not None else TruncationStats())
     # grain's index counts on past the end once the dataset repeats; the record is index % n.
     return grain.MapDataset.source(source).map_with_index(
-        lambda i, rec: _tokenize_record(task, source, i % n, rec)
+        lambda i, rec: dropped(i % n, _tokenize_record(task, source, i % n, rec, passthrough))
     ).filter(lambda ex: ex is not None)
 
 
@@ -183,8 +230,9 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDa
 
 
 def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, shuffle: bool, repeat: bool,
-                  shard: tuple[int, int], stats: TruncationStats) -> grain.MapDataset:
-    ds = _examples(task, split, lengths)
+                  shard: tuple[int, int], stats: TruncationStats, passthrough: tuple[str, ...] = ()
+                  ) -> grain.MapDataset:
+    ds = _examples(task, split, lengths, shard, stats, passthrough)
     index, count = shard
     if count > 1:
         ds = ds[index::count]
@@ -265,13 +313,15 @@ def get_dataset(
     parts = item.resolved() if isinstance(item, Mixture) else [(item, 1.0)]
     for task, _ in parts:
         _check_features(task, trim, converter)
+    passthrough = tuple(getattr(converter, "passthrough_fields", ()))
     if isinstance(item, Mixture):
         datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
-                                  shard=(index, count), stats=stats) for i, (t, _) in enumerate(parts)]
+                                  shard=(index, count), stats=stats, passthrough=passthrough)
+                    for i, (t, _) in enumerate(parts)]
         ds = grain.MapDataset.mix(datasets, [rate for _, rate in parts])
     else:
         ds = _task_dataset(item, split, lengths, trim, seed=seed, shuffle=shuffle, repeat=repeat,
-                           shard=(index, count), stats=stats)
+                           shard=(index, count), stats=stats, passthrough=passthrough)
     ds = ds.map(functools.partial(_prepare_for_converter, converter=converter))
     packed_lengths = converter.task_lengths(lengths)
     iter_ds = ds.to_iter_dataset()

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import abc
 import array
+import bisect
 import bz2
 import csv
 import glob
@@ -258,11 +259,13 @@ class _FileSource(Source):
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             text = None
+        # Classic Mac files end lines with CR alone; anything holding a LF keeps CR as part of CRLF.
+        cr_only = b"\n" not in data and b"\r" in data.rstrip(b"\r")
         if text is not None:
-            raw = text.split("\n")
+            raw = text.split("\r" if cr_only else "\n")
         else:
             raw = []
-            for number, line in enumerate(data.split(b"\n"), start=1):
+            for number, line in enumerate(data.split(b"\r" if cr_only else b"\n"), start=1):
                 try:
                     raw.append(line.decode("utf-8"))
                 except UnicodeDecodeError as e:
@@ -439,6 +442,11 @@ class DelimitedSource(_FileSource):
 
     def _parse_file(self, file_index, path, lines):
         delimiter, quoting = self._dialect(path)
+        # csv's 128 KiB cap on a field guards against a runaway quote; the whole file is in memory anyway,
+        # and a runaway quote is caught below.
+        longest = sum(len(text) + 1 for _, text in lines)
+        if longest > csv.field_size_limit():
+            csv.field_size_limit(longest)
         feed = _LineFeed(lines)
         reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)
         columns: Optional[list[str]] = None if self.header else list(self.fields)  # type: ignore[arg-type]
@@ -449,7 +457,14 @@ class DelimitedSource(_FileSource):
             except StopIteration:
                 break
             except csv.Error as e:
-                self._bad("bad_columns", f"malformed row: {e}", path, feed.row_start or feed.current)
+                start = feed.row_start or feed.current
+                spanned = f" (a quoted field runs from line {start} to {feed.current})" if feed.current > start \
+                    else ""
+                self._bad("bad_columns", f"malformed row: {e}{spanned}", path, start)
+                # Only the row's first line is bad: read on from the next one, not from where csv gave up
+                # (an unclosed quote would otherwise swallow the rest of the file as one skipped row).
+                feed.restart_after(start)
+                reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)
                 continue
             start = feed.row_start
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -482,7 +497,8 @@ class _LineFeed:
     """Feeds decoded lines to ``csv.reader`` and remembers where each row starts."""
 
     def __init__(self, lines: list[tuple[int, str]]):
-        self._lines = iter(lines)
+        self._lines = lines
+        self._next = 0
         self.current = 0
         self.row_start: Optional[int] = None
 
@@ -490,11 +506,19 @@ class _LineFeed:
         return self
 
     def __next__(self) -> str:
-        number, text = next(self._lines)
+        if self._next >= len(self._lines):
+            raise StopIteration
+        number, text = self._lines[self._next]
+        self._next += 1
         self.current = number
         if self.row_start is None:
             self.row_start = number
         return text + "\n"
+
+    def restart_after(self, line: int) -> None:
+        """Feed again from the first line after ``line``."""
+        self._next = bisect.bisect_right(self._lines, line, key=lambda numbered: numbered[0])
+        self.current = line
 
 
 _FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "delimited", ".csv": "delimited"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -20,6 +21,8 @@ import numpy as np
 from t5x_lite.decoding.predict import METHODS as DECODE_METHODS
 from t5x_lite.errors import ConfigError, check_at_least, check_types
 from t5x_lite.evaluation.metrics import evaluate as compute_metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,17 +58,22 @@ def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, convert
     """(batch padded to batch_size, number of real rows) over the whole split, in order."""
     from t5x_lite.data.pipeline import get_dataset
 
-    ds, _ = get_dataset(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
-                        converter=converter, shuffle=False, repeat=False, drop_remainder=False, shard=(0, 1))
+    ds, stats = get_dataset(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
+                            converter=converter, shuffle=False, repeat=False, drop_remainder=False, shard=(0, 1))
     seen = 0
-    for batch in ds:
-        n = len(next(iter(batch.values())))
-        if max_examples is not None:
-            n = min(n, max_examples - seen)
-            if n <= 0:
-                return
-        seen += n
-        yield {k: _pad_rows(np.asarray(v), batch_size) for k, v in batch.items()}, n
+    try:
+        for batch in ds:
+            n = len(next(iter(batch.values())))
+            if max_examples is not None:
+                n = min(n, max_examples - seen)
+                if n <= 0:
+                    return
+            seen += n
+            yield {k: _pad_rows(np.asarray(v), batch_size) for k, v in batch.items()}, n
+    finally:
+        for name, count in stats.dropped_examples.items():  # the split's score leaves these out
+            log.warning("task %r split %r: its preprocessors dropped %d of the records read; those are not evaluated",
+                        name, split, count)
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:

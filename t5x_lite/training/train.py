@@ -233,7 +233,9 @@ def train(
                     metrics_out = summarize_metrics(window)
                     window = []
                     metrics_out.update(_throughput(timer.summary(), flops, batch_size, model.config.dtype))
-                    metrics_out["truncated_tokens"] = float(sum(truncation.as_dict()["truncated_tokens"].values()))
+                    counts = truncation.as_dict()
+                    metrics_out["truncated_tokens"] = float(sum(counts["truncated_tokens"].values()))
+                    metrics_out["dropped_examples"] = float(sum(counts["dropped_examples"].values()))
                     writer.write(step, {f"train/{k}": v for k, v in metrics_out.items()}, force=True)
                     bar.update(step, metrics_out)
                     if step_callback is not None:

@@ -18,7 +18,8 @@ def test_trim_counts_truncated_tokens_and_appends_eos():
     out = trim_and_append_eos(ex, {"inputs": 6, "targets": 4}, {"inputs": True, "targets": True}, 1, stats)
     np.testing.assert_array_equal(out["inputs"], [3, 4, 5, 6, 7, 1])
     np.testing.assert_array_equal(out["targets"], [5, 6, 1])
-    assert stats.as_dict() == {"examples": 1, "truncated_examples": {"inputs": 1}, "truncated_tokens": {"inputs": 5}}
+    assert stats.as_dict() == {"examples": 1, "truncated_examples": {"inputs": 1}, "truncated_tokens": {"inputs": 5},
+                              "dropped_examples": {}}
 
 
 def test_shift_right_restarts_at_each_packed_segment():

@@ -285,3 +285,50 @@ def test_a_repeated_dataset_reads_past_its_first_epoch(tmp_path):
     assert len(_batches(dataset(PAIRS[:4]), 8)) == 8  # 16 records of 4: four epochs
     with pytest.raises(DataError, match=r"qa\.jsonl:4: 'targets'"):
         _batches(dataset(PAIRS[:3] + [{"q": "q", "a": [99999]}]), 8)
+
+
+@pytest.mark.parametrize("repeat", [True, False])
+def test_dropped_records_are_counted_and_a_split_that_drops_all_stops(repeat):
+    def drop_odd(ex):
+        return None if int(ex["q"].split()[1].rstrip("?")) % 2 else {"inputs": ex["q"], "targets": ex["a"]}
+
+    task = Task(**{**_qa_task().__dict__, "preprocessors": (drop_odd,)})
+    ds, stats = get_dataset(task, split="train", feature_lengths=LENGTHS, batch_size=3,
+                            converter=EncDecFeatureConverter(), seed=0, shuffle=False, repeat=repeat, shard=(0, 1))
+    rows = [row for batch in ds for row in batch["encoder_input_tokens"]] if not repeat else None
+    if not repeat:
+        assert len(rows) == 30 and stats.as_dict()["dropped_examples"] == {"mem_qa": 30}
+    else:
+        _batches(ds, 40)  # 120 rows: two epochs of 30 kept
+        assert stats.as_dict()["dropped_examples"]["mem_qa"] >= 60
+    # Every record dropped: under repeat grain would look for one forever (this test would hang).
+    unlabelled = Task(**{**_qa_task().__dict__, "preprocessors": (lambda ex: None,)})
+    ds, _ = get_dataset(unlabelled, split="test", feature_lengths=LENGTHS, batch_size=4,
+                        converter=EncDecFeatureConverter(), seed=0, repeat=repeat, shard=(1, 2))
+    with pytest.raises(DataError, match=r"task 'mem_qa' split 'test': its preprocessors dropped every one of the "
+                                        r"30 records read \(mem\.jsonl\)"):
+        _batches(ds, 1)
+
+
+def test_only_the_fields_the_model_reads_pass_through():
+    from t5x_lite.data.features import EncoderOnlyFeatureConverter
+
+    # an id only some records carry used to fail at batching, in grain's words
+    records = [{"q": f"q {i}", "a": "yes" if i % 2 else "no", **({"idx": i} if i % 3 else {})} for i in range(12)]
+    task = Task(name="mem_labels", source=lambda split: ListSource(records),
+                preprocessors=(lambda ex: {"inputs": ex["q"], "targets": ex["a"], **ex},),
+                output_features={"inputs": Feature(VOCAB), "targets": Feature(VOCAB)})
+    batch = _first_batch(task)
+    assert "idx" not in batch and set(batch) >= {"encoder_input_tokens", "decoder_target_tokens"}
+    with_labels = Task(**{**task.__dict__, "output_features": {"inputs": Feature(VOCAB)},
+                          "preprocessors": (lambda ex: {"inputs": ex["q"], "label": int(ex["a"] == "yes")},)})
+    ds, _ = get_dataset(with_labels, split="train", feature_lengths={"inputs": 16}, batch_size=4,
+                        converter=EncoderOnlyFeatureConverter(classification=True), seed=0, shuffle=False,
+                        shard=(0, 1))
+    np.testing.assert_array_equal(next(iter(ds))["labels"], [0, 1, 0, 1])
+    unlabelled = Task(**{**with_labels.__dict__, "preprocessors": (lambda ex: {"inputs": ex["q"]},)})
+    ds, _ = get_dataset(unlabelled, split="train", feature_lengths={"inputs": 16}, batch_size=4,
+                        converter=EncoderOnlyFeatureConverter(classification=True), seed=0, shard=(0, 1))
+    with pytest.raises(DataError, match=r"mem\.jsonl:\d+: task 'mem_labels' produced no 'label' field, which the "
+                                        r"model reads \(record keys: \['inputs'\]\)"):
+        next(iter(ds))

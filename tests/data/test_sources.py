@@ -263,6 +263,29 @@ def test_skip_counts_several(tmp_path):
     assert src.origin(0).endswith("t.txt:2")
 
 
+def test_classic_mac_line_endings(tmp_path):
+    p = write(tmp_path / "mac.txt", "one\rtwo words\r\rthree\r")
+    src = TextLineSource(p)
+    assert texts(src) == ["one", "two words", "three"] and src.origin(2) == f"{p}:4"
+    rows = DelimitedSource(write(tmp_path / "mac.tsv", "text\tlabel\ra\t1\rb\t0\r"))
+    assert [rows[i] for i in range(2)] == [{"text": "a", "label": "1"}, {"text": "b", "label": "0"}]
+    # one line holding a carriage return but no line feed elsewhere is still one line
+    assert texts(TextLineSource(write(tmp_path / "one.txt", "a\r\n"))) == ["a"]
+
+
+def test_an_unclosed_quote_costs_one_row_and_long_fields_are_read(tmp_path):
+    lines = ["text,label", 'fine,1', '"never closed,0'] + [f"row {i},{i % 2}" for i in range(5)]
+    p = write(tmp_path / "q.csv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"q\.csv:3: malformed row: .*a quoted field runs from line 3 to 8"):
+        DelimitedSource(p)
+    src = DelimitedSource(p, on_error="skip")
+    assert src.stats["skipped_bad_columns"] == 1 and len(src) == 6
+    assert src[1] == {"text": "row 0", "label": "0"} and src.origin(1) == f"{p}:4"
+    long = "x" * 300_000  # past csv's default 131072-character cap on a field
+    src = DelimitedSource(write(tmp_path / "long.csv", f'text,label\n"{long}",1\n'))
+    assert src[0]["text"] == long
+
+
 # --------------------------------------------------------------------------------------
 # TFDS (offline, mock data)
 # --------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 import torch
 from transformers import T5Config as HFT5Config
 from transformers import T5ForConditionalGeneration
@@ -64,3 +65,30 @@ def test_eval_from_a_converted_hf_directory(tmp_path):
     assert cli.main(["eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path / 'ckpt'}", *FLAGS]) == 0
     metrics = json.loads((tmp_path / "ckpt" / "eval" / "metrics-bundled_sentiment-validation.json").read_text())
     assert metrics["num_examples"] == 12
+
+
+def test_records_a_preprocessor_drops_are_left_out_with_a_warning(caplog):
+    from t5x_lite.data.features import EncDecFeatureConverter, Feature
+    from t5x_lite.data.sources import DataError
+    from t5x_lite.data.tasks import Task
+    from t5x_lite.evaluation.evaluate import _eval_batches
+    from t5x_lite.tasks.bundled import vocabulary
+
+    class Records(list):
+        description = "mem.jsonl"
+
+        def origin(self, i):
+            return f"mem.jsonl:{i + 1}"
+
+    def task(keep):
+        return Task(name="mem_labels", source=lambda split: Records({"q": f"q {i}", "label": i} for i in range(10)),
+                    preprocessors=(lambda ex: {"inputs": ex["q"], "targets": "yes"} if keep(ex["label"]) else None,),
+                    output_features={"inputs": Feature(vocabulary()), "targets": Feature(vocabulary())})
+
+    kwargs = dict(split="test", feature_lengths={"inputs": 8, "targets": 4}, batch_size=4,
+                  converter=EncDecFeatureConverter(), max_examples=None)
+    with caplog.at_level("WARNING"):
+        assert sum(n for _, n in _eval_batches(task(lambda label: label < 7), **kwargs)) == 7
+    assert "task 'mem_labels' split 'test': its preprocessors dropped 3 of the records read" in caplog.text
+    with pytest.raises(DataError, match="dropped every one of the 10 records read"):  # GLUE's unlabelled test split
+        list(_eval_batches(task(lambda label: False), **kwargs))
