@@ -51,8 +51,10 @@ def _evaluate(checkpoint: Path) -> tuple[dict, list[dict]]:
           f"--gin.TASK_FEATURE_LENGTHS={FT_LENGTHS}", "--gin.evaluate_checkpoint.split=test",
           "--gin.evaluation.DecodeOptions.max_decode_length=4"])
     out = checkpoint / "eval"
-    metrics = json.loads((out / "metrics-bundled_sentiment-test.json").read_text())
-    rows = [json.loads(x) for x in (out / "predictions-bundled_sentiment-test.jsonl").read_text().splitlines()]
+    step = max(int(p.name) for p in (checkpoint / "checkpoints").iterdir() if p.name.isdigit())
+    metrics = json.loads((out / f"metrics-bundled_sentiment-test-step{step}.json").read_text())
+    rows = [json.loads(x) for x in (out / f"predictions-bundled_sentiment-test-step{step}.jsonl").read_text()
+            .splitlines()]
     return metrics, rows
 
 

@@ -57,6 +57,9 @@ def t5_config_from_hf(hf: Mapping, source: str = "config.json") -> T5Config:
             raise ConversionError(f"{source}: {key}={value!r} is not {'an integer' if kind is int else 'a number'}")
         return converted
 
+    tied = hf.get("tie_word_embeddings")
+    if tied is not None and not isinstance(tied, bool):  # bool("false") is True
+        raise ConversionError(f"{source}: tie_word_embeddings={tied!r} is not true, false or null")
     num_layers = field("num_layers")
     settings = dict(
         vocab_size=field("vocab_size"),
@@ -67,7 +70,7 @@ def t5_config_from_hf(hf: Mapping, source: str = "config.json") -> T5Config:
         num_encoder_layers=num_layers,
         num_decoder_layers=field("num_decoder_layers", default=num_layers),
         mlp_activations=FEED_FORWARD_TO_ACTIVATIONS[proj],
-        logits_via_embedding=bool(hf.get("tie_word_embeddings", True)),
+        logits_via_embedding=tied is not False,  # null is transformers' default, True
         dropout_rate=field("dropout_rate", float, 0.1),
         relative_attention_num_buckets=field("relative_attention_num_buckets", default=32),
         relative_attention_max_distance=field("relative_attention_max_distance", default=128),

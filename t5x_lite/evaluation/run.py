@@ -46,28 +46,35 @@ def _check_model(model, checkpoint: str, task: str, kinds: tuple, doing: str) ->
     check_vocabulary_fits(task, model.config.vocab_size)
 
 
-def _output_paths(checkpoint: str, output_dir: Optional[str], overwrite: bool, sub: str, *names: str
-                  ) -> list[Path]:
+def _output_paths(checkpoint: str, step: Optional[int], output_dir: Optional[str], overwrite: bool, sub: str,
+                  *names: str) -> list[Path]:
     """``<dir>/<name>`` for each name, numbered together (``-2``, ``-3``...) past results already there
-    unless ``overwrite``.
+    unless ``overwrite``; the files are created empty, so a run beside this one takes the next number.
 
-    The default directory is ``CHECKPOINT/<sub>``; for one step of a training run
-    (``MODEL_DIR/checkpoints/<step>``) it is ``MODEL_DIR/<sub>`` with the step in
+    The default directory is ``CHECKPOINT/<sub>``; for a training run (``MODEL_DIR``
+    or ``MODEL_DIR/checkpoints/<step>``) it is ``MODEL_DIR/<sub>`` with the step in
     the names, since keeping the last K checkpoints deletes old step directories.
     """
     path = Path(checkpoint).absolute()
-    tag = ""
-    if not output_dir and path.name.isdigit() and path.parent.name == "checkpoints":
-        out, tag = path.parent.parent / sub, f"-step{path.name}"
-    else:
-        out = Path(output_dir) if output_dir else path / sub
+    run_dir = path.parent.parent if path.name.isdigit() and path.parent.name == "checkpoints" else path
+    tag = f"-step{step}" if step is not None else ""
+    out = Path(output_dir) if output_dir else run_dir / sub
     out.mkdir(parents=True, exist_ok=True)
     n = 1
     while True:
         numbered = tag + (f"-{n}" if n > 1 else "")
         paths = [out / (Path(name).stem + numbered + Path(name).suffix) for name in names]
-        if overwrite or not any(p.exists() for p in paths):
+        if overwrite:
             return paths
+        created = []
+        try:
+            for p in paths:
+                p.open("x").close()
+                created.append(p)
+            return paths
+        except FileExistsError:
+            for p in created:
+                p.unlink()
         n += 1
 
 
@@ -90,10 +97,10 @@ def evaluate_checkpoint(
     _check_settings("evaluate_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
     checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
     _check_model(checkpoints.load_model(checkpoint), checkpoint, task, DECODES, "be evaluated by decoding")
-    model, params = checkpoints.load_params(checkpoint)
+    model, params, step = checkpoints.load_params_and_step(checkpoint)
     metrics, rows = evaluate(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                              batch_size=batch_size, decode=decode, max_examples=max_examples)
-    metrics_path, predictions_path = _output_paths(checkpoint, output_dir, overwrite, "eval",
+    metrics_path, predictions_path = _output_paths(checkpoint, step, output_dir, overwrite, "eval",
                                                    f"metrics-{task}-{split}.json", f"predictions-{task}-{split}.jsonl")
     metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     write_jsonl(predictions_path, rows)
@@ -121,7 +128,7 @@ def infer_checkpoint(
     checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
     kinds, doing = (SCORES, "score targets") if score_targets else (DECODES, "decode")
     _check_model(checkpoints.load_model(checkpoint), checkpoint, task, kinds, doing)
-    model, params = checkpoints.load_params(checkpoint)  # only once the model is known to fit the job
+    model, params, step = checkpoints.load_params_and_step(checkpoint)  # once the model is known to fit the job
     if score_targets:
         rows = score(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                      batch_size=batch_size, max_examples=max_examples)
@@ -130,6 +137,6 @@ def infer_checkpoint(
         rows = predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                        batch_size=batch_size, decode=decode, max_examples=max_examples)
         kind = "predictions"
-    (path,) = _output_paths(checkpoint, output_dir, overwrite, "infer", f"{kind}-{task}-{split}.jsonl")
+    (path,) = _output_paths(checkpoint, step, output_dir, overwrite, "infer", f"{kind}-{task}-{split}.jsonl")
     write_jsonl(path, rows)
     return {"path": str(path), "num_examples": len(rows)}

@@ -96,12 +96,18 @@ def load_params(directory: str | Path):
 
     Params come back in the model's own layout (loop or scan, per its config).
     """
+    model, params, _ = load_params_and_step(directory)
+    return model, params
+
+
+def load_params_and_step(directory: str | Path):
+    """``load_params``, plus the training step the params are from (None for a params checkpoint)."""
     import orbax.checkpoint as ocp
 
     directory, step = _located(directory)
     model = _model_of(directory)
     if step is not None:
-        return model, _training_params(directory, [step], model)
+        return (model, *_training_params(directory, [step], model))
     if (directory / "params").exists():
         try:
             with ocp.StandardCheckpointer() as checkpointer:
@@ -110,16 +116,17 @@ def load_params(directory: str | Path):
             raise CheckpointError(f"{directory / 'params'}: cannot restore ({e})") from e
         params = jax.tree_util.tree_map(np.asarray, params)
         _check_params_fit(directory / "params", directory / MODEL_GIN, model, params, loop_layout=True)
-        return model, model.from_loop_layout(params)
+        return model, model.from_loop_layout(params), None
     runs = directory / "checkpoints"
     steps = sorted(int(p.name) for p in runs.iterdir() if p.name.isdigit()) if runs.is_dir() else []
     if not steps:
         raise CheckpointError(f"{directory}: holds no params/ and no checkpoints/<step>/ to read params from")
-    return model, _training_params(directory, steps[::-1], model)
+    return (model, *_training_params(directory, steps[::-1], model))
 
 
-def _training_params(model_dir: Path, steps: list[int], model):
-    """Params of the first readable step in ``steps``; a damaged one is skipped with a warning, as on resume."""
+def _training_params(model_dir: Path, steps: list[int], model) -> tuple[Any, int]:
+    """(params, step) of the first readable step in ``steps``; a damaged one is skipped with a warning, as on
+    resume."""
     import logging
 
     import orbax.checkpoint as ocp
@@ -141,7 +148,7 @@ def _training_params(model_dir: Path, steps: list[int], model):
         # Training checkpoints store params in the model's own layout already.
         params = jax.tree_util.tree_map(np.asarray, state["params"])
         _check_params_fit(path, model_dir / MODEL_GIN, model, params, loop_layout=False)
-        return params
+        return params, step
     raise CheckpointError(errors[0] if len(errors) == 1 else f"{model_dir}: no readable checkpoint ({errors[0]})")
 
 

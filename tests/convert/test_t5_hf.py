@@ -197,6 +197,8 @@ def test_flags_that_do_not_apply_are_rejected(tmp_path, capsys):
     (lambda c: c.update(d_model="abc"), "config.json: d_model='abc' is not an integer"),
     (lambda c: c.update(d_kv=7.5), "config.json: d_kv=7.5 is not an integer"),
     (lambda c: c.update(dropout_rate=[0.1]), r"config.json: dropout_rate=[0.1] is not a number"),
+    (lambda c: c.update(tie_word_embeddings="false"),
+     "config.json: tie_word_embeddings='false' is not true, false or null"),
 ])
 def test_bad_config_values_name_the_file_and_key(tmp_path, capsys, change, message):
     d = _hf_dir(tmp_path, "v1_1")
@@ -228,3 +230,16 @@ def test_unsupported_model_type_is_named_before_the_weights(tmp_path, capsys):
     (d / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))  # and no weights
     assert _convert("--from_hf", d, "--to", tmp_path / "c") == 2
     assert "model_type='gpt2' is not supported (supported: t5, mt5, bert)" in capsys.readouterr().err
+
+
+def test_a_null_tie_word_embeddings_means_tied_as_in_transformers(tmp_path):
+    from transformers import T5Config as HFConfig
+
+    from t5x_lite.convert.t5 import t5_config_from_hf
+
+    cfg = hf_io.read_config(_hf_dir(tmp_path, "v1_0"))
+    cfg["tie_word_embeddings"] = None
+    (tmp_path / "null").mkdir()
+    (tmp_path / "null" / "config.json").write_text(json.dumps(cfg))
+    assert HFConfig.from_pretrained(tmp_path / "null").tie_word_embeddings is True
+    assert t5_config_from_hf(cfg, "config.json").logits_via_embedding is True

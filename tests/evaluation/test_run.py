@@ -66,8 +66,20 @@ def test_results_are_numbered_not_overwritten_and_step_results_live_beside_the_c
     assert len(list((ckpt / "eval").iterdir())) == 4
 
     step = tmp_path / "run" / "checkpoints" / "6"  # deleted when the run keeps newer ones: results go beside it
-    assert _output_paths(str(step), None, False, "infer", "predictions-t-validation.jsonl") == [
+    assert _output_paths(str(step), 6, None, False, "infer", "predictions-t-validation.jsonl") == [
         tmp_path / "run" / "infer" / "predictions-t-validation-step6.jsonl"]
+    # a MODEL_DIR's results say which step they are from, and each call reserves its names at once
+    names = ("metrics-t-validation.json", "predictions-t-validation.jsonl")
+    first = _output_paths(str(tmp_path / "run"), 8, None, False, "eval", *names)
+    second = _output_paths(str(tmp_path / "run"), 8, None, False, "eval", *names)
+    assert [p.name for p in first + second] == [
+        "metrics-t-validation-step8.json", "predictions-t-validation-step8.jsonl",
+        "metrics-t-validation-step8-2.json", "predictions-t-validation-step8-2.jsonl"]
+    (tmp_path / "run" / "eval" / "predictions-t-validation-step8-3.jsonl").write_text("kept\n")
+    third = _output_paths(str(tmp_path / "run"), 8, None, False, "eval", *names)
+    assert third[0].name == "metrics-t-validation-step8-4.json"  # both names move on together
+    assert not (tmp_path / "run" / "eval" / "metrics-t-validation-step8-3.json").exists()
+    assert (tmp_path / "run" / "eval" / "predictions-t-validation-step8-3.jsonl").read_text() == "kept\n"
 
 
 def test_decode_options_are_checked_where_they_are_made():

@@ -140,8 +140,9 @@ def test_load_params_reads_a_chosen_step_and_skips_a_damaged_newest_one(tmp_path
     assert not all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(at_2),
                                                         jax.tree_util.tree_leaves(at_4)))
     _damage(tmp_path / "checkpoints" / "4")
-    _, newest_readable = checkpoints.load_params(tmp_path)
+    _, newest_readable, step = checkpoints.load_params_and_step(tmp_path)
     jax.tree_util.tree_map(np.testing.assert_array_equal, newest_readable, at_2)
+    assert step == 2  # eval names its results after the step it really read
     assert "checkpoints/4/state: cannot restore" in caplog.text and "trying the previous step" in caplog.text
     with pytest.raises(checkpoints.CheckpointError, match=r"nope: does not exist"):
         checkpoints.load_params(tmp_path / "nope")
