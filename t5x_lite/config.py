@@ -463,11 +463,17 @@ def model_to_gin(model) -> str:
     """Gin text that rebuilds ``model`` exactly (written beside converted checkpoints)."""
     cfg = model.config
     cfg_name = type(cfg).__name__
+    name = type(model).__name__
     lines = [
-        f"# {type(model).__name__} written by t5x_lite; include it like any model gin file.",
-        f"MODEL = @models.{type(model).__name__}()",
-        f"models.{type(model).__name__}.config = @models.{cfg_name}()",
+        f"# {name} written by t5x_lite; include it like any model gin file.",
+        f"MODEL = @models.{name}()",
+        f"models.{name}.config = @models.{cfg_name}()",
     ]
+    # The wrapper's own settings too: a causal LM (prefix_lm=False) or a training loss's options
+    # must come back as they were, or eval would feed it a prefix LM's features.
+    for field in dataclasses.fields(model):
+        if field.name != "config":
+            lines.append(f"models.{name}.{field.name} = {_gin_value(getattr(model, field.name))}")
     for field in dataclasses.fields(cfg):
         lines.append(f"models.{cfg_name}.{field.name} = {_gin_value(getattr(cfg, field.name))}")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ shape and few option sets keep the number of XLA compilations small.
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -107,6 +108,8 @@ def test_filter_logits_top_k_and_top_p():
     np.testing.assert_array_equal(kept(decoding.filter_logits(logits, top_p=0.01)), [[1, 0, 0, 0], [1, 1, 1, 1]])
     np.testing.assert_array_equal(kept(decoding.filter_logits(logits, top_k=1, top_p=0.9)),
                                   [[1, 0, 0, 0], [1, 1, 1, 1]])
+    for k in (4, 100_000):  # the whole vocabulary or more keeps everything, as Hugging Face's TopKLogitsWarper
+        assert kept(decoding.filter_logits(logits, top_k=k)).all()
     np.testing.assert_allclose(decoding.length_penalty(jnp.array([1, 7]), 0.6), [1.0, 2.0 ** 0.6], rtol=1e-6)
 
 
@@ -316,3 +319,22 @@ def test_decoder_only_beam_search_keeps_cache_per_beam_in_both_layer_layouts(lm)
                                                 {"prompt_tokens": PROMPTS}, **kw)
     np.testing.assert_array_equal(np.asarray(tokens_s), tokens)
     np.testing.assert_allclose(np.asarray(scores_s), scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("option, message", [
+    (dict(max_decode_length=0), "max_decode_length must be >= 1, got 0"),
+    (dict(method="sample", num_decodes=0), "num_decodes must be >= 1, got 0"),
+    (dict(method="sample", temperature=-2.0), "temperature must be >= 0 (0: argmax), got -2.0"),
+    (dict(method="sample", top_p=1.7), "top_p must be in (0, 1], got 1.7"),
+    (dict(method="sample", top_k=-3), "top_k must be >= 0 (0: all), got -3"),
+    (dict(method="beam", alpha=-1.0), "alpha must be >= 0, got -1.0"),
+    (dict(method="beam", num_beams=61), "num_beams=61 needs a vocabulary of at least 2 x num_beams tokens; the "
+                                        "model has 120"),
+])
+def test_options_that_cannot_work_are_named_before_tracing(t5, option, message):
+    from t5x_lite.errors import ConfigError
+
+    _, model, params, x = t5
+    with pytest.raises(ConfigError, match=re.escape(f"decoding: {message}")):
+        decoding.predict_batch(model, params, {"encoder_input_tokens": x}, rng=jax.random.key(0),
+                               **{"max_decode_length": L, **option})

@@ -88,11 +88,13 @@ def _token_ids(value: Any, feature, where: Callable[[], str]) -> np.ndarray:
 
 
 def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
-                     passthrough: tuple[str, ...] = ()) -> Optional[dict]:
+                     passthrough: tuple[str, ...] = (), keep_text: bool = False) -> Optional[dict]:
     """Preprocess one record and tokenize its text features; errors name file:line.
 
     Of the other fields only ``passthrough`` (what the converter reads, such as a
     classifier's ``label``) is kept: a field some records lack would fail at batching.
+    ``keep_text`` adds each text feature as it was before tokenizing, as
+    ``<feature>_pretokenized`` (seqio's name), for metrics to score against.
     """
     example = _preprocessed(task, source, index, record)
     if example is None:
@@ -106,6 +108,8 @@ def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
             continue
         out[key] = _token_ids(example[key], feature,
                               lambda: f"{source.origin(index)}: {key!r} in task {task.name!r}")  # noqa: B023
+        if keep_text and isinstance(example[key], str):
+            out[f"{key}_pretokenized"] = example[key]
     for key in passthrough:
         if key not in example:
             raise DataError(f"{source.origin(index)}: task {task.name!r} produced no {key!r} field, which the model "
@@ -206,7 +210,8 @@ class _DropCounter:
 
 
 def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[int, int] = (0, 1),
-              stats: Optional[TruncationStats] = None, passthrough: tuple[str, ...] = ()) -> grain.MapDataset:
+              stats: Optional[TruncationStats] = None, passthrough: tuple[str, ...] = (), keep_text: bool = False
+              ) -> grain.MapDataset:
     """Tokenized examples before corruption (pretraining) or as they are (everything else)."""
     parts = [part.split("[", 1)[0].strip() for part in split.split("+")]  # TFDS: "train[:10%]+validation"
     if task.splits and any(part not in task.splits for part in parts):
@@ -222,7 +227,7 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[i
                            stats if stats is not None else TruncationStats())
     # grain's index counts on past the end once the dataset repeats; the record is index % n.
     return grain.MapDataset.source(source).map_with_index(
-        lambda i, rec: dropped(i % n, _tokenize_record(task, source, i % n, rec, passthrough))
+        lambda i, rec: dropped(i % n, _tokenize_record(task, source, i % n, rec, passthrough, keep_text))
     ).filter(lambda ex: ex is not None)
 
 
@@ -230,9 +235,9 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[i
 
 
 def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, shuffle: bool, repeat: bool,
-                  shard: tuple[int, int], stats: TruncationStats, passthrough: tuple[str, ...] = ()
-                  ) -> grain.MapDataset:
-    ds = _examples(task, split, lengths, shard, stats, passthrough)
+                  shard: tuple[int, int], stats: TruncationStats, passthrough: tuple[str, ...] = (),
+                  keep_text: bool = False) -> grain.MapDataset:
+    ds = _examples(task, split, lengths, shard, stats, passthrough, keep_text)
     index, count = shard
     if count > 1:
         ds = ds[index::count]
@@ -296,12 +301,18 @@ def get_dataset(
     pack: bool = False,
     shard: Optional[tuple[int, int]] = None,
     drop_remainder: Optional[bool] = None,
+    keep_text: bool = False,
 ) -> tuple[grain.IterDataset, TruncationStats]:
     """A batched ``grain.IterDataset`` of model features for this host, plus truncation stats.
 
     ``batch_size`` is the global batch; each of the ``shard[1]`` hosts gets an
     equal slice of the examples and builds ``batch_size / hosts`` rows.
+    ``keep_text`` (not with ``pack``) adds ``inputs_pretokenized`` and
+    ``targets_pretokenized``: the text before tokenizing and truncation, which
+    evaluation scores against as seqio does.
     """
+    if keep_text and pack:
+        raise ValueError("get_dataset: keep_text needs pack=False (a packed row holds several examples)")
     item = get_task_or_mixture(task_or_mixture) if isinstance(task_or_mixture, str) else task_or_mixture
     index, count = shard if shard is not None else process_shard()
     if batch_size % count:
@@ -316,12 +327,12 @@ def get_dataset(
     passthrough = tuple(getattr(converter, "passthrough_fields", ()))
     if isinstance(item, Mixture):
         datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
-                                  shard=(index, count), stats=stats, passthrough=passthrough)
+                                  shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text)
                     for i, (t, _) in enumerate(parts)]
         ds = grain.MapDataset.mix(datasets, [rate for _, rate in parts])
     else:
         ds = _task_dataset(item, split, lengths, trim, seed=seed, shuffle=shuffle, repeat=repeat,
-                           shard=(index, count), stats=stats, passthrough=passthrough)
+                           shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text)
     ds = ds.map(functools.partial(_prepare_for_converter, converter=converter))
     packed_lengths = converter.task_lengths(lengths)
     iter_ds = ds.to_iter_dataset()
@@ -334,16 +345,23 @@ def get_dataset(
         iter_ds = iter_ds.map(functools.partial(_pad_example, lengths=packed_lengths))
     if drop_remainder is None:
         drop_remainder = repeat
-    iter_ds = iter_ds.batch(per_host, drop_remainder=drop_remainder).map(converter)
+    iter_ds = iter_ds.batch(per_host, drop_remainder=drop_remainder)
+    iter_ds = iter_ds.map(functools.partial(_convert, converter=converter) if keep_text else converter)
     return iter_ds, stats
+
+
+def _convert(batch: Mapping[str, Any], converter) -> dict:
+    """The converter's features plus the text it does not read."""
+    return {**converter(batch), **{k: v for k, v in batch.items() if k.endswith("_pretokenized")}}
 
 
 def _prepare_for_converter(example: dict, converter) -> dict:
     """Decoder-only converters read one concatenated sequence; build it before packing."""
     if isinstance(converter, DecoderOnlyFeatureConverter):
+        text = {k: v for k, v in example.items() if k.endswith("_pretokenized")}
         if not converter.prefix_lm:
             example = {"targets": example["targets"]}
-        return concat_for_decoder_only(example, converter.loss_on_targets_only)
+        return {**concat_for_decoder_only(example, converter.loss_on_targets_only), **text}
     return example
 
 

@@ -33,9 +33,12 @@ def filter_logits(logits: Array, *, top_k: int = 0, top_p: float = 1.0) -> Array
     """Keep the ``top_k`` largest logits (0: all) and the nucleus of mass ``top_p`` (1.0: all); others -> -inf.
 
     The nucleus is the smallest set of most likely tokens whose probability
-    reaches ``top_p``; the most likely token always stays.
+    reaches ``top_p``; the most likely token always stays. Tokens tied with the
+    last one kept stay too (for top-k as well), so the result never depends on
+    how a sort orders equal logits (Hugging Face's warpers keep one of them).
+    ``top_k`` past the vocabulary keeps everything, as in Hugging Face.
     """
-    if top_k > 0:
+    if 0 < top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
         logits = jnp.where(logits < kth, -jnp.inf, logits)
     if top_p < 1.0:

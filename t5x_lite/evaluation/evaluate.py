@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
-    """How to decode: ``greedy``, ``beam`` (num_beams, alpha) or ``sample`` (temperature, top_k, top_p)."""
+    """How to decode: ``greedy``, ``beam`` (num_beams, alpha) or ``sample`` (temperature, top_k, top_p).
+
+    Samples repeat for one ``seed`` and batch size: batch i draws from ``fold_in(seed, i)``.
+    """
 
     method: str = "greedy"
     max_decode_length: int = 32
@@ -53,13 +56,15 @@ class DecodeOptions:
             raise ConfigError(f"DecodeOptions.top_p must be in (0, 1], got {self.top_p}")
 
 
-def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, converter, max_examples: Optional[int]
-                  ) -> Iterator[tuple[dict, int]]:
-    """(batch padded to batch_size, number of real rows) over the whole split, in order."""
+def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, converter, max_examples: Optional[int],
+                  keep_text: bool = False) -> Iterator[tuple[dict, int]]:
+    """(batch padded to batch_size, number of real rows) over the whole split, in order; with
+    ``keep_text`` the batch also holds the text features before tokenizing (``*_pretokenized``)."""
     from t5x_lite.data.pipeline import get_dataset
 
     ds, stats = get_dataset(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
-                            converter=converter, shuffle=False, repeat=False, drop_remainder=False, shard=(0, 1))
+                            converter=converter, shuffle=False, repeat=False, drop_remainder=False, shard=(0, 1),
+                            keep_text=keep_text)
     seen = 0
     try:
         for batch in ds:
@@ -74,6 +79,9 @@ def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, convert
         for name, count in stats.dropped_examples.items():  # the split's score leaves these out
             log.warning("task %r split %r: its preprocessors dropped %d of the records read; those are not evaluated",
                         name, split, count)
+        for feature, count in stats.truncated_examples.items() if keep_text else ():  # once per evaluation
+            log.warning("task %r split %r: %d examples' %r were cut to the feature length (%d tokens lost)",
+                        getattr(task, "name", task), split, count, feature, stats.truncated_tokens[feature])
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -104,6 +112,8 @@ def predict(*, model, params, task, split: str = "validation", feature_lengths: 
     from t5x_lite.decoding import predict_batch
 
     task = _get_task(task)
+    if not can_decode(model):
+        raise ConfigError(f"a {_kind_name(model)} model cannot decode predictions")
     vocab = task.vocabulary
     rng = jax.random.key(decode.seed)
     rows: list[dict] = []
@@ -112,7 +122,7 @@ def predict(*, model, params, task, split: str = "validation", feature_lengths: 
                          batch_size=batch_size, max_examples=max_examples)
     for i, (batch, n) in enumerate(_eval_batches(task, split=split, feature_lengths=feature_lengths,
                                                   batch_size=batch_size, converter=model.feature_converter(),
-                                                  max_examples=max_examples)):
+                                                  max_examples=max_examples, keep_text=True)):
         tokens, scores = predict_batch(
             model, params, _model_inputs(model, batch), max_decode_length=decode.max_decode_length,
             method=decode.method, num_beams=decode.num_beams, alpha=decode.alpha, temperature=decode.temperature,
@@ -121,12 +131,21 @@ def predict(*, model, params, task, split: str = "validation", feature_lengths: 
         for r in range(n):
             rows.append({
                 "inputs": _text(vocab, _inputs_of(model, batch, r)),
-                "targets": _text(vocab, batch["decoder_target_tokens"][r] if model.kind != "decoder_only"
-                                 else _targets_of_prefix_lm(batch, r)),
+                "targets": _target_text(model, vocab, batch, r),
                 "prediction": _text(vocab, tokens[r, 0]),
                 "score": float(scores[r, 0]),
             })
     return rows
+
+
+def _target_text(model, vocab, batch, r) -> str:
+    """The target as the task wrote it (seqio's ``targets_pretokenized``), which metrics score against:
+    decoding the target tokens would give a truncated and NFKC-normalized text. Token-id targets have
+    no text, so theirs is decoded."""
+    if "targets_pretokenized" in batch:
+        return str(batch["targets_pretokenized"][r])
+    return _text(vocab, batch["decoder_target_tokens"][r] if model.kind != "decoder_only"
+                 else _targets_of_prefix_lm(batch, r))
 
 
 def _model_inputs(model, batch: Mapping[str, np.ndarray]) -> dict:
@@ -188,10 +207,16 @@ def score(*, model, params, task, split: str = "validation", feature_lengths: Ma
 
 def validation_loss(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
                     batch_size: int = 16, max_examples: Optional[int] = None) -> float:
-    """Token-weighted mean loss over the split (z-loss excluded)."""
-    task = _get_task(task)
-    loss_fn = jax.jit(model.replace(z_loss=0.0).loss_fn)
+    """Token-weighted mean loss over the split (z-loss excluded; label smoothing as in training)."""
+    return _loss_and_examples(model, params, _get_task(task), split, feature_lengths, batch_size, max_examples)[0]
+
+
+def _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples) -> tuple[float, int]:
+    # Per token, whatever the training normalizer: a fixed loss_normalizer divides each batch's sum by a
+    # constant, which weighted by the batch's token count would depend on the batch size.
+    loss_fn = jax.jit(model.replace(z_loss=0.0, loss_normalizer=None).loss_fn)
     total = tokens = 0.0
+    examples = 0
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
                                   converter=model.feature_converter(), max_examples=max_examples):
         batch = _mask_padding_rows(batch, n)
@@ -199,7 +224,8 @@ def validation_loss(*, model, params, task, split: str = "validation", feature_l
         count = float(metrics["num_tokens"])
         total += float(loss) * count
         tokens += count
-    return total / tokens if tokens else math.nan
+        examples += n
+    return (total / tokens if tokens else math.nan), examples
 
 
 def _mask_padding_rows(batch: dict, n: int) -> dict:
@@ -214,25 +240,48 @@ def _mask_padding_rows(batch: dict, n: int) -> dict:
 
 def evaluate(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
              batch_size: int = 16, decode: DecodeOptions = DecodeOptions(), max_examples: Optional[int] = None,
-             metric_names: Optional[Sequence[str]] = None) -> tuple[dict, list[dict]]:
-    """(metrics, predictions): the task's metrics on postprocessed predictions, plus the loss."""
+             metric_names: Optional[Sequence[str]] = None, decode_without_metrics: bool = True
+             ) -> tuple[dict, list[dict]]:
+    """(metrics, predictions): the task's metrics on postprocessed predictions, plus the loss.
+
+    Without metrics to compute (a pretraining task) ``decode_without_metrics`` says
+    whether to decode anyway, for the predictions; a model that cannot decode
+    (BERT's MLM, a causal LM) then reports only its loss.
+    """
     task = _get_task(task)
-    rows = predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
-                   batch_size=batch_size, decode=decode, max_examples=max_examples)
+    names = list(metric_names) if metric_names else list(task.metric_names)
+    decodes = can_decode(model)
+    if names and not decodes:
+        raise ConfigError(f"task {task.name!r} is scored by {', '.join(names)}, which needs predictions, and a "
+                          f"{_kind_name(model)} model cannot make them")
+    rows = []
+    if decodes and (names or decode_without_metrics):
+        rows = predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
+                       batch_size=batch_size, decode=decode, max_examples=max_examples)
     if model.kind == "encoder_only_classification":
         targets = [r["targets"] for r in rows]
         predictions = [r["prediction"] for r in rows]
     else:
         targets = [_as_label(task, r["targets"]) for r in rows]
         predictions = [_as_label(task, r["prediction"]) for r in rows]
-    names = list(metric_names) if metric_names else list(task.metric_names)
     metrics = compute_metrics(targets, predictions, names) if names and rows else {}
+    examples = len(rows)
     if model.kind != "encoder_only_classification":
-        metrics["loss"] = validation_loss(model=model, params=params, task=task, split=split,
-                                          feature_lengths=feature_lengths, batch_size=batch_size,
-                                          max_examples=max_examples)
-    metrics["num_examples"] = len(rows)
+        metrics["loss"], examples = _loss_and_examples(model, params, task, split, feature_lengths, batch_size,
+                                                       max_examples)
+    metrics["num_examples"] = examples
     return metrics, rows
+
+
+def can_decode(model) -> bool:
+    """Whether ``predict`` can decode with this model: a causal LM has no prompt, BERT's MLM no decoder."""
+    if model.kind == "decoder_only":
+        return bool(model.prefix_lm)
+    return model.kind in ("encoder_decoder", "encoder_only_classification")
+
+
+def _kind_name(model) -> str:
+    return "causal decoder_only (prefix_lm=False)" if model.kind == "decoder_only" else model.kind
 
 
 def write_jsonl(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -19,7 +19,7 @@ Such a prediction is always scored as wrong and never raises; every result also 
   model's own prediction range that is opposite the target (the lowest prediction for a target at
   or above the target median, the highest otherwise). The mean of the targets, the obvious choice,
   can be right by accident: targets [1, 2, 3] with predictions [1, NaN, 3] would score 100.
-- text metrics: ``None`` becomes the empty string.
+- exact match and SQuAD: ``None`` scores 0. BLEU and ROUGE: ``None`` becomes the empty string.
 """
 
 from __future__ import annotations
@@ -101,7 +101,10 @@ def f1(targets: Sequence, predictions: Sequence, *, pos_label: Any = 1) -> dict[
     """
     from sklearn.metrics import f1_score
 
-    targets, predictions, _, sentinel, n_invalid = _labels_with_invalid(targets, predictions)
+    targets, predictions, labels, sentinel, n_invalid = _labels_with_invalid(targets, predictions)
+    if pos_label not in labels and any(isinstance(x, str) for x in labels):  # would score 0 whatever is right
+        raise ValueError(f"f1: the positive label {pos_label!r} is none of the labels {sorted(map(str, labels))[:5]}"
+                         "; give the task a postprocessor that maps text to 0/1")
     predictions = [
         (sentinel if t == pos_label else pos_label) if p == sentinel else p for t, p in zip(targets, predictions)
     ]
@@ -124,6 +127,13 @@ def macro_f1(targets: Sequence, predictions: Sequence, *, labels: Sequence | Non
     labels = list(labels) if labels is not None else seen
     score = f1_score(targets, predictions, labels=labels, average="macro", zero_division=0.0)
     return _result(n_invalid, macro_f1=100.0 * score)
+
+
+def mean_3class_f1(targets: Sequence, predictions: Sequence) -> dict[str, float]:
+    """Macro-F1 over the labels 0, 1, 2 whether seen or not: T5's ``mean_multiclass_f1(num_classes=3)`` for
+    SuperGLUE CB, whose small validation split (5 "neutral" examples) may lack a class."""
+    result = macro_f1(targets, predictions, labels=(0, 1, 2))
+    return _result(int(result["invalid_predictions"]), mean_3class_f1=result["macro_f1"])
 
 
 def matthews_corrcoef(targets: Sequence, predictions: Sequence) -> dict[str, float]:
@@ -155,7 +165,11 @@ def _scores_with_invalid(targets: Sequence, predictions: Sequence) -> tuple[list
     correlate), not the strongly negative value the same rule would give over the targets' range.
     """
     targets, predictions = _as_lists(targets, predictions)
-    targets = [float(t) for t in targets]
+    parsed = [_as_float(t) for t in targets]
+    if None in parsed:  # a gold score must be a number; NaN would make the whole correlation NaN
+        bad = parsed.index(None)
+        raise ValueError(f"target {bad} is {targets[bad]!r}, not a finite number")
+    targets = [float(t) for t in parsed]
     values = [_as_float(p) for p in predictions]
     valid = [v for v in values if v is not None]
     if not valid:  # nothing to correlate: a constant, which _correlation scores 0
@@ -244,9 +258,12 @@ def _squad_f1(prediction: str, reference: str) -> float:
 
 def _squad_scores(targets: Sequence, predictions: Sequence) -> tuple[float, float, int]:
     targets, predictions = _as_lists(targets, predictions)
+    invalid = [_as_text(p) is None for p in predictions]
     predictions, n_invalid = _texts(predictions)
     em = f1_total = 0.0
-    for target, prediction in zip(targets, predictions):
+    for target, prediction, bad in zip(targets, predictions, invalid):
+        if bad:  # "" would match a reference that normalizes to nothing (such as "The")
+            continue
         refs = _references(target)
         em += max(float(normalize_answer(prediction) == normalize_answer(r)) for r in refs)
         f1_total += max(_squad_f1(prediction, r) for r in refs)
@@ -297,9 +314,11 @@ def _prepare_summary(summary: str) -> str:
 
 
 def rouge(
-    targets: Sequence, predictions: Sequence, *, score_keys: Sequence[str] = ("rouge1", "rouge2", "rougeLsum")
+    targets: Sequence, predictions: Sequence, *, score_keys: Sequence[str] = ("rouge1", "rouge2", "rougeLsum"),
+    use_stemmer: bool = False,
 ) -> dict[str, float]:
-    """Mean ROUGE F-measure x 100 (``rouge_score.rouge_scorer``, Porter stemming), like T5's ``rouge``.
+    """Mean ROUGE F-measure x 100 (``rouge_score.rouge_scorer``), like T5's ``rouge``: no stemming unless
+    ``use_stemmer`` (the Porter stemming many summarization papers use).
 
     Sentences for rougeLsum are the lines of each text (after T5's " . " -> " .\\n"); with several
     references an example takes the best one per score (``RougeScorer.score_multi``).
@@ -308,7 +327,7 @@ def rouge(
 
     targets, predictions = _as_lists(targets, predictions)
     predictions, n_invalid = _texts(predictions)
-    scorer = rouge_scorer.RougeScorer(list(score_keys), use_stemmer=True)
+    scorer = rouge_scorer.RougeScorer(list(score_keys), use_stemmer=use_stemmer)
     totals = dict.fromkeys(score_keys, 0.0)
     for target, prediction in zip(targets, predictions):
         refs = [_prepare_summary(r) for r in _references(target)]
@@ -325,6 +344,7 @@ METRICS: dict[str, Metric] = {
     "accuracy": accuracy,
     "f1": f1,
     "macro_f1": macro_f1,
+    "mean_3class_f1": mean_3class_f1,
     "matthews_corrcoef": matthews_corrcoef,
     "pearson": pearson,
     "spearman": spearman,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from t5x_lite.errors import ConfigError, check_at_least, check_types
-from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate, predict, score, write_jsonl
+from t5x_lite.evaluation.evaluate import DecodeOptions, can_decode, evaluate, predict, score, write_jsonl
 
 # What each entry point can do with each kind of model.
 DECODES = ("encoder_decoder", "decoder_only", "encoder_only_classification")
@@ -36,14 +36,23 @@ def _check_settings(owner: str, checkpoint, task, feature_lengths, batch_size, m
         raise ConfigError(f"{owner}.output_dir {output_dir} is a file, not a directory")
 
 
-def _check_model(model, checkpoint: str, task: str, kinds: tuple, doing: str) -> None:
+def _check_model(model, checkpoint: str, task: str, kinds: tuple, doing: str,
+                 decode: Optional[DecodeOptions] = None) -> None:
     import t5x_lite.tasks  # noqa: F401  (registers the task providers)
     from t5x_lite.data.pipeline import check_vocabulary_fits
+    from t5x_lite.decoding.predict import check_decode_options
 
     if model.kind not in kinds:
-        raise ConfigError(f"{checkpoint} holds a {model.kind} model, which cannot {doing} (only "
+        raise ConfigError(f"{checkpoint} holds a model of kind {model.kind}, which cannot {doing} (only "
                           f"{', '.join(kinds)} models can)")
+    if kinds is DECODES and not can_decode(model):  # a causal LM: no prompt to decode from
+        raise ConfigError(f"{checkpoint} holds a causal decoder_only model (prefix_lm=False), which cannot "
+                          f"{doing} (a prefix LM can)")
     check_vocabulary_fits(task, model.config.vocab_size)
+    if decode is not None and model.kind != "encoder_only_classification":
+        check_decode_options(model.config.vocab_size, method=decode.method, max_decode_length=decode.max_decode_length,
+                             num_beams=decode.num_beams, alpha=decode.alpha, num_decodes=1,
+                             temperature=decode.temperature, top_k=decode.top_k, top_p=decode.top_p)
 
 
 def _output_paths(checkpoint: str, step: Optional[int], output_dir: Optional[str], overwrite: bool, sub: str,
@@ -96,7 +105,7 @@ def evaluate_checkpoint(
 
     _check_settings("evaluate_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
     checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
-    _check_model(checkpoints.load_model(checkpoint), checkpoint, task, DECODES, "be evaluated by decoding")
+    _check_model(checkpoints.load_model(checkpoint), checkpoint, task, DECODES, "be evaluated by decoding", decode)
     model, params, step = checkpoints.load_params_and_step(checkpoint)
     metrics, rows = evaluate(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                              batch_size=batch_size, decode=decode, max_examples=max_examples)
@@ -127,7 +136,8 @@ def infer_checkpoint(
     _check_settings("infer_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
     checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
     kinds, doing = (SCORES, "score targets") if score_targets else (DECODES, "decode")
-    _check_model(checkpoints.load_model(checkpoint), checkpoint, task, kinds, doing)
+    _check_model(checkpoints.load_model(checkpoint), checkpoint, task, kinds, doing,
+                 None if score_targets else decode)
     model, params, step = checkpoints.load_params_and_step(checkpoint)  # once the model is known to fit the job
     if score_targets:
         rows = score(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,

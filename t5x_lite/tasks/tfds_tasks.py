@@ -104,7 +104,7 @@ METRIC_NAMES = {
     "glue_mrpc": ("accuracy", "f1"),
     "glue_qqp": ("accuracy", "f1"),
     "glue_stsb": ("pearson", "spearman"),
-    "super_glue_cb": ("accuracy", "macro_f1"),
+    "super_glue_cb": ("accuracy", "mean_3class_f1"),
 }
 
 

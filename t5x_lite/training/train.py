@@ -300,7 +300,8 @@ def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examp
     host_params = jax.device_get(params)
     metrics, _ = evaluate(model=model, params=host_params, task=task, split=split,
                           feature_lengths=feature_lengths, batch_size=batch_size,
-                          decode=decode or DecodeOptions(), max_examples=max_examples)
+                          decode=decode or DecodeOptions(), max_examples=max_examples,
+                          decode_without_metrics=False)  # the predictions are not kept
     return {k: float(v) for k, v in metrics.items()}
 
 

@@ -118,6 +118,26 @@ def test_exact_match_and_squad():
 def test_squad_invalid_prediction():
     out = M.squad(["cat", "dog"], ["cat", None])
     assert out == {"em": 50.0, "f1": 50.0, "invalid_predictions": 1.0}
+    # "The" normalizes to nothing, as "" does: an invalid prediction must still score 0
+    assert M.squad([["The"]], [None])["em"] == 0.0 and M.exact_match(["the"], [None])["exact_match"] == 0.0
+
+
+def test_f1_with_text_labels_is_an_error_not_zero():
+    with pytest.raises(ValueError, match=r"positive label 1 is none of the labels \['negative', 'positive'\]"):
+        M.f1(["positive", "negative"], ["positive", "negative"])
+    assert M.f1(["yes", "no"], ["yes", "no"], pos_label="yes")["f1"] == 100.0
+    assert M.f1([0, 0], [0, 0])["f1"] == 0.0  # numbers with no positive example: 0, as sklearn
+
+
+def test_mean_3class_f1_counts_a_class_nobody_saw():
+    # T5's mean_multiclass_f1(num_classes=3), i.e. sklearn with labels=range(3): class 2 scores 0.
+    out = M.mean_3class_f1([0, 1, 0, 1], [0, 1, 1, 1])
+    assert out == {"mean_3class_f1": pytest.approx(100 * (2 / 3 + 4 / 5 + 0) / 3), "invalid_predictions": 0.0}
+
+
+def test_a_target_that_is_not_a_number_is_an_error_for_correlations():
+    with pytest.raises(ValueError, match="target 1 is nan, not a finite number"):
+        M.pearson([1.0, float("nan"), 3.0], [1.0, 2.0, 3.0])
 
 
 def test_bleu():
@@ -141,8 +161,9 @@ def test_rouge():
         "rougeLsum": pytest.approx(100.0),
         "invalid_predictions": 0.0,
     }
-    # Stemming: "cats" ~ "cat". Unigrams {cat, sat}: full overlap; bigram "cat sat" also.
-    assert M.rouge(["cats sat"], ["cat sat"])["rouge1"] == pytest.approx(100.0)
+    # No stemming, as T5's rouge: "cats" is not "cat" (P = R = 1/2); with use_stemmer it is.
+    assert M.rouge(["cats sat"], ["cat sat"])["rouge1"] == pytest.approx(50.0)
+    assert M.rouge(["cats sat"], ["cat sat"], use_stemmer=True)["rouge1"] == pytest.approx(100.0)
     # Hand-computed rouge1: ref {w x y z}, pred {w x}: P=1, R=1/2 -> F=2/3.
     assert M.rouge(["w x y z"], ["w x"])["rouge1"] == pytest.approx(200 / 3)
     out = M.rouge(texts, [texts[0], None])
@@ -165,7 +186,7 @@ def test_length_mismatch_raises():
 
 def test_registry_and_typo_suggestion():
     assert set(M.METRICS) == {
-        "accuracy", "f1", "macro_f1", "matthews_corrcoef", "pearson", "spearman",
+        "accuracy", "f1", "macro_f1", "mean_3class_f1", "matthews_corrcoef", "pearson", "spearman",
         "exact_match", "squad", "bleu", "rouge",
     }  # fmt: skip
     assert M.get_metric("rouge") is M.rouge

@@ -92,3 +92,63 @@ def test_records_a_preprocessor_drops_are_left_out_with_a_warning(caplog):
     assert "task 'mem_labels' split 'test': its preprocessors dropped 3 of the records read" in caplog.text
     with pytest.raises(DataError, match="dropped every one of the 10 records read"):  # GLUE's unlabelled test split
         list(_eval_batches(task(lambda label: False), **kwargs))
+
+
+def _tiny_params(model):
+    return model.init(jax.random.key(0), model.dummy_batch(1, {"inputs": 8, "targets": 4}))
+
+
+def test_metrics_score_against_the_target_text_not_its_truncated_tokens(caplog):
+    from t5x_lite.data.features import Feature
+    from t5x_lite.data.tasks import Task
+    from t5x_lite.evaluation.evaluate import DecodeOptions, predict
+    from t5x_lite.tasks.bundled import vocabulary
+
+    class Records(list):
+        description = "mem.jsonl"
+
+        def origin(self, i):
+            return f"mem.jsonl:{i + 1}"
+
+    target = "Die Größe des Hauses überrascht, sagte François… ½"  # long, and NFKC rewrites … and ½
+    task = Task(name="mem_translate", source=lambda split: Records([{"inputs": "translate: the size", "targets": target}]),
+                output_features={"inputs": Feature(vocabulary()), "targets": Feature(vocabulary())})
+    model = EncoderDecoderModel(config=TINY)
+    with caplog.at_level("WARNING"):
+        rows = predict(model=model, params=_tiny_params(model), task=task, feature_lengths={"inputs": 8, "targets": 4},
+                       batch_size=2, decode=DecodeOptions(method="greedy", max_decode_length=3))
+    assert rows[0]["targets"] == target
+    assert "task 'mem_translate' split 'validation': 1 examples' 'targets' were cut to the feature length" in caplog.text
+
+
+def test_validation_loss_is_per_token_whatever_the_normalizer_and_batch_size():
+    from t5x_lite.evaluation.evaluate import validation_loss
+
+    model = EncoderDecoderModel(config=TINY)
+    params = _tiny_params(model)
+    kw = dict(params=params, task="bundled_sentiment", feature_lengths={"inputs": 16, "targets": 4}, max_examples=10)
+    plain = validation_loss(model=model, batch_size=10, **kw)
+    fixed = model.replace(loss_normalizer=1000.0)
+    for batch_size in (10, 4, 3):
+        np.testing.assert_allclose(validation_loss(model=fixed, batch_size=batch_size, **kw), plain, rtol=1e-5)
+
+
+def test_models_that_cannot_decode_report_their_loss():
+    from t5x_lite.errors import ConfigError
+    from t5x_lite.evaluation.evaluate import evaluate
+    from t5x_lite.models.config import BertConfig
+    from t5x_lite.models.model import DecoderOnlyModel, EncoderOnlyMLMModel
+
+    bert = EncoderOnlyMLMModel(config=BertConfig(vocab_size=8000, hidden_size=32, num_layers=1, num_heads=2,
+                                                 intermediate_size=64, max_position_embeddings=64))
+    causal = DecoderOnlyModel(config=TINY.replace(num_encoder_layers=0), prefix_lm=False)
+    for model, task, lengths in [(bert, "bundled_corpus_bert_mlm", {"inputs": 32}),
+                                 (causal, "bundled_corpus_lm", {"targets": 32})]:
+        params = model.init(jax.random.key(0), model.dummy_batch(1, lengths))
+        metrics, rows = evaluate(model=model, params=params, task=task, feature_lengths=lengths, batch_size=4,
+                                 max_examples=8)
+        assert rows == [] and metrics["num_examples"] == 8 and np.isfinite(metrics["loss"])
+    with pytest.raises(ConfigError, match=r"task 'bundled_sentiment' is scored by accuracy, f1, which needs "
+                                          r"predictions, and a causal decoder_only \(prefix_lm=False\) model"):
+        evaluate(model=causal, params=params, task="bundled_sentiment", feature_lengths={"targets": 8},
+                 batch_size=4, max_examples=4)

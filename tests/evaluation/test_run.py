@@ -7,7 +7,7 @@ from t5x_lite import cli
 from t5x_lite.evaluation.evaluate import DecodeOptions
 from t5x_lite.evaluation.run import _output_paths
 from t5x_lite.models.config import BertConfig
-from t5x_lite.models.model import EncoderDecoderModel, EncoderOnlyMLMModel
+from t5x_lite.models.model import DecoderOnlyModel, EncoderDecoderModel, EncoderOnlyMLMModel
 from t5x_lite.training import checkpoints
 from tests.evaluation.test_evaluate import FLAGS, TINY, _our_checkpoint
 
@@ -44,8 +44,14 @@ def test_a_model_that_cannot_do_the_job_or_is_too_small_for_the_vocabulary(tmp_p
                                                 intermediate_size=32, max_position_embeddings=64))
     checkpoints.save_params(tmp_path / "mlm", mlm.init(jax.random.key(0), mlm.dummy_batch(1, {"inputs": 8})), mlm)
     err = _cli_error(capsys, "eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path / 'mlm'}", *FLAGS)
-    assert err.endswith("holds a encoder_only_mlm model, which cannot be evaluated by decoding (only "
+    assert err.endswith("holds a model of kind encoder_only_mlm, which cannot be evaluated by decoding (only "
                         "encoder_decoder, decoder_only, encoder_only_classification models can)")
+    causal = DecoderOnlyModel(config=TINY.replace(num_encoder_layers=0), prefix_lm=False)
+    checkpoints.save_params(tmp_path / "lm", causal.init(jax.random.key(0), causal.dummy_batch(1, {"targets": 8})),
+                            causal)
+    err = _cli_error(capsys, "eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path / 'lm'}", *FLAGS)
+    assert err.endswith("holds a causal decoder_only model (prefix_lm=False), which cannot be evaluated by decoding "
+                        "(a prefix LM can)")
 
     small = EncoderDecoderModel(config=TINY.replace(vocab_size=300))
     params = small.init(jax.random.key(0), small.dummy_batch(1, {"inputs": 8, "targets": 4}))
@@ -89,3 +95,13 @@ def test_decode_options_are_checked_where_they_are_made():
                          (dict(top_p=1.5), "top_p must be in"), (dict(top_k=-2), "top_k must be >= 0")):
         with pytest.raises(ValueError, match=message):
             DecodeOptions(**bad)
+
+
+def test_decode_options_that_do_not_fit_the_model_are_refused_before_loading(tmp_path, capsys):
+    ckpt = _our_checkpoint(tmp_path / "ckpt")
+    err = _cli_error(capsys, "infer", "--gin_file=runs/infer.gin", f"--gin.CHECKPOINT={ckpt}",
+                     *[f.replace("evaluate_checkpoint", "infer_checkpoint") for f in FLAGS],
+                     "--gin.evaluation.DecodeOptions.method='beam'", "--gin.evaluation.DecodeOptions.num_beams=4001")
+    assert err.endswith("decoding: num_beams=4001 needs a vocabulary of at least 2 x num_beams tokens; the model "
+                        "has 8000")
+    assert not (ckpt / "infer").exists()

@@ -94,3 +94,15 @@ def test_params_one_side_lacks_still_load(tmp_path):
     for name, model, params in (("mlm", mlm, with_pooler), ("bare", bare, without_pooler)):
         checkpoints.save_params(tmp_path / name, params, model)
         assert checkpoints.load_params(tmp_path / name)[0].kind == model.kind
+
+
+def test_model_gin_rebuilds_the_wrapper_settings_too(tmp_path):
+    # A causal LM came back as a prefix LM (and eval fed it a prefix LM's features); loss options came back default.
+    from t5x_lite.models.model import DecoderOnlyModel
+
+    causal = DecoderOnlyModel(config=TINY.replace(num_encoder_layers=0), prefix_lm=False, z_loss=0.0,
+                              label_smoothing=0.1, loss_normalizer=233.0)
+    checkpoints.save_params(tmp_path / "lm", causal.init(jax.random.key(0), causal.dummy_batch(1, {"targets": 4})),
+                            causal)
+    assert checkpoints.load_model(tmp_path / "lm") == causal
+    assert checkpoints.load_params(tmp_path / "lm")[0] == causal
