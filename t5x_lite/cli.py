@@ -17,7 +17,6 @@ class UserError(Exception):
 
 def _convert(args: argparse.Namespace) -> None:
     from t5x_lite import convert
-    from t5x_lite.convert import hf_io
     from t5x_lite.training import checkpoints
 
     if bool(args.from_hf) == bool(args.from_checkpoint):
@@ -37,7 +36,7 @@ def _convert(args: argparse.Namespace) -> None:
             raise UserError("convert --from writes a Hugging Face directory: give --to_hf DIR, not --to")
         if not args.to_hf:
             raise UserError("convert --from needs --to_hf DIR")
-        hf_io.check_new_directory(args.to_hf)
+        convert.check_export_directory(args.to_hf)  # before loading the params
         model, params = checkpoints.load_params(args.from_checkpoint)
         out = convert.export_hf(model, params, args.to_hf)
         print(f"exported {args.from_checkpoint} ({model.kind}) -> {out} (config.json + model.safetensors)")

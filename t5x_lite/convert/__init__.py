@@ -40,12 +40,25 @@ def import_hf(directory: str | Path):
     return model_lib.EncoderDecoderModel(config=cfg), params
 
 
+def check_export_directory(directory: str | Path) -> Path:
+    """``directory`` if an export may write there: new or empty of models, and no t5x_lite checkpoint or run
+    (a training MODEL_DIR, one of its steps or a convert output), which HF files would clutter or shadow."""
+    from t5x_lite.training import checkpoints
+
+    hf_io.check_new_directory(directory)
+    path = Path(directory).absolute()
+    if path.name.isdigit() and path.parent.name == "checkpoints":
+        raise ConversionError(f"{path}: is a step of a training run; give a new or empty directory")
+    checkpoints.check_new_params_directory(path)
+    return Path(directory)
+
+
 def export_hf(model, params, directory: str | Path) -> Path:
     """Write config.json + model.safetensors that ``transformers`` loads with ``from_pretrained``.
 
-    ``directory`` must be new or hold no model yet (see ``hf_io.check_new_directory``).
+    ``directory`` must be new or hold no model, checkpoint or run yet (``check_export_directory``).
     """
-    hf_io.check_new_directory(directory)
+    check_export_directory(directory)
     params = model.to_loop_layout(params)
     if model.kind == "encoder_decoder":
         hf_config, state = t5_config_to_hf(model.config), t5_params_to_hf(params, model.config)
@@ -61,5 +74,5 @@ def export_hf(model, params, directory: str | Path) -> Path:
     return Path(directory)
 
 
-__all__ = ["ConversionError", "export_hf", "import_hf", "t5_config_from_hf", "t5_config_to_hf",
+__all__ = ["ConversionError", "check_export_directory", "export_hf", "import_hf", "t5_config_from_hf", "t5_config_to_hf",
            "t5_params_from_hf", "t5_params_to_hf"]

@@ -3,9 +3,11 @@
 The checkpoint is any t5x_lite checkpoint directory: a training ``MODEL_DIR``
 (its newest step), one of its steps (``MODEL_DIR/checkpoints/<step>``) or a
 ``t5x_lite convert`` output; the model is rebuilt from the ``model.gin`` beside
-it, so no model gin file is needed. Results never overwrite earlier ones: a
-second run with the same task and split writes ``metrics-<task>-<split>-2.json``
-and so on.
+it, so no model gin file is needed. Results go to ``CHECKPOINT/eval`` (or
+``/infer``); for a training run, to ``MODEL_DIR/eval`` with the step read in the
+names (``metrics-<task>-<split>-step<N>.json``). Unless ``overwrite=True``,
+results never overwrite earlier ones: a second run with the same task and split
+is numbered (``metrics-<task>-<split>-2.json``, ``...-step<N>-2.json``).
 """
 
 from __future__ import annotations
@@ -99,8 +101,8 @@ def evaluate_checkpoint(
     output_dir: Optional[str] = None,
     overwrite: bool = False,
 ) -> dict:
-    """Metrics JSON (``metrics-<task>-<split>.json``) and predictions JSONL in ``output_dir``
-    (numbered past earlier results there, unless ``overwrite``)."""
+    """Metrics JSON (``metrics-<task>-<split>.json``) and predictions JSONL in ``output_dir``, by default
+    ``CHECKPOINT/eval`` (see the module docstring; numbered past earlier results there, unless ``overwrite``)."""
     from t5x_lite.training import checkpoints
 
     _check_settings("evaluate_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)

@@ -185,6 +185,7 @@ def train(
         data_iter = iter(dataset)
         if restored is not None:
             state, saved, start = restored
+            _check_same_model(Path(model_dir), model)
             data_iter.set_state(_resumable_data_state(saved, run_info, ckpt.directory / str(start)))
             log.info("resumed from %s at step %d", ckpt.directory, start)
         else:
@@ -260,6 +261,46 @@ def train(
 
 
 _SAME_STREAM = ("seed", "rng", "task", "pack")  # changed, the resumed run would not continue the same run
+
+# Config fields that change how the model runs or regularizes, not the function its params compute.
+_HOW_IT_RUNS = ("dtype", "remat_policy", "attention_impl", "scan_layers", "dropout_rate", "attention_dropout_rate",
+                "classifier_dropout_rate")
+
+
+def _check_same_model(model_dir: Path, model) -> None:
+    """The model resuming a run must be the one ``model.gin`` says trained its checkpoints.
+
+    A changed architecture with unchanged shapes (another activation, an untied
+    head's flag, more position buckets) restores without any shape error and
+    would train on as a different function; it is refused. Dropout, dtype,
+    remat, attention kernel and the loss options may change: a warning says so.
+    """
+    if not (model_dir / checkpoints.MODEL_GIN).exists():
+        return
+    where = model_dir / checkpoints.MODEL_GIN
+    try:
+        before = checkpoints.load_model(model_dir)
+    except Exception as e:  # noqa: BLE001  (an edited or foreign model.gin: say so, do not guess)
+        raise TrainingError(f"{where}: cannot rebuild the model that trained these checkpoints ({e}); restore "
+                            "the file, or use a new MODEL_DIR") from e
+    if type(before) is not type(model) or type(before.config) is not type(model.config):
+        raise TrainingError(f"{where}: these checkpoints were trained by a {type(before).__name__}, and this run "
+                            f"builds a {type(model).__name__}; use a new MODEL_DIR (fine-tune from this one with "
+                            "INITIAL_CHECKPOINT)")
+    changed = {f.name: (getattr(before.config, f.name), getattr(model.config, f.name))
+               for f in dataclasses.fields(model.config)
+               if getattr(before.config, f.name) != getattr(model.config, f.name)}
+    if "z_loss" in where.read_text():  # model.gin written since it records the wrapper's settings
+        changed.update({f.name: (getattr(before, f.name), getattr(model, f.name)) for f in dataclasses.fields(model)
+                        if f.name != "config" and getattr(before, f.name) != getattr(model, f.name)})
+    shown = lambda names: ", ".join(f"{n} {changed[n][0]!r} -> {changed[n][1]!r}" for n in names)  # noqa: E731
+    fatal = [n for n in changed if n not in _HOW_IT_RUNS + ("z_loss", "label_smoothing", "loss_normalizer")]
+    if fatal:
+        raise TrainingError(f"{where}: this run's model differs from the one that trained these checkpoints "
+                            f"({shown(fatal)}); resume with the same model, or use a new MODEL_DIR (fine-tune from "
+                            "this one with INITIAL_CHECKPOINT)")
+    if changed:
+        log.warning("resuming %s with %s", model_dir, shown(changed))
 
 
 def _resumable_data_state(saved: Mapping[str, Any], run_info: Mapping[str, Any], where: Path) -> Any:

@@ -182,6 +182,14 @@ def test_export_refuses_a_directory_holding_a_model(tmp_path, capsys):
     assert "already holds a model (config.json, model.safetensors)" in capsys.readouterr().err
     assert _convert("--from", tmp_path / "ckpt", "--to_hf", taken / "README.md") == 2
     assert "README.md: is a file, not a directory" in capsys.readouterr().err
+    # nor into a t5x_lite checkpoint, run or run step: its own source included
+    step = tmp_path / "run" / "checkpoints" / "300"
+    step.mkdir(parents=True)
+    for target, message in [(tmp_path / "ckpt", "already holds model.gin, t5x_lite.json, params"),
+                            (step, "is a step of a training run")]:
+        assert _convert("--from", tmp_path / "ckpt", "--to_hf", target) == 2
+        assert message in capsys.readouterr().err
+        assert not (target / "config.json").exists()
 
 
 def test_flags_that_do_not_apply_are_rejected(tmp_path, capsys):

@@ -159,7 +159,7 @@ def test_a_second_run_on_the_same_model_dir_is_refused_and_numpy_lengths_are_fin
     assert checkpoints.TrainCheckpointer(tmp_path).steps() == [2]
 
 
-def test_resuming_with_another_optimizer_or_model_is_a_clear_error_and_keeps_the_checkpoints(tmp_path):
+def test_resuming_with_another_optimizer_or_model_is_a_clear_error_and_keeps_the_checkpoints(tmp_path, caplog):
     _run(tmp_path, 2, config_text="# the first run's config\n")
     run_files = {name: (tmp_path / name).read_text() for name in ("config.gin", "model.gin", "t5x_lite.json")}
     with pytest.raises(checkpoints.CheckpointError, match=r"checkpoints/2: .*different train state.*opt_state/"):
@@ -167,10 +167,20 @@ def test_resuming_with_another_optimizer_or_model_is_a_clear_error_and_keeps_the
     wider = EncoderDecoderModel(config=dataclasses.replace(TINY, d_ff=2 * TINY.d_ff))
     with pytest.raises(checkpoints.CheckpointError, match=r"mlp/wi\S*/kernel has shape"):
         _run(tmp_path, 4, model=wider)
+    # Same shapes, another function: nothing in the restore notices, so model.gin must.
+    silu = EncoderDecoderModel(config=dataclasses.replace(TINY, mlp_activations=("silu", "linear")))
+    with pytest.raises(TrainingError, match=r"model.gin: this run's model differs from the one that trained these "
+                                            r"checkpoints \(mlp_activations \('gelu', 'linear'\) -> \('silu', "
+                                            r"'linear'\)\)"):
+        _run(tmp_path, 4, model=silu)
     # Nothing was moved aside or overwritten (the run's description included): the original run resumes.
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
     assert {name: (tmp_path / name).read_text() for name in run_files} == run_files
-    assert _run(tmp_path, 4).step == 4
+    assert _run(tmp_path, 3).step == 3
+    # How it runs may change, with a warning: dropout, compute dtype, the loss options
+    with caplog.at_level("WARNING"):
+        assert _run(tmp_path, 4, model=MODEL.replace(z_loss=0.0, config=TINY.replace(dropout_rate=0.2))).step == 4
+    assert "with dropout_rate 0.1 -> 0.2, z_loss 0.0001 -> 0.0" in caplog.text
 
 
 def test_a_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
