@@ -80,8 +80,8 @@ def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, convert
             log.warning("task %r split %r: its preprocessors dropped %d of the records read; those are not evaluated",
                         name, split, count)
         for feature, count in stats.truncated_examples.items() if keep_text else ():  # once per evaluation
-            log.warning("task %r split %r: %d examples' %r were cut to the feature length (%d tokens lost)",
-                        getattr(task, "name", task), split, count, feature, stats.truncated_tokens[feature])
+            log.warning("task %r split %r: %r of %d examples was cut to its feature length (%d tokens lost)",
+                        getattr(task, "name", task), split, feature, count, stats.truncated_tokens[feature])
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
