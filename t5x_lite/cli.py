@@ -7,7 +7,9 @@ file or key and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from typing import Optional, Sequence
 
 
@@ -187,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_a_call_the_config_made(error: TypeError) -> bool:
+    """A setting's fault: a checked type (``ConfigTypeError``), or gin calling a configurable with arguments
+    its signature refuses (the error comes from gin's own frame, before any of the callee's code runs)."""
+    from t5x_lite.errors import ConfigTypeError
+
+    if isinstance(error, ConfigTypeError):
+        return True
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and f"{os.sep}gin{os.sep}" in frames[-1].filename
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from t5x_lite import startup
 
@@ -210,6 +223,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.func(args)
     except (UserError, HFDirectoryError, ConversionError, CheckpointError, DataError, OSError,
             ConfigError, TrainingError, TypeError) as e:
+        if isinstance(e, TypeError) and not _is_a_call_the_config_made(e):
+            raise  # a bug, not a setting: keep the traceback
         # gin appends "In call to configurable ..." lines; the first line is the message.
         message = (str(e).strip().splitlines() or [type(e).__name__])[0]
         print(f"t5x_lite {args.command}: error: {message}", file=sys.stderr)

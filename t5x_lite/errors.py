@@ -11,17 +11,21 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message names it and the value at fault."""
 
 
+class ConfigTypeError(ConfigError, TypeError):
+    """A setting of the wrong type (a ``TypeError`` too, as Python code expects)."""
+
+
 def check_types(owner: str, **values: tuple) -> None:
     """``name=(value, kind or kinds)``: gin passes whatever a file says, so name a wrong type before any work.
 
-    Raises ``TypeError`` (``bool`` is not an ``int`` here; ``Mapping`` reads "a dict").
+    Raises ``ConfigTypeError``, a ``TypeError`` (``bool`` is not an ``int`` here; ``Mapping`` reads "a dict").
     """
     for name, (value, kind) in values.items():
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
             wanted = " or ".join("None" if k is type(None) else "a dict" if k is Mapping else k.__name__
                                  for k in kinds)
-            raise TypeError(f"{owner}.{name} must be {wanted}, got {value!r} ({type(value).__name__})")
+            raise ConfigTypeError(f"{owner}.{name} must be {wanted}, got {value!r} ({type(value).__name__})")
 
 
 def check_at_least(owner: str, minimum: int, **values) -> None:

@@ -71,3 +71,31 @@ def test_vocab_out_must_be_a_file_prefix(tmp_path, capsys):
 def test_console_script_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "t5x_lite.cli", "--help"], capture_output=True, text=True, check=True)
     assert "convert" in out.stdout and "vocab" in out.stdout
+
+
+def test_a_type_error_is_one_line_only_when_a_setting_caused_it(tmp_path, capsys, monkeypatch):
+    import gin
+    import pytest
+
+    def probe(*, size):
+        if size == "bug":
+            return len(5)  # a TypeError inside the code: a bug
+        return size
+
+    configured = gin.external_configurable(probe, name="cli_type_error_probe")
+    try:
+        with pytest.raises(TypeError) as missing:
+            configured()  # gin calls it without the argument its signature needs: the setting's fault
+        assert cli._is_a_call_the_config_made(missing.value)
+        with pytest.raises(TypeError) as bug:
+            configured(size="bug")
+        assert not cli._is_a_call_the_config_made(bug.value)
+    finally:
+        gin.clear_config()
+
+    def broken_vocab(args):
+        return len(5)
+
+    monkeypatch.setattr(cli, "_vocab", broken_vocab)
+    with pytest.raises(TypeError, match="has no len"):  # the traceback survives
+        cli.main(["vocab", "--input", str(tmp_path / "x.txt"), "--vocab_size", "400", "--out", str(tmp_path / "v")])
