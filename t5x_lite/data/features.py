@@ -29,7 +29,8 @@ class Feature:
 
 
 class TruncationStats:
-    """Counts tokens cut by truncation, per feature, and records dropped by preprocessors, per task.
+    """Counts tokens cut by truncation, per feature, and records dropped by preprocessors or skipped as bad
+    (a task's ``on_error="skip"``), per task.
 
     In-process and thread-safe (grain maps in threads here, not processes).
     """
@@ -40,6 +41,7 @@ class TruncationStats:
         self.truncated_examples: dict[str, int] = {}
         self.truncated_tokens: dict[str, int] = {}
         self.dropped_examples: dict[str, int] = {}
+        self.skipped_examples: dict[str, int] = {}
 
     def record(self, feature: str, dropped: int) -> None:
         with self._lock:
@@ -54,9 +56,14 @@ class TruncationStats:
         with self._lock:
             self.dropped_examples[task] = self.dropped_examples.get(task, 0) + 1
 
+    def record_skipped(self, task: str) -> None:
+        with self._lock:
+            self.skipped_examples[task] = self.skipped_examples.get(task, 0) + 1
+
     def as_dict(self) -> dict:
         return {"examples": self.examples, "truncated_examples": dict(self.truncated_examples),
-                "truncated_tokens": dict(self.truncated_tokens), "dropped_examples": dict(self.dropped_examples)}
+                "truncated_tokens": dict(self.truncated_tokens), "dropped_examples": dict(self.dropped_examples),
+                "skipped_examples": dict(self.skipped_examples)}
 
 
 def trim_and_append_eos(

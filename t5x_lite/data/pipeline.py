@@ -137,24 +137,34 @@ def _concatenated_tokens(task: Task, split: str) -> np.ndarray:
 def _tokenize_corpus(task: Task, split: str) -> np.ndarray:
     source = task.source(split)
     texts = []
-    dropped = 0
+    dropped = skipped = 0
     for i in range(len(source)):
-        example = _preprocessed(task, source, i, source[i])
-        if example is None:
-            dropped += 1
+        try:
+            example = _preprocessed(task, source, i, source[i])
+            if example is None:
+                dropped += 1
+                continue
+            text = example.get(task.text_field)
+            if not isinstance(text, str):
+                raise DataError(f"{source.origin(i)}: task {task.name!r} needs text in field {task.text_field!r}, "
+                                f"got {'nothing' if text is None else type(text).__name__} (record keys: "
+                                f"{sorted(example)})")
+        except DataError as e:
+            if task.on_error != "skip":
+                raise
+            if not skipped:
+                log.warning("task %r: skipping documents that cannot be used (on_error='skip'); the first: %s",
+                            task.name, e)
+            skipped += 1
             continue
-        text = example.get(task.text_field)
-        if not isinstance(text, str):
-            raise DataError(f"{source.origin(i)}: task {task.name!r} needs text in field {task.text_field!r}, "
-                            f"got {'nothing' if text is None else type(text).__name__} (record keys: "
-                            f"{sorted(example)})")
         texts.append(text)
     if not texts:
         raise DataError(f"task {task.name!r} split {split!r}: no documents ({source.description}"
-                        f"{'; its preprocessors dropped all %d' % dropped if dropped else ''})")
-    if dropped:
-        log.info("task %r split %r: its preprocessors dropped %d of %d documents", task.name, split, dropped,
-                 len(source))
+                        f"{'; its preprocessors dropped %d' % dropped if dropped else ''}"
+                        f"{'; %d skipped as bad' % skipped if skipped else ''})")
+    if dropped or skipped:
+        log.info("task %r split %r: of %d documents, its preprocessors dropped %d and %d were skipped as bad",
+                 task.name, split, len(source), dropped, skipped)
     pieces = task.vocabulary.encode_batch(texts)
     return np.concatenate([np.asarray(p, np.int32) for p in pieces])
 
@@ -179,34 +189,53 @@ def _pretraining_pieces(task: Task, split: str, lengths: Mapping[str, int]) -> g
     return grain.MapDataset.range(n).map(lambda i: tokens[i * raw: (i + 1) * raw])
 
 
-class _DropCounter:
-    """Counts the records a task's preprocessors drop, and stops a split that drops all of them.
+class _RecordCounter:
+    """Counts the records a task's preprocessors drop or its ``on_error="skip"`` skips, and stops a split
+    that keeps none of them.
 
     Under ``repeat`` grain would otherwise look for a kept record forever. The
     preprocessors see only the record, so a record dropped once is dropped every
     epoch: once each of the ``expected`` records this host reads has been
-    dropped and none kept, no example will ever come.
+    dropped or skipped and none kept, no example will ever come.
     """
 
     def __init__(self, task: Task, split: str, source, expected: int, stats: TruncationStats):
         self._task, self._split, self._source, self._stats = task, split, source, stats
         self._expected = expected
         self._kept_any = False
-        self._dropped: set[int] = set()  # distinct records; emptied once one is kept
+        self._lost: set[int] = set()  # distinct records; emptied once one is kept
+        self._warned = False
 
-    def __call__(self, index: int, example: Optional[dict]) -> Optional[dict]:
+    def kept(self, index: int, example: Optional[dict]) -> Optional[dict]:
+        """``example`` as it is; None (dropped by a preprocessor) is counted."""
         if example is not None:
             if not self._kept_any:
-                self._kept_any, self._dropped = True, set()
+                self._kept_any, self._lost = True, set()
             return example
         self._stats.record_dropped(self._task.name)
-        if not self._kept_any:
-            self._dropped.add(index)
-            if len(self._dropped) >= self._expected:
-                raise DataError(f"task {self._task.name!r} split {self._split!r}: its preprocessors dropped every "
-                                f"one of the {self._expected} records read ({self._source.description}); an "
-                                "unlabelled test split does this")
+        self._lose(index)
         return None
+
+    def skipped(self, index: int, error: DataError) -> None:
+        self._stats.record_skipped(self._task.name)
+        if not self._warned:
+            self._warned = True
+            log.warning("task %r: skipping records that cannot be used (on_error='skip'); the first: %s",
+                        self._task.name, error)
+        self._lose(index)
+
+    def _lose(self, index: int) -> None:
+        if self._kept_any:
+            return
+        self._lost.add(index)
+        if len(self._lost) < self._expected:
+            return
+        where = f"task {self._task.name!r} split {self._split!r}"
+        if not self._warned:
+            raise DataError(f"{where}: its preprocessors dropped every one of the {self._expected} records read "
+                            f"({self._source.description}); an unlabelled test split does this")
+        raise DataError(f"{where}: none of the {self._expected} records read ({self._source.description}) can be "
+                        f"used: each was dropped by its preprocessors or skipped as bad (on_error='skip')")
 
 
 def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[int, int] = (0, 1),
@@ -223,12 +252,21 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[i
     if n == 0:
         raise DataError(f"task {task.name!r} split {split!r}: the source is empty ({source.description})")
     index, count = shard
-    dropped = _DropCounter(task, split, source, len(range(index, n, count)),
-                           stats if stats is not None else TruncationStats())
-    # grain's index counts on past the end once the dataset repeats; the record is index % n.
-    return grain.MapDataset.source(source).map_with_index(
-        lambda i, rec: dropped(i % n, _tokenize_record(task, source, i % n, rec, passthrough, keep_text))
-    ).filter(lambda ex: ex is not None)
+    counter = _RecordCounter(task, split, source, len(range(index, n, count)),
+                             stats if stats is not None else TruncationStats())
+
+    def tokenized(i: int, record) -> Optional[dict]:
+        i %= n  # grain's index counts on past the end once the dataset repeats
+        try:
+            example = _tokenize_record(task, source, i, record, passthrough, keep_text)
+        except DataError as e:
+            if task.on_error != "skip":
+                raise
+            counter.skipped(i, e)
+            return None
+        return counter.kept(i, example)
+
+    return grain.MapDataset.source(source).map_with_index(tokenized).filter(lambda ex: ex is not None)
 
 
 # ---------------------------------------------------------------------- the graph

@@ -43,6 +43,13 @@ class Task:
     postprocess_fn: Optional[Callable[[str], Any]] = None
     # The split names the source knows, for an early error naming them; empty: the source decides.
     splits: Sequence[str] = ()
+    # "skip": a record that fails in the preprocessors or tokenizing (an empty target, a token id past the
+    # vocabulary, a missing feature) is skipped and counted instead of stopping the run.
+    on_error: str = "raise"
+
+    def __post_init__(self):
+        if self.on_error not in ("raise", "skip"):
+            raise DataError(f"task {self.name!r}: on_error must be 'raise' or 'skip', got {self.on_error!r}")
 
     @property
     def vocabulary(self):

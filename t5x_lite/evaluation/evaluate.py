@@ -79,6 +79,9 @@ def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, convert
         for name, count in stats.dropped_examples.items():  # the split's score leaves these out
             log.warning("task %r split %r: its preprocessors dropped %d of the records read; those are not evaluated",
                         name, split, count)
+        for name, count in stats.skipped_examples.items():
+            log.warning("task %r split %r: %d records were skipped as bad (on_error='skip'); those are not "
+                        "evaluated", name, split, count)
         for feature, count in stats.truncated_examples.items() if keep_text else ():  # once per evaluation
             log.warning("task %r split %r: %r of %d examples was cut to its feature length (%d tokens lost)",
                         getattr(task, "name", task), split, feature, count, stats.truncated_tokens[feature])

@@ -237,6 +237,7 @@ def train(
                     counts = truncation.as_dict()
                     metrics_out["truncated_tokens"] = float(sum(counts["truncated_tokens"].values()))
                     metrics_out["dropped_examples"] = float(sum(counts["dropped_examples"].values()))
+                    metrics_out["skipped_examples"] = float(sum(counts["skipped_examples"].values()))
                     writer.write(step, {f"train/{k}": v for k, v in metrics_out.items()}, force=True)
                     bar.update(step, metrics_out)
                     if step_callback is not None:

@@ -19,7 +19,7 @@ def test_trim_counts_truncated_tokens_and_appends_eos():
     np.testing.assert_array_equal(out["inputs"], [3, 4, 5, 6, 7, 1])
     np.testing.assert_array_equal(out["targets"], [5, 6, 1])
     assert stats.as_dict() == {"examples": 1, "truncated_examples": {"inputs": 1}, "truncated_tokens": {"inputs": 5},
-                              "dropped_examples": {}}
+                              "dropped_examples": {}, "skipped_examples": {}}
 
 
 def test_shift_right_restarts_at_each_packed_segment():

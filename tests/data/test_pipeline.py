@@ -332,3 +332,31 @@ def test_only_the_fields_the_model_reads_pass_through():
     with pytest.raises(DataError, match=r"mem\.jsonl:\d+: task 'mem_labels' produced no 'label' field, which the "
                                         r"model reads \(record keys: \['inputs'\]\)"):
         next(iter(ds))
+
+
+def test_a_task_may_skip_and_count_records_it_cannot_use(caplog):
+    records = [{"q": f"q {i}", "a": "" if i % 4 == 0 else f"a {i}"} for i in range(12)]  # 3 empty targets
+    strict = _qa_task(records)
+    with pytest.raises(DataError, match=r"mem\.jsonl:1: 'targets' in task 'mem_qa' is empty"):
+        _first_batch(strict)
+    lenient = Task(**{**strict.__dict__, "on_error": "skip"})
+    with caplog.at_level("WARNING"):
+        ds, stats = get_dataset(lenient, split="train", feature_lengths=LENGTHS, batch_size=3,
+                                converter=EncDecFeatureConverter(), shuffle=False, repeat=False, shard=(0, 1))
+        assert sum(len(b["encoder_input_tokens"]) for b in ds) == 9
+    assert stats.as_dict()["skipped_examples"] == {"mem_qa": 3}
+    assert "task 'mem_qa': skipping records that cannot be used (on_error='skip'); the first: mem.jsonl:1" \
+        in caplog.text
+    nothing = Task(**{**lenient.__dict__, "source": lambda split: ListSource([{"q": "q", "a": ""}] * 4)})
+    ds, _ = get_dataset(nothing, split="train", feature_lengths=LENGTHS, batch_size=2,
+                        converter=EncDecFeatureConverter(), seed=0, shard=(0, 1))
+    with pytest.raises(DataError, match=r"none of the 4 records read \(mem\.jsonl\) can be used"):
+        next(iter(ds))
+    with pytest.raises(DataError, match=r"on_error must be 'raise' or 'skip', got 'ignore'"):
+        Task(**{**strict.__dict__, "on_error": "ignore"})
+    # a pretraining corpus too: a document without text is skipped, not fatal
+    docs = DOCS[:50] + [{"body": "no text"}] + DOCS[50:]
+    corpus = Task(**{**_corpus_task().__dict__, "source": lambda split: ListSource(docs), "on_error": "skip"})
+    assert _first_batch(corpus)["encoder_input_tokens"].shape == (2, LENGTHS["inputs"])
+    assert "task 'mem_corpus': skipping documents that cannot be used (on_error='skip'); the first: mem.jsonl:51" \
+        in caplog.text
