@@ -47,7 +47,7 @@ def check_export_directory(directory: str | Path) -> Path:
 
     hf_io.check_new_directory(directory)
     path = Path(directory).absolute()
-    if path.name.isdigit() and path.parent.name == "checkpoints":
+    if checkpoints.is_run_step(path):
         raise ConversionError(f"{path}: is a step of a training run; give a new or empty directory")
     checkpoints.check_new_params_directory(path)
     return Path(directory)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -210,11 +210,22 @@ class EncoderOnlyFeatureConverter:
 
     pack: bool = False
     classification: bool = False
+    num_labels: Optional[int] = None  # the classifier's classes, to check each label against
 
     @property
-    def passthrough_fields(self) -> tuple[str, ...]:
-        """Fields besides the token features that examples must carry to the converter."""
-        return ("label",) if self.classification else ()
+    def passthrough_fields(self) -> dict[str, Callable[[Any], Optional[str]]]:
+        """Fields besides the token features that examples must carry to the converter, each with a check
+        that says what is wrong with a value (None: fine)."""
+        return {"label": self._label_problem} if self.classification else {}
+
+    def _label_problem(self, value: Any) -> Optional[str]:
+        # A float label would be cut to an int, and one past the classes indexes the logits out of range.
+        label = np.asarray(value)
+        if label.ndim != 0 or not (np.issubdtype(label.dtype, np.integer) or label.dtype == bool):
+            return f"must be one integer class id, got {value!r:.80}"
+        if int(label) < 0 or (self.num_labels is not None and int(label) >= self.num_labels):
+            return f"is {int(label)}, outside the classifier's classes [0, {self.num_labels})"
+        return None
 
     def trim_lengths(self, lengths: Mapping[str, int]) -> dict:
         out = {"inputs": lengths["inputs"]}

@@ -31,6 +31,8 @@ from t5x_lite.data.tasks import Mixture, Task, get_task_or_mixture
 
 log = logging.getLogger(__name__)
 
+_NONE: Mapping[str, Callable] = {}  # no fields besides the token features pass through
+
 
 def process_shard() -> tuple[int, int]:
     import jax
@@ -88,7 +90,7 @@ def _token_ids(value: Any, feature, where: Callable[[], str]) -> np.ndarray:
 
 
 def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
-                     passthrough: tuple[str, ...] = (), keep_text: bool = False) -> Optional[dict]:
+                     passthrough: Mapping[str, Callable] = _NONE, keep_text: bool = False) -> Optional[dict]:
     """Preprocess one record and tokenize its text features; errors name file:line.
 
     Of the other fields only ``passthrough`` (what the converter reads, such as a
@@ -110,10 +112,13 @@ def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
                               lambda: f"{source.origin(index)}: {key!r} in task {task.name!r}")  # noqa: B023
         if keep_text and isinstance(example[key], str):
             out[f"{key}_pretokenized"] = example[key]
-    for key in passthrough:
+    for key, problem in passthrough.items():
         if key not in example:
             raise DataError(f"{source.origin(index)}: task {task.name!r} produced no {key!r} field, which the model "
                             f"reads (record keys: {sorted(example)})")
+        wrong = problem(example[key])
+        if wrong:
+            raise DataError(f"{source.origin(index)}: {key!r} in task {task.name!r} {wrong}")
         out[key] = np.asarray(example[key])
     return out
 
@@ -239,8 +244,8 @@ class _RecordCounter:
 
 
 def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[int, int] = (0, 1),
-              stats: Optional[TruncationStats] = None, passthrough: tuple[str, ...] = (), keep_text: bool = False
-              ) -> grain.MapDataset:
+              stats: Optional[TruncationStats] = None, passthrough: Mapping[str, Callable] = _NONE,
+              keep_text: bool = False) -> grain.MapDataset:
     """Tokenized examples before corruption (pretraining) or as they are (everything else)."""
     parts = [part.split("[", 1)[0].strip() for part in split.split("+")]  # TFDS: "train[:10%]+validation"
     if task.splits and any(part not in task.splits for part in parts):
@@ -273,7 +278,7 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[i
 
 
 def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, shuffle: bool, repeat: bool,
-                  shard: tuple[int, int], stats: TruncationStats, passthrough: tuple[str, ...] = (),
+                  shard: tuple[int, int], stats: TruncationStats, passthrough: Mapping[str, Callable] = _NONE,
                   keep_text: bool = False) -> grain.MapDataset:
     ds = _examples(task, split, lengths, shard, stats, passthrough, keep_text)
     index, count = shard
@@ -362,7 +367,7 @@ def get_dataset(
     parts = item.resolved() if isinstance(item, Mixture) else [(item, 1.0)]
     for task, _ in parts:
         _check_features(task, trim, converter)
-    passthrough = tuple(getattr(converter, "passthrough_fields", ()))
+    passthrough = dict(getattr(converter, "passthrough_fields", {}))
     if isinstance(item, Mixture):
         datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
                                   shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text)

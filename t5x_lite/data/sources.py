@@ -260,7 +260,7 @@ class _FileSource(Source):
         except UnicodeDecodeError:
             text = None
         # Classic Mac files end lines with CR alone; anything holding a LF keeps CR as part of CRLF.
-        cr_only = b"\n" not in data and b"\r" in data.rstrip(b"\r")
+        cr_only = b"\n" not in data and b"\r" in data
         if text is not None:
             raw = text.split("\r" if cr_only else "\n")
         else:
@@ -443,7 +443,7 @@ class DelimitedSource(_FileSource):
     def _parse_file(self, file_index, path, lines):
         delimiter, quoting = self._dialect(path)
         # csv's 128 KiB cap on a field guards against a runaway quote; the whole file is in memory anyway,
-        # and a runaway quote is caught below.
+        # and a quote that never closes is caught below. (The limit is process-wide; it only ever grows.)
         longest = sum(len(text) + 1 for _, text in lines)
         if longest > csv.field_size_limit():
             csv.field_size_limit(longest)
@@ -460,11 +460,14 @@ class DelimitedSource(_FileSource):
                 start = feed.row_start or feed.current
                 spanned = f" (a quoted field runs from line {start} to {feed.current})" if feed.current > start \
                     else ""
+                if columns is None:  # the header: skipping it would make the first row the column names
+                    raise DataError(f"malformed header: {e}{spanned}", path=path, line=start) from e
                 self._bad("bad_columns", f"malformed row: {e}{spanned}", path, start)
-                # Only the row's first line is bad: read on from the next one, not from where csv gave up
-                # (an unclosed quote would otherwise swallow the rest of the file as one skipped row).
-                feed.restart_after(start)
-                reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)
+                if feed.exhausted():
+                    # A quote that never closes swallowed the rest of the file: only its first line is
+                    # known bad, so read on from the next one. (A quote that closed marks its whole span.)
+                    feed.restart_after(start)
+                    reader = csv.reader(feed, delimiter=delimiter, quoting=quoting, strict=True)
                 continue
             start = feed.row_start
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -514,6 +517,9 @@ class _LineFeed:
         if self.row_start is None:
             self.row_start = number
         return text + "\n"
+
+    def exhausted(self) -> bool:
+        return self._next >= len(self._lines)
 
     def restart_after(self, line: int) -> None:
         """Feed again from the first line after ``line``."""

@@ -57,34 +57,42 @@ class DecodeOptions:
 
 
 def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, converter, max_examples: Optional[int],
-                  keep_text: bool = False) -> Iterator[tuple[dict, int]]:
+                  keep_text: bool = False, report: bool = True) -> Iterator[tuple[dict, int]]:
     """(batch padded to batch_size, number of real rows) over the whole split, in order; with
-    ``keep_text`` the batch also holds the text features before tokenizing (``*_pretokenized``)."""
+    ``keep_text`` the batch also holds the text features before tokenizing (``*_pretokenized``).
+
+    ``report``: log the records dropped, skipped or cut (one pass of an evaluation says it).
+    """
     from t5x_lite.data.pipeline import get_dataset
 
     ds, stats = get_dataset(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
                             converter=converter, shuffle=False, repeat=False, drop_remainder=False, shard=(0, 1),
                             keep_text=keep_text)
     seen = 0
-    try:
-        for batch in ds:
-            n = len(next(iter(batch.values())))
-            if max_examples is not None:
-                n = min(n, max_examples - seen)
-                if n <= 0:
-                    return
-            seen += n
-            yield {k: _pad_rows(np.asarray(v), batch_size) for k, v in batch.items()}, n
-    finally:
-        for name, count in stats.dropped_examples.items():  # the split's score leaves these out
-            log.warning("task %r split %r: its preprocessors dropped %d of the records read; those are not evaluated",
-                        name, split, count)
-        for name, count in stats.skipped_examples.items():
-            log.warning("task %r split %r: %d records were skipped as bad (on_error='skip'); those are not "
-                        "evaluated", name, split, count)
-        for feature, count in stats.truncated_examples.items() if keep_text else ():  # once per evaluation
-            log.warning("task %r split %r: %r of %d examples was cut to its feature length (%d tokens lost)",
-                        getattr(task, "name", task), split, feature, count, stats.truncated_tokens[feature])
+    for batch in ds:
+        n = len(next(iter(batch.values())))
+        if max_examples is not None:
+            n = min(n, max_examples - seen)
+            if n <= 0:
+                break
+        seen += n
+        yield {k: _pad_rows(np.asarray(v), batch_size) for k, v in batch.items()}, n
+    if report:
+        _report(getattr(task, "name", task), split, stats.as_dict(), max_examples)
+
+
+def _report(task: str, split: str, counts: Mapping[str, Any], max_examples: Optional[int]) -> None:
+    # grain reads ahead of max_examples: the counts are of the records read, not only of those evaluated
+    of = "the records read" if max_examples is None else "the records read (grain reads ahead of max_examples)"
+    for name, count in counts["dropped_examples"].items():  # the split's score leaves these out
+        log.warning("task %r split %r: its preprocessors dropped %d of %s; those are not evaluated",
+                    name, split, count, of)
+    for name, count in counts["skipped_examples"].items():
+        log.warning("task %r split %r: %d of %s were skipped as bad (on_error='skip'); those are not evaluated",
+                    name, split, count, of)
+    for feature, count in counts["truncated_examples"].items():
+        log.warning("task %r split %r: %r was cut to its feature length in %d of %s (%d tokens lost)",
+                    task, split, feature, count, of, counts["truncated_tokens"][feature])
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -214,14 +222,15 @@ def validation_loss(*, model, params, task, split: str = "validation", feature_l
     return _loss_and_examples(model, params, _get_task(task), split, feature_lengths, batch_size, max_examples)[0]
 
 
-def _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples) -> tuple[float, int]:
+def _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples, report: bool = True
+                       ) -> tuple[float, int]:
     # Per token, whatever the training normalizer: a fixed loss_normalizer divides each batch's sum by a
     # constant, which weighted by the batch's token count would depend on the batch size.
     loss_fn = jax.jit(model.replace(z_loss=0.0, loss_normalizer=None).loss_fn)
     total = tokens = 0.0
     examples = 0
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
-                                  converter=model.feature_converter(), max_examples=max_examples):
+                                  converter=model.feature_converter(), max_examples=max_examples, report=report):
         batch = _mask_padding_rows(batch, n)
         loss, metrics = loss_fn(params, batch)
         count = float(metrics["num_tokens"])
@@ -258,7 +267,8 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
         raise ConfigError(f"task {task.name!r} is scored by {', '.join(names)}, which needs predictions, and a "
                           f"{_kind_name(model)} model cannot make them")
     rows = []
-    if decodes and (names or decode_without_metrics):
+    predicted = decodes and bool(names or decode_without_metrics)
+    if predicted:
         rows = predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                        batch_size=batch_size, decode=decode, max_examples=max_examples)
     if model.kind == "encoder_only_classification":
@@ -271,7 +281,7 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     examples = len(rows)
     if model.kind != "encoder_only_classification":
         metrics["loss"], examples = _loss_and_examples(model, params, task, split, feature_lengths, batch_size,
-                                                       max_examples)
+                                                       max_examples, report=not predicted)  # predict reported
     metrics["num_examples"] = examples
     return metrics, rows
 

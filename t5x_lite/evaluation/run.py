@@ -21,9 +21,9 @@ from typing import Mapping, Optional
 from t5x_lite.errors import ConfigError, check_at_least, check_types
 from t5x_lite.evaluation.evaluate import DecodeOptions, can_decode, evaluate, predict, score, write_jsonl
 
-# What each entry point can do with each kind of model.
-DECODES = ("encoder_decoder", "decoder_only", "encoder_only_classification")
+# What infer --score can do with each kind of model (decoding: evaluate.can_decode).
 SCORES = ("encoder_decoder", "decoder_only")
+_DECODERS = "encoder_decoder, prefix-LM decoder_only and encoder_only_classification models"
 
 
 def _check_settings(owner: str, checkpoint, task, feature_lengths, batch_size, max_examples, output_dir) -> None:
@@ -38,20 +38,30 @@ def _check_settings(owner: str, checkpoint, task, feature_lengths, batch_size, m
         raise ConfigError(f"{owner}.output_dir {output_dir} is a file, not a directory")
 
 
-def _check_model(model, checkpoint: str, task: str, kinds: tuple, doing: str,
-                 decode: Optional[DecodeOptions] = None) -> None:
+def _check_model(model, checkpoint: str, task: str, job: str, decode: Optional[DecodeOptions] = None) -> None:
+    """Whether the checkpoint's model can do ``job`` on ``task``: ``"evaluate"`` (decode for the task's
+    metrics, or with none, its loss), ``"decode"`` or ``"score"``; checked before any params load."""
     import t5x_lite.tasks  # noqa: F401  (registers the task providers)
     from t5x_lite.data.pipeline import check_vocabulary_fits
+    from t5x_lite.data.tasks import TaskRegistry
     from t5x_lite.decoding.predict import check_decode_options
 
-    if model.kind not in kinds:
-        raise ConfigError(f"{checkpoint} holds a model of kind {model.kind}, which cannot {doing} (only "
-                          f"{', '.join(kinds)} models can)")
-    if kinds is DECODES and not can_decode(model):  # a causal LM: no prompt to decode from
-        raise ConfigError(f"{checkpoint} holds a causal decoder_only model (prefix_lm=False), which cannot "
-                          f"{doing} (a prefix LM can)")
+    held = (f"{checkpoint} holds a causal decoder_only model (prefix_lm=False)" if model.kind == "decoder_only"
+            else f"{checkpoint} holds a model of kind {model.kind}")
+    if job == "score" and model.kind not in SCORES:
+        raise ConfigError(f"{held}, which cannot score targets (only {', '.join(SCORES)} models can)")
+    if job == "decode" and not can_decode(model):
+        raise ConfigError(f"{held}, which cannot decode (only {_DECODERS} can)")
+    if job == "evaluate" and not can_decode(model):
+        metrics = tuple(TaskRegistry.get(task).metric_names)
+        if metrics:
+            raise ConfigError(f"{held}, which cannot decode the predictions that task {task!r}'s "
+                              f"{', '.join(metrics)} need (only {_DECODERS} can; on a task without metrics, its "
+                              "loss is evaluated)")
+        if model.kind == "encoder_only":
+            raise ConfigError(f"{held}, a bare encoder with neither a loss nor a decoder to evaluate")
     check_vocabulary_fits(task, model.config.vocab_size)
-    if decode is not None and model.kind != "encoder_only_classification":
+    if decode is not None and can_decode(model) and model.kind != "encoder_only_classification":
         check_decode_options(model.config.vocab_size, method=decode.method, max_decode_length=decode.max_decode_length,
                              num_beams=decode.num_beams, alpha=decode.alpha, num_decodes=1,
                              temperature=decode.temperature, top_k=decode.top_k, top_p=decode.top_p)
@@ -66,8 +76,10 @@ def _output_paths(checkpoint: str, step: Optional[int], output_dir: Optional[str
     or ``MODEL_DIR/checkpoints/<step>``) it is ``MODEL_DIR/<sub>`` with the step in
     the names, since keeping the last K checkpoints deletes old step directories.
     """
+    from t5x_lite.training import checkpoints
+
     path = Path(checkpoint).absolute()
-    run_dir = path.parent.parent if path.name.isdigit() and path.parent.name == "checkpoints" else path
+    run_dir = path.parent.parent if checkpoints.is_run_step(path) else path
     tag = f"-step{step}" if step is not None else ""
     out = Path(output_dir) if output_dir else run_dir / sub
     out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +119,7 @@ def evaluate_checkpoint(
 
     _check_settings("evaluate_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
     checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
-    _check_model(checkpoints.load_model(checkpoint), checkpoint, task, DECODES, "be evaluated by decoding", decode)
+    _check_model(checkpoints.load_model(checkpoint), checkpoint, task, "evaluate", decode)
     model, params, step = checkpoints.load_params_and_step(checkpoint)
     metrics, rows = evaluate(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                              batch_size=batch_size, decode=decode, max_examples=max_examples)
@@ -137,8 +149,7 @@ def infer_checkpoint(
 
     _check_settings("infer_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
     checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
-    kinds, doing = (SCORES, "score targets") if score_targets else (DECODES, "decode")
-    _check_model(checkpoints.load_model(checkpoint), checkpoint, task, kinds, doing,
+    _check_model(checkpoints.load_model(checkpoint), checkpoint, task, "score" if score_targets else "decode",
                  None if score_targets else decode)
     model, params, step = checkpoints.load_params_and_step(checkpoint)  # once the model is known to fit the job
     if score_targets:

@@ -242,7 +242,7 @@ class EncoderOnlyClassificationModel(_BertModel):
 
         if pack:
             raise ValueError("classification reads the pooled first token: one example per row, pack=False")
-        return EncoderOnlyFeatureConverter(classification=True)
+        return EncoderOnlyFeatureConverter(classification=True, num_labels=self.config.num_labels)
 
     def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
         logits = self.logits(params, batch, dropout_rng)[:, None, :]  # one "token" per example

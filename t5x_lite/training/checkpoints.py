@@ -9,6 +9,8 @@ checkpoints restore params from it for fine-tuning.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -57,10 +59,44 @@ def write_model_description(directory: str | Path, model) -> None:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / MODEL_GIN).write_text(model_to_gin(model))
-    (directory / META_FILE).write_text(
-        json.dumps({"format_version": FORMAT_VERSION, "kind": model.kind}, indent=2) + "\n"
-    )
+    _write_atomically(directory / MODEL_GIN, model_to_gin(model))
+    _write_atomically(directory / META_FILE,
+                      json.dumps({"format_version": FORMAT_VERSION, "kind": model.kind}, indent=2) + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` so that a reader (another host resuming the run) sees the old text or the new, never half."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _first_line(error: Exception) -> str:
+    """An orbax/tensorstore error without the kilobyte of store spec it appends."""
+    text = str(error).split(" [tensorstore_spec=", 1)[0]
+    return text.splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _quiet_reads_left_in_flight() -> None:
+    """After a failed restore, drop the "Event loop is closed" tracebacks its leftover reads would print.
+
+    orbax stops at the first array that fails and closes its event loop while
+    tensorstore's reads of the other arrays are still running; each one that
+    completes later calls back into the closed loop, and Python prints a
+    traceback per read after the real, already reported error. Only that
+    exact error is dropped; everything else reaches the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop_callbacks", False):
+        return
+
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_closed_loop_callbacks = True
+    sys.unraisablehook = hook
 
 
 def _located(directory: str | Path) -> tuple[Path, Optional[int]]:
@@ -71,9 +107,17 @@ def _located(directory: str | Path) -> tuple[Path, Optional[int]]:
         raise CheckpointError(f"{directory}: does not exist")
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: is a file, not a checkpoint directory")
-    if directory.name.isdigit() and directory.parent.name == "checkpoints":  # one step of a run
+    if is_run_step(directory):
         return directory.parent.parent, int(directory.name)
     return directory, None
+
+
+def is_run_step(directory: str | Path) -> bool:
+    """Whether ``directory`` is one step of a training run, ``MODEL_DIR/checkpoints/<step>``: by its place
+    beside the run's model.gin, not by its name alone (``exports/checkpoints/2024`` may be anything)."""
+    directory = Path(directory).absolute()
+    return (directory.name.isdigit() and directory.parent.name == "checkpoints"
+            and not (directory / META_FILE).exists() and (directory.parent.parent / MODEL_GIN).exists())
 
 
 def _model_of(directory: Path):
@@ -82,7 +126,14 @@ def _model_of(directory: Path):
     for name in (META_FILE, MODEL_GIN):
         if not (directory / name).exists():
             raise CheckpointError(f"{directory}: not a t5x_lite checkpoint ({name} is missing)")
-    return model_from_gin([str(directory / MODEL_GIN)])
+    model = model_from_gin([str(directory / MODEL_GIN)])
+    if model.kind == "decoder_only" and ".prefix_lm = " not in (directory / MODEL_GIN).read_text():
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s was written before model.gin recorded prefix_lm; reading it as a prefix LM. For a causal LM add "
+            "'models.DecoderOnlyModel.prefix_lm = False' to it", directory / MODEL_GIN)
+    return model
 
 
 def load_model(directory: str | Path):
@@ -113,7 +164,8 @@ def load_params_and_step(directory: str | Path):
             with ocp.StandardCheckpointer() as checkpointer:
                 params = checkpointer.restore(directory / "params")
         except Exception as e:  # orbax raises several types for damaged files
-            raise CheckpointError(f"{directory / 'params'}: cannot restore ({e})") from e
+            _quiet_reads_left_in_flight()
+            raise CheckpointError(f"{directory / 'params'}: cannot restore ({_first_line(e)})") from e
         params = jax.tree_util.tree_map(np.asarray, params)
         _check_params_fit(directory / "params", directory / MODEL_GIN, model, params, loop_layout=True)
         return model, model.from_loop_layout(params), None
@@ -141,7 +193,8 @@ def _training_params(model_dir: Path, steps: list[int], model) -> tuple[Any, int
                 with ocp.PyTreeCheckpointer() as checkpointer:
                     state = checkpointer.restore(path)
         except Exception as e:  # orbax raises several types for damaged files
-            errors.append(f"{path}: cannot restore ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+            _quiet_reads_left_in_flight()
+            errors.append(f"{path}: cannot restore ({_first_line(e)})")
             if len(steps) > 1:
                 logging.getLogger(__name__).warning("%s; trying the previous step", errors[-1])
             continue
@@ -245,9 +298,10 @@ class TrainCheckpointer:
                     result = (restored["state"], restored["data"], step)
                     break
                 except Exception as e:  # a damaged checkpoint: say which, and use the one before it
+                    _quiet_reads_left_in_flight()
                     logging.getLogger(__name__).warning(
                         "checkpoint %s is unreadable (%s: %s); %s", self.directory / str(step), type(e).__name__,
-                        str(e).splitlines()[0] if str(e) else "",
+                        _first_line(e),
                         "trying the previous one" if step != steps[0] else "there is no older one")
                     unreadable.append(step)
         if unreadable:

@@ -165,6 +165,8 @@ def train(
     converter = model.feature_converter(pack)
     feature_lengths = checked_feature_lengths(feature_lengths, converter)
     check_vocabulary_fits(task, model.config.vocab_size)
+    if eval_task and eval_every > 0:
+        _check_eval_task(model, eval_task)
     dataset, truncation = get_dataset(task, split="train", feature_lengths=feature_lengths, batch_size=batch_size,
                                       converter=converter, seed=seed, pack=pack)
     data_iter = iter(dataset)
@@ -263,16 +265,18 @@ def train(
 
 _SAME_STREAM = ("seed", "rng", "task", "pack")  # changed, the resumed run would not continue the same run
 
-# Config fields that change how the model runs or regularizes, not the function its params compute.
+# Config fields that change how the model runs, regularizes or was initialized, not the function its params
+# compute.
 _HOW_IT_RUNS = ("dtype", "remat_policy", "attention_impl", "scan_layers", "dropout_rate", "attention_dropout_rate",
-                "classifier_dropout_rate")
+                "classifier_dropout_rate", "initializer_range")
 
 
 def _check_same_model(model_dir: Path, model) -> None:
     """The model resuming a run must be the one ``model.gin`` says trained its checkpoints.
 
-    A changed architecture with unchanged shapes (another activation, an untied
-    head's flag, more position buckets) restores without any shape error and
+    A changed architecture with unchanged shapes (another activation, another
+    relative_attention_max_distance or layer-norm epsilon, a causal LM for a
+    prefix LM) restores without any shape error and
     would train on as a different function; it is refused. Dropout, dtype,
     remat, attention kernel and the loss options may change: a warning says so.
     """
@@ -291,7 +295,7 @@ def _check_same_model(model_dir: Path, model) -> None:
     changed = {f.name: (getattr(before.config, f.name), getattr(model.config, f.name))
                for f in dataclasses.fields(model.config)
                if getattr(before.config, f.name) != getattr(model.config, f.name)}
-    if "z_loss" in where.read_text():  # model.gin written since it records the wrapper's settings
+    if f"models.{type(before).__name__}.z_loss = " in where.read_text():  # written since it records the wrapper
         changed.update({f.name: (getattr(before, f.name), getattr(model, f.name)) for f in dataclasses.fields(model)
                         if f.name != "config" and getattr(before, f.name) != getattr(model, f.name)})
     shown = lambda names: ", ".join(f"{n} {changed[n][0]!r} -> {changed[n][1]!r}" for n in names)  # noqa: E731
@@ -331,6 +335,21 @@ def _resumable_data_state(saved: Mapping[str, Any], run_info: Mapping[str, Any],
                     "example%s", where, setting, run_info[key], before[key],
                     ", but each host now reads another share of them" if key == "processes" else "")
     return saved["iterator"]
+
+
+def _check_eval_task(model, eval_task) -> None:
+    """Say now, not at the first evaluation after ``eval_every`` steps, that it cannot work."""
+    import t5x_lite.tasks  # noqa: F401  (registers the task providers)
+    from t5x_lite.data.pipeline import check_vocabulary_fits
+    from t5x_lite.data.tasks import TaskRegistry
+    from t5x_lite.evaluation.evaluate import can_decode
+
+    task = TaskRegistry.get(eval_task) if isinstance(eval_task, str) else eval_task
+    if task.metric_names and not can_decode(model):
+        raise ConfigError(f"train.eval_task: task {task.name!r} is scored by {', '.join(task.metric_names)}, "
+                          f"which needs predictions, and this {model.kind} model cannot decode them; evaluate a "
+                          "task without metrics (its loss) or set eval_every=0")
+    check_vocabulary_fits(task.name, model.config.vocab_size)
 
 
 def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examples, decode) -> dict:

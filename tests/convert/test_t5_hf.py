@@ -185,11 +185,14 @@ def test_export_refuses_a_directory_holding_a_model(tmp_path, capsys):
     # nor into a t5x_lite checkpoint, run or run step: its own source included
     step = tmp_path / "run" / "checkpoints" / "300"
     step.mkdir(parents=True)
+    (tmp_path / "run" / "model.gin").write_text("# the run's\n")
     for target, message in [(tmp_path / "ckpt", "already holds model.gin, t5x_lite.json, params"),
                             (step, "is a step of a training run")]:
         assert _convert("--from", tmp_path / "ckpt", "--to_hf", target) == 2
         assert message in capsys.readouterr().err
         assert not (target / "config.json").exists()
+    # a new directory that only looks like a step by its name is fine
+    assert _convert("--from", tmp_path / "ckpt", "--to_hf", tmp_path / "exports" / "checkpoints" / "2024") == 0
 
 
 def test_flags_that_do_not_apply_are_rejected(tmp_path, capsys):

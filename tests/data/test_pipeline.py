@@ -332,6 +332,16 @@ def test_only_the_fields_the_model_reads_pass_through():
     with pytest.raises(DataError, match=r"mem\.jsonl:\d+: task 'mem_labels' produced no 'label' field, which the "
                                         r"model reads \(record keys: \['inputs'\]\)"):
         next(iter(ds))
+    # a label must be one class id among the classifier's
+    for label, message in [("positive", r"must be one integer class id, got 'positive'"),
+                           (0.7, r"must be one integer class id, got 0.7"),
+                           ([0, 1], r"must be one integer class id, got \[0, 1\]"),
+                           (2, r"is 2, outside the classifier's classes \[0, 2\)")]:
+        bad = Task(**{**with_labels.__dict__, "preprocessors": (lambda ex, v=label: {"inputs": ex["q"], "label": v},)})
+        ds, _ = get_dataset(bad, split="train", feature_lengths={"inputs": 16}, batch_size=4, seed=0, shard=(0, 1),
+                            converter=EncoderOnlyFeatureConverter(classification=True, num_labels=2))
+        with pytest.raises(DataError, match=r"mem\.jsonl:\d+: 'label' in task 'mem_labels' " + message):
+            next(iter(ds))
 
 
 def test_a_task_may_skip_and_count_records_it_cannot_use(caplog):

@@ -271,6 +271,8 @@ def test_classic_mac_line_endings(tmp_path):
     assert [rows[i] for i in range(2)] == [{"text": "a", "label": "1"}, {"text": "b", "label": "0"}]
     # one line holding a carriage return but no line feed elsewhere is still one line
     assert texts(TextLineSource(write(tmp_path / "one.txt", "a\r\n"))) == ["a"]
+    two_crs = TextLineSource(write(tmp_path / "two.txt", "only line\r\r"))
+    assert texts(two_crs) == ["only line"] and two_crs.stats["blank_lines"] == 1
 
 
 def test_an_unclosed_quote_costs_one_row_and_long_fields_are_read(tmp_path):
@@ -281,6 +283,14 @@ def test_an_unclosed_quote_costs_one_row_and_long_fields_are_read(tmp_path):
     src = DelimitedSource(p, on_error="skip")
     assert src.stats["skipped_bad_columns"] == 1 and len(src) == 6
     assert src[1] == {"text": "row 0", "label": "0"} and src.origin(1) == f"{p}:4"
+    # a quote that closes on a later line marks that whole span as the bad row: no record is made of its tail
+    p = write(tmp_path / "closed.csv", 'text,label\nok,1\n"two\nlines"x,1\nfine,0\n')
+    src = DelimitedSource(p, on_error="skip")
+    assert [src[i] for i in range(len(src))] == [{"text": "ok", "label": "1"}, {"text": "fine", "label": "0"}]
+    # a malformed header is never skipped: the first row would become the column names
+    bad_header = write(tmp_path / "h.csv", '"text,label\nfine,1\nrow,0\n')
+    with pytest.raises(DataError, match=r"h\.csv:1: malformed header"):
+        DelimitedSource(bad_header, on_error="skip")
     long = "x" * 300_000  # past csv's default 131072-character cap on a field
     src = DelimitedSource(write(tmp_path / "long.csv", f'text,label\n"{long}",1\n'))
     assert src[0]["text"] == long

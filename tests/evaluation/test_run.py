@@ -1,6 +1,9 @@
 """eval / infer entry points: bad settings are one-line errors before any work; results are never overwritten."""
 
+import json
+
 import jax
+import numpy as np
 import pytest
 
 from t5x_lite import cli
@@ -44,14 +47,21 @@ def test_a_model_that_cannot_do_the_job_or_is_too_small_for_the_vocabulary(tmp_p
                                                 intermediate_size=32, max_position_embeddings=64))
     checkpoints.save_params(tmp_path / "mlm", mlm.init(jax.random.key(0), mlm.dummy_batch(1, {"inputs": 8})), mlm)
     err = _cli_error(capsys, "eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path / 'mlm'}", *FLAGS)
-    assert err.endswith("holds a model of kind encoder_only_mlm, which cannot be evaluated by decoding (only "
-                        "encoder_decoder, decoder_only, encoder_only_classification models can)")
+    assert err.endswith("holds a model of kind encoder_only_mlm, which cannot decode the predictions that task "
+                        "'bundled_sentiment''s accuracy, f1 need (only encoder_decoder, prefix-LM decoder_only and "
+                        "encoder_only_classification models can; on a task without metrics, its loss is evaluated)")
     causal = DecoderOnlyModel(config=TINY.replace(num_encoder_layers=0), prefix_lm=False)
     checkpoints.save_params(tmp_path / "lm", causal.init(jax.random.key(0), causal.dummy_batch(1, {"targets": 8})),
                             causal)
     err = _cli_error(capsys, "eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path / 'lm'}", *FLAGS)
-    assert err.endswith("holds a causal decoder_only model (prefix_lm=False), which cannot be evaluated by decoding "
-                        "(a prefix LM can)")
+    assert "holds a causal decoder_only model (prefix_lm=False), which cannot decode the predictions" in err
+    # on a task without metrics, the loss: the MLM on held-out MLM data, the causal LM on its LM task
+    for name, task, lengths in [("mlm", "bundled_corpus_bert_mlm", "{'inputs': 16}"),
+                                ("lm", "bundled_corpus_lm", "{'targets': 16}")]:
+        assert cli.main(["eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path / name}", f"--gin.TASK={task}",
+                         f"--gin.TASK_FEATURE_LENGTHS={lengths}", "--gin.evaluate_checkpoint.max_examples=4"]) == 0
+        metrics = json.loads((tmp_path / name / "eval" / f"metrics-{task}-validation.json").read_text())
+        assert metrics["num_examples"] == 4 and np.isfinite(metrics["loss"])
 
     small = EncoderDecoderModel(config=TINY.replace(vocab_size=300))
     params = small.init(jax.random.key(0), small.dummy_batch(1, {"inputs": 8, "targets": 4}))
@@ -72,6 +82,8 @@ def test_results_are_numbered_not_overwritten_and_step_results_live_beside_the_c
     assert len(list((ckpt / "eval").iterdir())) == 4
 
     step = tmp_path / "run" / "checkpoints" / "6"  # deleted when the run keeps newer ones: results go beside it
+    step.mkdir(parents=True)
+    (tmp_path / "run" / "model.gin").write_text("# the run's\n")
     assert _output_paths(str(step), 6, None, False, "infer", "predictions-t-validation.jsonl") == [
         tmp_path / "run" / "infer" / "predictions-t-validation-step6.jsonl"]
     # a MODEL_DIR's results say which step they are from, and each call reserves its names at once

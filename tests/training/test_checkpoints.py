@@ -96,7 +96,7 @@ def test_params_one_side_lacks_still_load(tmp_path):
         assert checkpoints.load_params(tmp_path / name)[0].kind == model.kind
 
 
-def test_model_gin_rebuilds_the_wrapper_settings_too(tmp_path):
+def test_model_gin_rebuilds_the_wrapper_settings_too(tmp_path, caplog):
     # A causal LM came back as a prefix LM (and eval fed it a prefix LM's features); loss options came back default.
     from t5x_lite.models.model import DecoderOnlyModel
 
@@ -106,3 +106,8 @@ def test_model_gin_rebuilds_the_wrapper_settings_too(tmp_path):
                             causal)
     assert checkpoints.load_model(tmp_path / "lm") == causal
     assert checkpoints.load_params(tmp_path / "lm")[0] == causal
+    # a model.gin from before: the wrapper's lines missing, so the default (prefix LM) comes back, with a warning
+    _edit_gin(tmp_path / "lm", "models.DecoderOnlyModel.prefix_lm = False\n", "")
+    with caplog.at_level("WARNING"):
+        assert checkpoints.load_model(tmp_path / "lm").prefix_lm is True
+    assert "written before model.gin recorded prefix_lm; reading it as a prefix LM" in caplog.text

@@ -54,3 +54,13 @@ def test_decoder_only_prefix_lm_fine_tunes_and_decodes(tmp_path):
                              decode=DecodeOptions(max_decode_length=4))
     assert metrics["num_examples"] == 4 and "accuracy" in metrics
     assert rows[0]["inputs"].startswith("sentiment:") and rows[0]["targets"] in ("positive", "negative")
+
+
+def test_an_eval_task_the_model_cannot_score_is_refused_before_training(tmp_path):
+    from t5x_lite.errors import ConfigError
+
+    causal = DecoderOnlyModel(config=DECODER, prefix_lm=False)
+    with pytest.raises(ConfigError, match=r"train.eval_task: task 'bundled_sentiment' is scored by accuracy, f1, "
+                                          r"which needs predictions, and this decoder_only model cannot decode"):
+        _train(tmp_path, causal, "bundled_corpus_lm", {"targets": 16}, eval_task="bundled_sentiment", eval_every=1)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
