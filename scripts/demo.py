@@ -50,11 +50,13 @@ def _evaluate(checkpoint: Path) -> tuple[dict, list[dict]]:
     _run(["eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={checkpoint}", "--gin.TASK=bundled_sentiment",
           f"--gin.TASK_FEATURE_LENGTHS={FT_LENGTHS}", "--gin.evaluate_checkpoint.split=test",
           "--gin.evaluation.DecodeOptions.max_decode_length=4"])
-    out = checkpoint / "eval"
-    step = max(int(p.name) for p in (checkpoint / "checkpoints").iterdir() if p.name.isdigit())
-    metrics = json.loads((out / f"metrics-bundled_sentiment-test-step{step}.json").read_text())
-    rows = [json.loads(x) for x in (out / f"predictions-bundled_sentiment-test-step{step}.jsonl").read_text()
-            .splitlines()]
+    # the newest results: named after the step eval read (the newest readable checkpoint)
+    metrics_path = max((checkpoint / "eval").glob("metrics-bundled_sentiment-test-step*.json"),
+                       key=lambda p: p.stat().st_mtime)
+    predictions_path = metrics_path.with_name(metrics_path.name.replace("metrics-", "predictions-")).with_suffix(
+        ".jsonl")
+    metrics = json.loads(metrics_path.read_text())
+    rows = [json.loads(x) for x in predictions_path.read_text().splitlines()]
     return metrics, rows
 
 

@@ -145,8 +145,8 @@ def finetune_cell(objective: str, seed: int, out: Path, smoke: bool) -> dict:
                  "--gin.evaluation.DecodeOptions.max_decode_length=4", "--gin.evaluate_checkpoint.overwrite=True",
                  *(SMOKE_OVERRIDES["eval"] if smoke else [])]
     run_cli(eval_argv)
-    step = max(int(p.name) for p in (cell_dir / "checkpoints").iterdir() if p.name.isdigit())
-    metrics = json.loads((cell_dir / "eval" / f"metrics-bundled_sentiment-test-step{step}.json").read_text())
+    newest = max((cell_dir / "eval").glob("metrics-bundled_sentiment-test-step*.json"), key=lambda p: p.stat().st_mtime)
+    metrics = json.loads(newest.read_text())  # named after the step eval read
     result = {"objective": objective, "seed": seed, "wall_s": round(wall, 1), "test": metrics,
               "commands": ["t5x_lite " + " ".join(_quote(a) for a in a_) for a_ in (argv, eval_argv)]}
     done.write_text(json.dumps(result, indent=1) + "\n")

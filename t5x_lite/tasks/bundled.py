@@ -20,7 +20,7 @@ from t5x_lite.data.tasks import Task, TaskRegistry
 
 LABELS = ("negative", "positive")
 SENTIMENT_PREFIX = "sentiment: "
-# UL2 paradigm tokens: the lowest three sentinels, which short pretraining pieces never reach as span sentinels.
+# UL2 paradigm tokens: the lowest three sentinels; UL2's span corruption then stops at <extra_id_96>.
 UL2_PARADIGMS = {"R": 97, "S": 98, "X": 99}  # sentinel numbers: <extra_id_97> = [NLU], ... [NLG]
 
 

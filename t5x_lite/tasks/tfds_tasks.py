@@ -14,11 +14,13 @@ from __future__ import annotations
 import functools
 from typing import Callable, Optional, Sequence
 
+import numpy as np
+
 from t5x_lite.data.features import Feature
 from t5x_lite.data.objectives import make_objective
 from t5x_lite.data.tasks import Task, TaskRegistry
 
-# name -> (TFDS features in input order, label names; None for regression)
+# name -> (TFDS features, written sorted by name as T5's glue() does; label names, None for regression)
 GLUE = {
     "cola": (("sentence",), ("unacceptable", "acceptable")),
     "sst2": (("sentence",), ("negative", "positive")),
@@ -48,17 +50,20 @@ LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "ro": "Romani
 
 
 def text_to_text(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[str]]) -> Callable:
-    """T5's format: ``"sst2 sentence: it 's great"`` -> ``"positive"``; STS-B scores round to 0.2."""
+    """T5's format: ``"mnli hypothesis: ... premise: ..."`` -> ``"entailment"``, the fields sorted by name
+    (T5's ``glue`` preprocessor; the checkpoints it trained read them so). STS-B scores round to 0.2 as
+    T5's ``stsb`` does: ``round(label * 5) / 5`` in float32, halves to even."""
+    ordered = sorted(fields)
 
     def preprocess(ex: dict) -> Optional[dict]:
         label = ex["label"]
         if labels is None:
-            target = f"{round(float(label) * 5) / 5:.1f}"
+            target = f"{np.round(np.float32(label) * np.float32(5)) / np.float32(5):.1f}"
         elif int(label) < 0:  # unlabelled test split
             return None
         else:
             target = labels[int(label)]
-        inputs = " ".join([benchmark] + [f"{f}: {ex[f]}" for f in fields])
+        inputs = " ".join([benchmark] + [f"{f}: {ex[f]}" for f in ordered])
         return {"inputs": inputs, "targets": target, "label": label}
 
     return preprocess

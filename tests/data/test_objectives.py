@@ -82,7 +82,8 @@ def test_span_corruption_fills_inputs_exactly(inputs_length, density, mean_span)
 def test_raw_lengths_of_other_objectives():
     lengths = {"inputs": 512, "targets": 512}
     raw = {name: obj.make_objective(name, VOCAB).required_raw_length(lengths) for name in obj.OBJECTIVE_NAMES[:-1]}
-    assert raw["iid_15_u_u"] == raw["iid_15_d_d"] == raw["prefix_lm"] == raw["bert_mlm"] == 511
+    assert raw["iid_15_u_u"] == raw["iid_15_d_d"] == raw["prefix_lm"] == 511
+    assert raw["bert_mlm"] == 512  # MLM features get no EOS: every position is text
     assert raw["lm"] == 511
     # Full-text targets must fit the targets length too.
     full = obj.make_objective("iid_15_m_f", VOCAB)
@@ -435,3 +436,19 @@ def test_registry_and_input_checks():
         obj.make_objective("span_4_15_u_u", VOCAB)
     with pytest.raises(ValueError, match="1-D integer"):
         obj.make_objective("span_3_15_u_u", VOCAB)(np.zeros((2, 3), np.int32), np.random.default_rng(0))
+
+
+def test_ul2_span_sentinels_never_reuse_a_paradigm_token():
+    # The bundled task borrows the lowest three sentinels as [NLU]/[S2S]/[NLG]; at 1024 input tokens the
+    # X-denoiser (mean span 3, rate 0.5) marks about 170 spans, past the 97 sentinels left.
+    paradigm = {m: VOCAB.vocab_size - 1 - n for m, n in {"R": 97, "S": 98, "X": 99}.items()}
+    ul2 = obj.make_objective("ul2", VOCAB, paradigm_tokens=paradigm, inputs_length=1024, targets_length=1024,
+                             rates=[0, 0, 0, 1, 0, 0, 0])
+    rng = np.random.default_rng(0)
+    example = ul2(text(ul2.required_raw_length({"inputs": 1024, "targets": 1024})), rng)
+    body = np.concatenate([example["inputs"][1:], example["targets"]])
+    assert example["inputs"][0] == paradigm["X"] and not np.isin(body, list(paradigm.values())).any()
+    assert (body == VOCAB.vocab_size - 1 - 96).sum() > 2  # spans past the 97th reuse <extra_id_96>
+    with pytest.raises(ValueError, match="<extra_id_0>"):
+        obj.make_objective("ul2", VOCAB, paradigm_tokens={"R": VOCAB.vocab_size - 1, "S": 5, "X": 6},
+                           inputs_length=64)

@@ -50,6 +50,7 @@ def test_bert_mlm_task_feeds_the_encoder():
     batch, _ = _first("bundled_corpus_bert_mlm", EncoderOnlyFeatureConverter(), {"inputs": 32})
     assert batch["input_tokens"].shape == batch["mlm_targets"].shape == (4, 32)
     assert 0 < batch["mlm_weights"].sum() < 4 * 32
+    assert (batch["input_tokens"] != 0).all()  # text in every position, none left as padding
 
 
 def test_sentiment_text_to_text_and_classification():

@@ -48,6 +48,12 @@ def test_text_to_text_format_and_postprocess():
     assert pre({"sentence1": "x", "sentence2": "y", "label": -1}) is None  # unlabelled test rows are dropped
     stsb = text_to_text("stsb", ("sentence1", "sentence2"), None)
     assert stsb({"sentence1": "a", "sentence2": "b", "label": 3.27})["targets"] == "3.2"
+    # T5's tf.round(label * 5) / 5 on TFDS's float32 label: halves to even (0.1 * 5 is 0.5 in float32)
+    for label, target in [(0.1, "0.0"), (0.7, "0.8"), (3.1, "3.2"), (4.9, "4.8"), (0.3, "0.4")]:
+        assert stsb({"sentence1": "a", "sentence2": "b", "label": np.float32(label)})["targets"] == target
+    # fields sorted by name, as T5's glue() writes them: MNLI's hypothesis before its premise
+    mnli = text_to_text("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"))
+    assert mnli({"premise": "P.", "hypothesis": "H.", "label": 1})["inputs"] == "mnli hypothesis: H. premise: P."
     post = label_postprocessor(("entailment", "not_entailment"))
     assert post("not_entailment") == 1 and post("maybe") == -1
     assert np.isnan(label_postprocessor(None)("n/a"))

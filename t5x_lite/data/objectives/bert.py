@@ -31,8 +31,9 @@ class BertMLM:
     name: str = "bert_mlm"
 
     def required_raw_length(self, feature_lengths: Mapping[str, int]) -> int:
-        # One position is left for the EOS / separator the feature converter adds.
-        return max(feature_lengths["inputs"] - 1, 0)
+        # Every position holds text: the MLM features get no EOS (the bundled bert_mlm task's add_eos=False)
+        # and nothing adds [CLS]/[SEP] here.
+        return feature_lengths["inputs"]
 
     def __call__(self, tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         tokens = as_tokens(tokens)

@@ -64,6 +64,24 @@ UL2_DENOISERS = (
 )
 
 
+def _sentinels_apart_from(vocab: enc.VocabInfo, paradigm_ids: Sequence[int]) -> enc.VocabInfo:
+    """``vocab`` with its sentinels cut short of the paradigm tokens that are themselves sentinels.
+
+    Paradigm tokens borrowed from the lowest sentinels (the bundled vocabulary's
+    ``<extra_id_97..99>``) would otherwise also mark spans once an example has
+    that many (UL2's X-denoisers reach 97 spans at 393 input tokens). Spans past
+    the last free sentinel reuse it, as they reuse ``<extra_id_99>`` otherwise.
+    The denoisers draw no random tokens, so nothing else reads the cut ids.
+    """
+    top = vocab.vocab_size
+    taken = sorted(top - 1 - i for i in paradigm_ids if 0 <= top - 1 - i < vocab.num_extra_ids)
+    if not taken:
+        return vocab
+    if taken[0] == 0:
+        raise ValueError("a paradigm token is <extra_id_0>, which span corruption needs as its first sentinel")
+    return dataclasses.replace(vocab, num_extra_ids=taken[0])
+
+
 @dataclasses.dataclass(frozen=True)
 class MixtureOfDenoisers:
     """UL2's objective: one random denoiser per example plus its paradigm token.
@@ -103,7 +121,9 @@ class MixtureOfDenoisers:
         rates = np.ones(len(self.denoisers)) if self.rates is None else np.asarray(self.rates, dtype=np.float64)
         if rates.shape != (len(self.denoisers),) or (rates < 0).any() or rates.sum() <= 0:
             raise ValueError(f"rates must be {len(self.denoisers)} non-negative weights, got {self.rates}")
-        objectives = tuple(d.objective(self.vocab) for d in self.denoisers)
+        sentinels = _sentinels_apart_from(self.vocab, [int(i) for m in self.paradigm_tokens
+                                                        for i in self.paradigm_ids(m)])
+        objectives = tuple(d.objective(sentinels) for d in self.denoisers)
         raw_lengths = tuple(
             objective.required_raw_length(self._denoiser_feature_lengths(d))
             for d, objective in zip(self.denoisers, objectives)
