@@ -106,6 +106,27 @@ def batch_shards(mesh: Mesh, rules: Rules) -> int:
     return int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
 
 
+def check_rows_stay_in_process(mesh: Mesh, rules: Rules) -> None:
+    """Each process feeds rows of its own (``host_batch_to_global``), so the devices that hold one slice of
+    the batch must all belong to one process. A ``model`` axis spanning processes (tensor parallelism over
+    hosts) would need processes to feed the same rows; that is refused here rather than in XLA's words."""
+    axis = dict(rules).get("batch")
+    batch_axes = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+    names = list(mesh.axis_names)
+    other = [names.index(a) for a in names if a not in batch_axes]
+    devices = np.asarray(mesh.devices)
+    # one row per batch slice: the devices along the other axes
+    rows = np.moveaxis(devices, other, list(range(devices.ndim - len(other), devices.ndim))).reshape(
+        -1, int(np.prod([devices.shape[i] for i in other], dtype=np.int64)))
+    for row in rows:
+        owners = {d.process_index for d in row}
+        if len(owners) > 1:
+            raise ConfigError(f"the mesh {dict(mesh.shape)} puts one slice of the batch on devices of processes "
+                              f"{sorted(owners)} (its {', '.join(names[i] for i in other)} axis spans processes); "
+                              "each process feeds rows of its own, so keep that axis within a process's "
+                              f"{jax.local_device_count()} devices")
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

@@ -43,6 +43,15 @@ class TrainResult:
     model_dir: str
 
 
+def _all_hosts(count: int) -> int:
+    """``count`` summed over the processes (each counts its own rows)."""
+    if jax.process_count() == 1:
+        return count
+    from jax.experimental import multihost_utils
+
+    return int(np.sum(multihost_utils.process_allgather(np.asarray(count, np.int64))))
+
+
 def _token_count(batch: Mapping[str, np.ndarray]) -> int:
     """Non-padding tokens the model reads in this host batch (inputs + targets)."""
     total = 0
@@ -158,6 +167,7 @@ def train(
     rules = tuple(logical_axis_rules) if logical_axis_rules else partitioning.rules_for(partitioning_strategy)
     device_mesh = partitioning.make_mesh(mesh)
     _check_batch_divides(batch_size, num_microbatches or 1, partitioning.batch_shards(device_mesh, rules))
+    partitioning.check_rows_stay_in_process(device_mesh, rules)
     trainer = Trainer(model=model, optimizer=optimizer, mesh=device_mesh, rules=rules,
                       base_rng=jax.random.key(seed), learning_rate_fn=learning_rate_fn,
                       num_microbatches=num_microbatches, use_dropout=use_dropout)
@@ -210,9 +220,12 @@ def train(
                                enabled=jax.process_index() == 0)
         bar = ProgressBar(train_steps, initial_step=start, print_every=log_every,
                           disable=None if progress else True)
-        timer = StepTimer()
-        timer.mark(start, 0)
+        # Rates over the steps since the previous log line; the clock starts once this process's first step
+        # (which waits for its compile) is done, so no logged rate includes compiling.
+        timer = StepTimer(window=1)
         window: list = []
+        window_tokens = 0
+        counted = {"truncated_tokens": 0, "dropped_examples": 0, "skipped_examples": 0}
         last_good = ckpt.latest_step()
         pending = None
         metrics_out: dict = {}
@@ -220,9 +233,13 @@ def train(
         try:
             while step < train_steps:
                 host_batch = next(data_iter)
-                tokens = _token_count(host_batch) * jax.process_count()
+                window_tokens += _token_count(host_batch)
                 state, metrics = trainer.step(state, trainer.global_batch(host_batch))
                 step += 1
+                if step == start + 1:
+                    jax.block_until_ready(metrics)
+                    timer.mark(step)
+                    window_tokens = 0
                 # Check the previous step's loss while this one runs (keeps dispatch asynchronous).
                 if pending is not None:
                     _check_finite(pending, step - 1, last_good, model_dir)
@@ -232,14 +249,16 @@ def train(
                 if timer_due:
                     jax.block_until_ready(metrics)
                     _check_finite(metrics, step, last_good, model_dir)
-                    timer.mark(step, tokens * len(window))
+                    timer.mark(step, _all_hosts(window_tokens))
+                    window_tokens = 0
                     metrics_out = summarize_metrics(window)
                     window = []
                     metrics_out.update(_throughput(timer.summary(), flops, batch_size, model.config.dtype))
+                    # Since the previous log line, as the pipeline read them (it reads a few batches ahead).
                     counts = truncation.as_dict()
-                    metrics_out["truncated_tokens"] = float(sum(counts["truncated_tokens"].values()))
-                    metrics_out["dropped_examples"] = float(sum(counts["dropped_examples"].values()))
-                    metrics_out["skipped_examples"] = float(sum(counts["skipped_examples"].values()))
+                    for name in counted:
+                        total = int(sum(counts[name].values()))
+                        metrics_out[name], counted[name] = float(total - counted[name]), total
                     writer.write(step, {f"train/{k}": v for k, v in metrics_out.items()}, force=True)
                     bar.update(step, metrics_out)
                     if step_callback is not None:

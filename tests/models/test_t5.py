@@ -299,3 +299,25 @@ def test_dropout_is_active_only_with_rng():
     np.testing.assert_array_equal(a, _logits(model, params, batch))
     b = jax.jit(model.logits)(params, batch, jax.random.key(1))
     assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("model", [EncoderDecoderModel(config=TINY.replace(dropout_rate=0.3)),
+                                   DecoderOnlyModel(config=TINY.replace(dropout_rate=0.3, num_encoder_layers=0))])
+def test_attention_probabilities_get_the_model_dropout(model, monkeypatch):
+    # t5x's network and HF's T5Attention drop attention weights at dropout_rate; every attention must see it.
+    from t5x_lite.models import layers
+
+    seen = []
+    original = layers.dot_product_attention
+
+    def recording(*args, **kwargs):
+        seen.append((kwargs.get("dropout_rate"), kwargs.get("deterministic")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(layers, "dot_product_attention", recording)
+    batch = _encdec_batch() if model.kind == "encoder_decoder" else _lm_batch()
+    params = model.init(jax.random.key(0), batch)
+    seen.clear()
+    model.logits(params, batch, jax.random.key(1))  # eagerly: each attention call is recorded
+    expected = 3 if model.kind == "encoder_decoder" else 1  # self (enc), self + cross (dec); causal self
+    assert len(seen) >= expected and set(seen) == {(0.3, False)}

@@ -146,3 +146,24 @@ def test_sharded_training_matches_single_device(sharding_report, model):
     # Tensor parallel really shards over `model`, not over `data`.
     assert tp["params_on_model"] > 0 and tp["params_on_data"] == 0, tp["param_specs"]
     assert any("'model'" in spec for spec in tp["param_specs"])
+
+
+def test_a_batch_slice_must_stay_within_one_process():
+    import types
+
+    import numpy as np
+
+    from t5x_lite.errors import ConfigError
+
+    def mesh(processes, shape):  # stand-in devices: only their process matters here
+        devices = np.array([types.SimpleNamespace(process_index=p) for p in processes], dtype=object).reshape(shape)
+        return types.SimpleNamespace(devices=devices, axis_names=("data", "model"),
+                                     shape=dict(zip(("data", "model"), shape)))
+
+    rules = partitioning.rules_for("data_parallel")
+    # 2 processes x 2 devices: model=2 within each process is fine; across processes it is not
+    partitioning.check_rows_stay_in_process(mesh([0, 0, 1, 1], (2, 2)), rules)
+    with pytest.raises(ConfigError, match=r"puts one slice of the batch on devices of processes \[0, 1\] \(its "
+                                          r"model axis spans processes\)"):
+        partitioning.check_rows_stay_in_process(mesh([0, 1, 0, 1], (2, 2)), rules)
+    partitioning.check_rows_stay_in_process(partitioning.make_mesh(), rules)  # this machine's own mesh

@@ -263,3 +263,25 @@ def test_cli_missing_gin_file_and_wrong_type(capsys, tmp_path):
     (tmp_path / "a_file").write_text("")
     err = _cli_error(capsys, "--gin_file=experiments/quickstart.gin", f"--gin.MODEL_DIR={tmp_path / 'a_file'}")
     assert err.endswith("a_file exists and is not a directory")
+
+
+def test_logged_throughput_counts_the_tokens_of_its_steps_and_leaves_out_the_compile(tmp_path):
+    from t5x_lite.data.features import EncDecFeatureConverter
+    from t5x_lite.data.pipeline import get_dataset
+
+    logged = {}
+    lengths = {"inputs": 32, "targets": 8}
+    _run(tmp_path, 7, task="bundled_sentiment", feature_lengths=lengths, log_every=3,
+         step_callback=lambda step, m: logged.update({step: m}))
+    # the same batches, counted here: sentiment examples vary in length, so padding varies per batch
+    ds, _ = get_dataset("bundled_sentiment", split="train", feature_lengths=lengths, batch_size=4,
+                        converter=EncDecFeatureConverter(), seed=0, shard=(0, 1))
+    it = iter(ds)
+    per_step = [sum(int(np.count_nonzero(b[k])) for k in ("encoder_input_tokens", "decoder_target_tokens"))
+                for b in (next(it) for _ in range(7))]
+    assert sorted(logged) == [3, 6, 7]
+    # step 3's interval is steps 2-3 (the clock starts after step 1, which waits for the compile); then 4-6, 7
+    for step, steps in [(3, (2, 3)), (6, (4, 5, 6)), (7, (7,))]:
+        m = logged[step]
+        tokens = m["tokens_per_s"] / m["steps_per_s"] * len(steps)
+        assert tokens == pytest.approx(sum(per_step[s - 1] for s in steps), rel=1e-6), step
