@@ -139,21 +139,28 @@ def _concatenated_tokens(task: Task, split: str) -> np.ndarray:
     return cached[1]
 
 
+def _document_text(task: Task, source, index: int) -> Optional[str]:
+    """A pretraining document's text after the task's preprocessors (None: dropped by one)."""
+    example = _preprocessed(task, source, index, source[index])
+    if example is None:
+        return None
+    text = example.get(task.text_field)
+    if not isinstance(text, str):
+        raise DataError(f"{source.origin(index)}: task {task.name!r} needs text in field {task.text_field!r}, "
+                        f"got {'nothing' if text is None else type(text).__name__} (record keys: {sorted(example)})")
+    return text
+
+
 def _tokenize_corpus(task: Task, split: str) -> np.ndarray:
     source = task.source(split)
     texts = []
     dropped = skipped = 0
     for i in range(len(source)):
         try:
-            example = _preprocessed(task, source, i, source[i])
-            if example is None:
+            text = _document_text(task, source, i)
+            if text is None:
                 dropped += 1
                 continue
-            text = example.get(task.text_field)
-            if not isinstance(text, str):
-                raise DataError(f"{source.origin(i)}: task {task.name!r} needs text in field {task.text_field!r}, "
-                                f"got {'nothing' if text is None else type(text).__name__} (record keys: "
-                                f"{sorted(example)})")
         except DataError as e:
             if task.on_error != "skip":
                 raise
@@ -180,13 +187,68 @@ def bound_objective(task: Task, lengths: Mapping[str, int]):
     return for_lengths(dict(lengths)) if for_lengths is not None else task.objective
 
 
-def _pretraining_pieces(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDataset:
-    tokens = _concatenated_tokens(task, split)
+def _raw_length(task: Task, lengths: Mapping[str, int]) -> int:
+    """Tokens of text one pretraining example corrupts."""
     objective = bound_objective(task, lengths)
     raw = objective.required_raw_length(dict(lengths))
     if raw < 1:
         raise DataError(f"task {task.name!r}: feature lengths {dict(lengths)} are too short for objective "
                         f"{getattr(objective, 'name', type(objective).__name__)!r} (no text fits)")
+    return raw
+
+
+def _streamed_pieces(task: Task, split: str, lengths: Mapping[str, int], *, shard: tuple[int, int], seed: int,
+                     shuffle: bool, repeat: bool, stats: TruncationStats) -> grain.IterDataset:
+    """Pieces of ``raw`` tokens from documents tokenized as they are read (``Task.streaming``).
+
+    T5's ``reduce_concat_tokens`` + ``split_tokens``, as grain's concat-then-split:
+    this host's documents, shuffled, tokenized, concatenated without a separator
+    and cut into pieces, a document's tail carried into the next piece. Nothing
+    is tokenized up front, so a corpus of any size (C4) starts at once; the
+    iterator's state (saved in checkpoints) holds the position and the piece
+    being cut. A final partial piece (no ``repeat``) is dropped, as in memory.
+    """
+    raw = _raw_length(task, lengths)
+    source = task.source(split)
+    n = len(source)
+    if n == 0:
+        raise DataError(f"task {task.name!r} split {split!r}: the source is empty ({source.description})")
+    index, count = shard
+    counter = _RecordCounter(task, split, source, len(range(index, n, count)), stats)
+    vocabulary = task.vocabulary
+
+    def document(i) -> Optional[dict]:
+        i = int(i)
+        try:
+            text = _document_text(task, source, i)
+        except DataError as e:
+            if task.on_error != "skip":
+                raise
+            counter.skipped(i, e)
+            return None
+        if text is None:
+            return counter.kept(i, None)
+        tokens = np.asarray(vocabulary.encode(text), np.int32)
+        if tokens.size == 0:  # nothing to concatenate; a corpus of such documents must still stop
+            counter.empty(i)
+            return None
+        return counter.kept(i, {"targets": tokens})
+
+    ids = grain.MapDataset.range(n)  # source positions, so errors name the record's file:line
+    if count > 1:
+        ids = ids[index::count]
+    if shuffle:
+        ids = ids.shuffle(seed=seed)
+    if repeat:
+        ids = ids.repeat(None)
+    documents = ids.map(document).filter(lambda doc: doc is not None).to_iter_dataset()
+    pieces = grain.experimental.ConcatThenSplitIterDataset(documents, length_struct={"targets": raw})
+    return pieces.filter(lambda piece: bool(piece["targets_segment_ids"][-1])).map(lambda piece: piece["targets"])
+
+
+def _pretraining_pieces(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDataset:
+    tokens = _concatenated_tokens(task, split)
+    raw = _raw_length(task, lengths)
     n = tokens.shape[0] // raw
     if n == 0:
         raise DataError(f"task {task.name!r} split {split!r}: {tokens.shape[0]} tokens, fewer than one "
@@ -227,6 +289,10 @@ class _RecordCounter:
             self._warned = True
             log.warning("task %r: skipping records that cannot be used (on_error='skip'); the first: %s",
                         self._task.name, error)
+        self._lose(index)
+
+    def empty(self, index: int) -> None:
+        """A document that tokenizes to nothing: not counted, but it keeps no record either."""
         self._lose(index)
 
     def _lose(self, index: int) -> None:
@@ -279,15 +345,21 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[i
 
 def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, shuffle: bool, repeat: bool,
                   shard: tuple[int, int], stats: TruncationStats, passthrough: Mapping[str, Callable] = _NONE,
-                  keep_text: bool = False) -> grain.MapDataset:
-    ds = _examples(task, split, lengths, shard, stats, passthrough, keep_text)
-    index, count = shard
-    if count > 1:
-        ds = ds[index::count]
-    if shuffle:
-        ds = ds.shuffle(seed=seed)
-    if repeat:
-        ds = ds.repeat(None)
+                  keep_text: bool = False) -> grain.MapDataset | grain.IterDataset:
+    if task.streaming:
+        if task.objective is None:
+            raise DataError(f"task {task.name!r}: streaming is for pretraining tasks (it has no objective)")
+        ds = _streamed_pieces(task, split, lengths, shard=shard, seed=seed, shuffle=shuffle, repeat=repeat,
+                              stats=stats)
+    else:
+        ds = _examples(task, split, lengths, shard, stats, passthrough, keep_text)
+        index, count = shard
+        if count > 1:
+            ds = ds[index::count]
+        if shuffle:
+            ds = ds.shuffle(seed=seed)
+        if repeat:
+            ds = ds.repeat(None)
     if task.objective is not None:
         objective = bound_objective(task, lengths)
         ds = ds.random_map(lambda piece, rng: objective(piece, rng), seed=seed)
@@ -372,13 +444,18 @@ def get_dataset(
         datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
                                   shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text)
                     for i, (t, _) in enumerate(parts)]
-        ds = grain.MapDataset.mix(datasets, [rate for _, rate in parts])
+        if all(isinstance(d, grain.MapDataset) for d in datasets):
+            ds = grain.MapDataset.mix(datasets, [rate for _, rate in parts])
+        else:  # a streamed task has no length to index: mix the streams
+            streams = {t.name: d if isinstance(d, grain.IterDataset) else d.to_iter_dataset()
+                       for (t, _), d in zip(parts, datasets)}
+            ds = grain.IterDataset.mix(streams, {t.name: rate for t, rate in parts})
     else:
         ds = _task_dataset(item, split, lengths, trim, seed=seed, shuffle=shuffle, repeat=repeat,
                            shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text)
     ds = ds.map(functools.partial(_prepare_for_converter, converter=converter))
     packed_lengths = converter.task_lengths(lengths)
-    iter_ds = ds.to_iter_dataset()
+    iter_ds = ds.to_iter_dataset() if isinstance(ds, grain.MapDataset) else ds
     if pack:
         iter_ds = grain.experimental.FirstFitPackIterDataset(
             iter_ds, length_struct=packed_lengths, num_packing_bins=max(per_host, 1), seed=seed,

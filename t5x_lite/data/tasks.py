@@ -43,6 +43,9 @@ class Task:
     postprocess_fn: Optional[Callable[[str], Any]] = None
     # The split names the source knows, for an early error naming them; empty: the source decides.
     splits: Sequence[str] = ()
+    # Pretraining only: tokenize documents as they are read and concatenate-then-split them (for a corpus too
+    # big to tokenize up front, such as C4); the default tokenizes the split once, in memory, and shuffles pieces.
+    streaming: bool = False
     # "skip": a record that fails in the preprocessors or tokenizing (an empty target, a token id past the
     # vocabulary, a missing feature) is skipped and counted instead of stopping the run.
     on_error: str = "raise"

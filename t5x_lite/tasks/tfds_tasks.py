@@ -125,6 +125,7 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
         source=_source("c4/en:3.1.0", data_dir=data_dir),
         output_features={"inputs": feature, "targets": feature},
         objective=make_objective("span_3_15_u_u", vocabulary.vocab_info()),
+        streaming=True,  # 365M documents: tokenized as read, never up front
     ), overwrite=True)
     for name, (tfds_name, source, target) in TRANSLATION.items():
         TaskRegistry.add(Task(

@@ -1,5 +1,7 @@
 """The grain pipeline: determinism, exact resume, host sharding, packing, bad input."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -271,8 +273,6 @@ def test_pretraining_tokens_are_cached_per_task_object_and_records_are_checked()
 
 def test_a_repeated_dataset_reads_past_its_first_epoch(tmp_path):
     # grain's index counts on past the source's length once it repeats; a real source's origin() refuses it
-    import json
-
     from t5x_lite.data.sources import JsonlSource
 
     def dataset(records):
@@ -370,3 +370,68 @@ def test_a_task_may_skip_and_count_records_it_cannot_use(caplog):
     assert _first_batch(corpus)["encoder_input_tokens"].shape == (2, LENGTHS["inputs"])
     assert "task 'mem_corpus': skipping documents that cannot be used (on_error='skip'); the first: mem.jsonl:51" \
         in caplog.text
+
+
+def _streamed_task(docs=DOCS, **kw):
+    return Task(**{**_corpus_task().__dict__, "source": lambda split: ListSource(docs), "streaming": True, **kw})
+
+
+def test_a_streamed_corpus_is_cut_as_read_and_resumes_exactly():
+    # T5's reduce_concat_tokens + split_tokens: nothing tokenized up front; pieces carry documents across
+    ds, stats = get_dataset(_streamed_task(), split="train", feature_lengths=LENGTHS, batch_size=4,
+                            converter=EncDecFeatureConverter(), seed=3, shard=(0, 1))
+    first = _batches(ds, 3)
+    for batch in first:
+        assert batch["encoder_input_tokens"].shape == (4, LENGTHS["inputs"])
+        assert (batch["encoder_input_tokens"][:, -1] == VOCAB.eos_id).all()  # full pieces: inputs end in EOS
+    again = _batches(ds, 3)  # deterministic for a seed
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a["encoder_input_tokens"], b["encoder_input_tokens"])
+    it = iter(ds)
+    for _ in range(5):
+        next(it)
+    state = json.loads(json.dumps(it.get_state()))  # as a checkpoint stores it
+    tail = [next(it) for _ in range(4)]
+    for a, b in zip(tail, _batches(ds, 4, state)):
+        np.testing.assert_array_equal(a["decoder_target_tokens"], b["decoder_target_tokens"])
+
+
+def test_streamed_pieces_concatenate_documents_and_shard_by_host():
+    from t5x_lite.data.pipeline import _streamed_pieces
+    from t5x_lite.data.features import TruncationStats
+
+    docs = [{"text": "ab" * (i % 5 + 1)} for i in range(30)]  # short documents: pieces span several
+    task = _streamed_task(docs)
+    raw = task.objective.required_raw_length(LENGTHS)
+    pieces = list(_streamed_pieces(task, "train", LENGTHS, shard=(0, 1), seed=0, shuffle=False, repeat=False,
+                                   stats=TruncationStats()))
+    text = np.concatenate([VOCAB.encode(d["text"]) for d in docs])
+    assert len(pieces) == len(text) // raw  # the partial last piece is dropped
+    np.testing.assert_array_equal(np.concatenate(pieces), text[: len(pieces) * raw])
+    hosts = [np.concatenate(list(_streamed_pieces(task, "train", LENGTHS, shard=(h, 2), seed=0, shuffle=False,
+                                                  repeat=False, stats=TruncationStats()))) for h in (0, 1)]
+    mine = np.concatenate([VOCAB.encode(d["text"]) for d in docs[0::2]])
+    np.testing.assert_array_equal(hosts[0], mine[: len(hosts[0])])  # host 0 reads documents 0, 2, 4, ...
+    # a corpus whose every document is dropped stops instead of looking forever
+    gone = _streamed_task(docs, preprocessors=(lambda ex: None,))
+    ds, _ = get_dataset(gone, split="train", feature_lengths=LENGTHS, batch_size=2, converter=EncDecFeatureConverter(),
+                        seed=0, shard=(0, 1))
+    with pytest.raises(DataError, match="dropped every one of the 30 records"):
+        next(iter(ds))
+
+
+def test_a_mixture_with_a_streamed_task_mixes_streams():
+    from t5x_lite.data.tasks import TaskRegistry
+
+    TaskRegistry.add(_streamed_task(name="mem_stream"), overwrite=True)
+    TaskRegistry.add(_qa_task(), overwrite=True)
+    try:
+        ds, _ = get_dataset(Mixture("mem_mix", [("mem_stream", 1.0), ("mem_qa", 1.0)]), split="train",
+                            feature_lengths=LENGTHS, batch_size=4, converter=EncDecFeatureConverter(), seed=0,
+                            shard=(0, 1))
+        rows = [row for b in _batches(ds, 6) for row in b["encoder_input_tokens"]]
+        questions = sum(list(r[:8]) == VOCAB.encode("question") for r in rows)
+        assert 0 < questions < len(rows)
+    finally:
+        TaskRegistry.remove("mem_stream")
+        TaskRegistry.remove("mem_qa")

@@ -285,3 +285,19 @@ def test_logged_throughput_counts_the_tokens_of_its_steps_and_leaves_out_the_com
         m = logged[step]
         tokens = m["tokens_per_s"] / m["steps_per_s"] * len(steps)
         assert tokens == pytest.approx(sum(per_step[s - 1] for s in steps), rel=1e-6), step
+
+
+def test_a_streamed_corpus_resumes_exactly(tmp_path):
+    import t5x_lite.tasks  # noqa: F401  (registers the bundled tasks)
+    from t5x_lite.data.tasks import Task, TaskRegistry
+
+    bundled = TaskRegistry.get("bundled_corpus_span_3_15_u_u")
+    TaskRegistry.add(Task(**{**bundled.__dict__, "name": "streamed_corpus", "streaming": True}), overwrite=True)
+    try:
+        _run(tmp_path / "straight", 4, task="streamed_corpus")
+        _run(tmp_path / "resumed", 2, task="streamed_corpus")
+        _run(tmp_path / "resumed", 4, task="streamed_corpus")
+    finally:
+        TaskRegistry.remove("streamed_corpus")
+    for a, b in zip(_params(tmp_path / "straight"), _params(tmp_path / "resumed")):
+        np.testing.assert_array_equal(a, b)
