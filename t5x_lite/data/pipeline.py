@@ -197,6 +197,19 @@ def _raw_length(task: Task, lengths: Mapping[str, int]) -> int:
     return raw
 
 
+def _host_order(ds: grain.MapDataset, shard: tuple[int, int], seed: int, shuffle: bool, repeat: bool
+                ) -> grain.MapDataset:
+    """This host's share of ``ds`` (every ``count``-th element), shuffled per epoch, repeated."""
+    index, count = shard
+    if count > 1:
+        ds = ds[index::count]
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    if repeat:
+        ds = ds.repeat(None)
+    return ds
+
+
 def _streamed_pieces(task: Task, split: str, lengths: Mapping[str, int], *, shard: tuple[int, int], seed: int,
                      shuffle: bool, repeat: bool, stats: TruncationStats) -> grain.IterDataset:
     """Pieces of ``raw`` tokens from documents tokenized as they are read (``Task.streaming``).
@@ -234,13 +247,7 @@ def _streamed_pieces(task: Task, split: str, lengths: Mapping[str, int], *, shar
             return None
         return counter.kept(i, {"targets": tokens})
 
-    ids = grain.MapDataset.range(n)  # source positions, so errors name the record's file:line
-    if count > 1:
-        ids = ids[index::count]
-    if shuffle:
-        ids = ids.shuffle(seed=seed)
-    if repeat:
-        ids = ids.repeat(None)
+    ids = _host_order(grain.MapDataset.range(n), shard, seed, shuffle, repeat)  # source positions: errors
     documents = ids.map(document).filter(lambda doc: doc is not None).to_iter_dataset()
     pieces = grain.experimental.ConcatThenSplitIterDataset(documents, length_struct={"targets": raw})
     return pieces.filter(lambda piece: bool(piece["targets_segment_ids"][-1])).map(lambda piece: piece["targets"])
@@ -352,14 +359,8 @@ def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, s
         ds = _streamed_pieces(task, split, lengths, shard=shard, seed=seed, shuffle=shuffle, repeat=repeat,
                               stats=stats)
     else:
-        ds = _examples(task, split, lengths, shard, stats, passthrough, keep_text)
-        index, count = shard
-        if count > 1:
-            ds = ds[index::count]
-        if shuffle:
-            ds = ds.shuffle(seed=seed)
-        if repeat:
-            ds = ds.repeat(None)
+        ds = _host_order(_examples(task, split, lengths, shard, stats, passthrough, keep_text), shard, seed, shuffle,
+                         repeat)
     if task.objective is not None:
         objective = bound_objective(task, lengths)
         ds = ds.random_map(lambda piece, rng: objective(piece, rng), seed=seed)
