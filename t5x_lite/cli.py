@@ -196,8 +196,11 @@ def _is_a_call_the_config_made(error: TypeError) -> bool:
 
     if isinstance(error, ConfigTypeError):
         return True
+    import gin
+
     frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and f"{os.sep}gin{os.sep}" in frames[-1].filename
+    gin_code = os.path.dirname(os.path.abspath(gin.__file__)) + os.sep
+    return bool(frames) and os.path.abspath(frames[-1].filename).startswith(gin_code)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

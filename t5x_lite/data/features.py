@@ -52,13 +52,15 @@ class TruncationStats:
         with self._lock:
             self.examples += 1
 
-    def record_dropped(self, task: str) -> None:
-        with self._lock:
-            self.dropped_examples[task] = self.dropped_examples.get(task, 0) + 1
+    def record_dropped(self, task: str, count: int = 1) -> None:
+        if count:
+            with self._lock:
+                self.dropped_examples[task] = self.dropped_examples.get(task, 0) + count
 
-    def record_skipped(self, task: str) -> None:
-        with self._lock:
-            self.skipped_examples[task] = self.skipped_examples.get(task, 0) + 1
+    def record_skipped(self, task: str, count: int = 1) -> None:
+        if count:
+            with self._lock:
+                self.skipped_examples[task] = self.skipped_examples.get(task, 0) + count
 
     def as_dict(self) -> dict:
         return {"examples": self.examples, "truncated_examples": dict(self.truncated_examples),

@@ -11,6 +11,7 @@ iterator's ``get_state()`` (a small dict, saved in every checkpoint) and
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import numbers
@@ -123,10 +124,10 @@ def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
     return out
 
 
-_TOKEN_CACHE: dict[tuple[str, str], tuple[Task, np.ndarray]] = {}
+_TOKEN_CACHE: dict[tuple[str, str], tuple[Task, "_Corpus"]] = {}
 
 
-def _concatenated_tokens(task: Task, split: str) -> np.ndarray:
+def _concatenated_tokens(task: Task, split: str) -> "_Corpus":
     """All documents of a pretraining split tokenized and concatenated (T5 adds no separator).
 
     Cached per process: tokenizing the bundled corpus takes seconds, and every
@@ -178,7 +179,16 @@ def _tokenize_corpus(task: Task, split: str) -> np.ndarray:
         log.info("task %r split %r: of %d documents, its preprocessors dropped %d and %d were skipped as bad",
                  task.name, split, len(source), dropped, skipped)
     pieces = task.vocabulary.encode_batch(texts)
-    return np.concatenate([np.asarray(p, np.int32) for p in pieces])
+    return _Corpus(np.concatenate([np.asarray(p, np.int32) for p in pieces]), dropped, skipped)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Corpus:
+    """A split's documents, tokenized and concatenated, and how many were dropped or skipped."""
+
+    tokens: np.ndarray
+    dropped: int
+    skipped: int
 
 
 def bound_objective(task: Task, lengths: Mapping[str, int]):
@@ -195,6 +205,12 @@ def _raw_length(task: Task, lengths: Mapping[str, int]) -> int:
         raise DataError(f"task {task.name!r}: feature lengths {dict(lengths)} are too short for objective "
                         f"{getattr(objective, 'name', type(objective).__name__)!r} (no text fits)")
     return raw
+
+
+def _check_split(task: Task, split: str) -> None:
+    parts = [part.split("[", 1)[0].strip() for part in split.split("+")]  # TFDS: "train[:10%]+validation"
+    if task.splits and any(part not in task.splits for part in parts):
+        raise DataError(f"task {task.name!r} has no split {split!r}; its splits are {', '.join(task.splits)}")
 
 
 def _host_order(ds: grain.MapDataset, shard: tuple[int, int], seed: int, shuffle: bool, repeat: bool
@@ -221,6 +237,7 @@ def _streamed_pieces(task: Task, split: str, lengths: Mapping[str, int], *, shar
     iterator's state (saved in checkpoints) holds the position and the piece
     being cut. A final partial piece (no ``repeat``) is dropped, as in memory.
     """
+    _check_split(task, split)
     raw = _raw_length(task, lengths)
     source = task.source(split)
     n = len(source)
@@ -249,12 +266,47 @@ def _streamed_pieces(task: Task, split: str, lengths: Mapping[str, int], *, shar
 
     ids = _host_order(grain.MapDataset.range(n), shard, seed, shuffle, repeat)  # source positions: errors
     documents = ids.map(document).filter(lambda doc: doc is not None).to_iter_dataset()
-    pieces = grain.experimental.ConcatThenSplitIterDataset(documents, length_struct={"targets": raw})
-    return pieces.filter(lambda piece: bool(piece["targets_segment_ids"][-1])).map(lambda piece: piece["targets"])
+    pieces = _RestorableFromJson(grain.experimental.ConcatThenSplitIterDataset(documents,
+                                                                               length_struct={"targets": raw}))
+    pieces = pieces.filter(lambda piece: bool(piece["targets_segment_ids"][-1])).map(lambda piece: piece["targets"])
+    if shuffle:  # a long document's pieces come out in a row: spread them, as seqio's shuffle buffer does
+        pieces = grain.experimental.WindowShuffleIterDataset(pieces, window_size=STREAM_SHUFFLE_WINDOW, seed=seed)
+    return pieces
 
 
-def _pretraining_pieces(task: Task, split: str, lengths: Mapping[str, int]) -> grain.MapDataset:
-    tokens = _concatenated_tokens(task, split)
+STREAM_SHUFFLE_WINDOW = 1000  # pieces; seqio's default shuffle buffer
+
+
+class _RestorableFromJson(grain.IterDataset):
+    """grain's concat-then-split, restorable from a state that went through JSON (a checkpoint).
+
+    Its state keeps the cut of the document in progress as tuples and marks "none"
+    with ``(-1, -1)``; JSON gives lists back, which that test misreads, and the
+    resumed stream would lose a document.
+    """
+
+    def __iter__(self):
+        return _TupleSlices(self._parent.__iter__())
+
+
+class _TupleSlices(grain.DatasetIterator):
+    def __next__(self):
+        return next(self._parent)
+
+    def get_state(self):
+        return self._parent.get_state()
+
+    def set_state(self, state):
+        slices = {key: tuple(cut) for key, cut in state["remainder_slices"].items()}
+        self._parent.set_state({**state, "remainder_slices": slices})
+
+
+def _pretraining_pieces(task: Task, split: str, lengths: Mapping[str, int], stats: TruncationStats
+                        ) -> grain.MapDataset:
+    corpus = _concatenated_tokens(task, split)
+    stats.record_dropped(task.name, corpus.dropped)  # once per dataset: the corpus is read once
+    stats.record_skipped(task.name, corpus.skipped)
+    tokens = corpus.tokens
     raw = _raw_length(task, lengths)
     n = tokens.shape[0] // raw
     if n == 0:
@@ -279,6 +331,7 @@ class _RecordCounter:
         self._kept_any = False
         self._lost: set[int] = set()  # distinct records; emptied once one is kept
         self._warned = False
+        self._why: set[str] = set()  # how records were lost, for the error
 
     def kept(self, index: int, example: Optional[dict]) -> Optional[dict]:
         """``example`` as it is; None (dropped by a preprocessor) is counted."""
@@ -287,7 +340,7 @@ class _RecordCounter:
                 self._kept_any, self._lost = True, set()
             return example
         self._stats.record_dropped(self._task.name)
-        self._lose(index)
+        self._lose(index, "dropped by its preprocessors")
         return None
 
     def skipped(self, index: int, error: DataError) -> None:
@@ -296,35 +349,34 @@ class _RecordCounter:
             self._warned = True
             log.warning("task %r: skipping records that cannot be used (on_error='skip'); the first: %s",
                         self._task.name, error)
-        self._lose(index)
+        self._lose(index, "skipped as bad (on_error='skip')")
 
     def empty(self, index: int) -> None:
         """A document that tokenizes to nothing: not counted, but it keeps no record either."""
-        self._lose(index)
+        self._lose(index, "empty once tokenized")
 
-    def _lose(self, index: int) -> None:
+    def _lose(self, index: int, why: str) -> None:
         if self._kept_any:
             return
         self._lost.add(index)
+        self._why.add(why)
         if len(self._lost) < self._expected:
             return
         where = f"task {self._task.name!r} split {self._split!r}"
-        if not self._warned:
+        if self._why == {"dropped by its preprocessors"}:
             raise DataError(f"{where}: its preprocessors dropped every one of the {self._expected} records read "
                             f"({self._source.description}); an unlabelled test split does this")
         raise DataError(f"{where}: none of the {self._expected} records read ({self._source.description}) can be "
-                        f"used: each was dropped by its preprocessors or skipped as bad (on_error='skip')")
+                        f"used: each was {' or '.join(sorted(self._why))}")
 
 
 def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[int, int] = (0, 1),
               stats: Optional[TruncationStats] = None, passthrough: Mapping[str, Callable] = _NONE,
               keep_text: bool = False) -> grain.MapDataset:
     """Tokenized examples before corruption (pretraining) or as they are (everything else)."""
-    parts = [part.split("[", 1)[0].strip() for part in split.split("+")]  # TFDS: "train[:10%]+validation"
-    if task.splits and any(part not in task.splits for part in parts):
-        raise DataError(f"task {task.name!r} has no split {split!r}; its splits are {', '.join(task.splits)}")
+    _check_split(task, split)
     if task.objective is not None:
-        return _pretraining_pieces(task, split, lengths)
+        return _pretraining_pieces(task, split, lengths, stats if stats is not None else TruncationStats())
     source = task.source(split)
     n = len(source)
     if n == 0:

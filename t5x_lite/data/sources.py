@@ -66,6 +66,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from t5x_lite.errors import ConfigTypeError
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ def _fields_tuple(fields: Optional[Sequence[str]]) -> Optional[tuple[str, ...]]:
     if fields is None:
         return None
     if isinstance(fields, str):
-        raise TypeError(f"fields must be a sequence of names, not the string {fields!r}")
+        raise ConfigTypeError(f"fields must be a sequence of names, not the string {fields!r}")
     fields = tuple(fields)
     if not fields or len(set(fields)) != len(fields):
         raise ValueError(f"fields must be distinct names, at least one; got {fields}")
@@ -463,7 +464,7 @@ class DelimitedSource(_FileSource):
                 if columns is None:  # the header: skipping it would make the first row the column names
                     raise DataError(f"malformed header: {e}{spanned}", path=path, line=start) from e
                 self._bad("bad_columns", f"malformed row: {e}{spanned}", path, start)
-                if feed.exhausted():
+                if feed.exhausted() and "unexpected end of data" in str(e):
                     # A quote that never closes swallowed the rest of the file: only its first line is
                     # known bad, so read on from the next one. (A quote that closed marks its whole span.)
                     feed.restart_after(start)

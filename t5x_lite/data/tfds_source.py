@@ -89,7 +89,8 @@ class TfdsSource(Source):
             # Not prepared as ArrayRecord (KeyError: not prepared at all; tfds.load below then says why).
             except (NotImplementedError, ValueError, KeyError) as e:
                 if self.random_access == "data_source":
-                    raise DataError(f"tfds.data_source failed: {e}", path=self.description) from e
+                    raise DataError(f"tfds.data_source failed ({e}); prepare the dataset as ArrayRecord: tfds build "
+                                    f"{self.name} --file_format=array_record", path=self.description) from e
                 first_error = e
                 log.info("%s: no random-access files (%s); loading the split into memory", self.description, e)
         try:

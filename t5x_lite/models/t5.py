@@ -30,7 +30,7 @@ def _attention(cfg: T5Config, name: str) -> L.MultiHeadAttention:
         num_heads=cfg.num_heads,
         head_dim=cfg.d_kv,
         scale=1.0,
-        dropout_rate=cfg.dropout_rate,  # on the attention probabilities, as t5x and HF's T5Attention
+        dropout_rate=cfg.dropout_rate,  # on the attention probabilities, as HF's T5Attention (t5x drops them too)
         implementation=cfg.attention_impl,
         dtype=jnp.dtype(cfg.dtype),
         param_dtype=jnp.dtype(cfg.param_dtype),

@@ -94,11 +94,13 @@ def label_postprocessor(labels: Optional[Sequence[str]]) -> Callable[[str], obje
     return postprocess
 
 
-def _source(tfds_name: str, validation_split: str = "validation", data_dir: Optional[str] = None):
+def _source(tfds_name: str, validation_split: str = "validation", data_dir: Optional[str] = None,
+            random_access: str = "auto"):
     def make(split: str):
         from t5x_lite.data.tfds_source import TfdsSource
 
-        return TfdsSource(tfds_name, validation_split if split == "validation" else split, data_dir=data_dir)
+        return TfdsSource(tfds_name, validation_split if split == "validation" else split, data_dir=data_dir,
+                          random_access=random_access)
 
     return make
 
@@ -122,7 +124,8 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
     feature = Feature(vocabulary)
     TaskRegistry.add(Task(
         name="c4_span_corruption",
-        source=_source("c4/en:3.1.0", data_dir=data_dir),
+        # Read lazily from ArrayRecord files or not at all: loading C4 into memory would never finish.
+        source=_source("c4/en:3.1.0", data_dir=data_dir, random_access="data_source"),
         output_features={"inputs": feature, "targets": feature},
         objective=make_objective("span_3_15_u_u", vocabulary.vocab_info()),
         streaming=True,  # 365M documents: tokenized as read, never up front

@@ -270,7 +270,9 @@ def train(
                     metrics_out.update({f"eval_{k}": v for k, v in eval_metrics.items()})
                     bar.write(f"eval at step {step}: " + ", ".join(
                         f"{k} {v:.4g}" for k, v in eval_metrics.items() if isinstance(v, (int, float))))
-                    timer.reset()
+                    timer.reset()  # the next interval starts when the evaluation ends
+                    timer.mark(step)
+                    window_tokens = 0
                 if step % checkpoint_every == 0 or step == train_steps:
                     jax.block_until_ready(metrics)
                     _check_finite(metrics, step, last_good, model_dir)

@@ -287,6 +287,10 @@ def test_an_unclosed_quote_costs_one_row_and_long_fields_are_read(tmp_path):
     p = write(tmp_path / "closed.csv", 'text,label\nok,1\n"two\nlines"x,1\nfine,0\n')
     src = DelimitedSource(p, on_error="skip")
     assert [src[i] for i in range(len(src))] == [{"text": "ok", "label": "1"}, {"text": "fine", "label": "0"}]
+    # the same span ending on the file's last line: still one bad row, not a restart inside it
+    p = write(tmp_path / "eof.csv", 'text,label\na,1\n"b\nc,2\nd" junk,3\n')
+    src = DelimitedSource(p, on_error="skip")
+    assert [src[i] for i in range(len(src))] == [{"text": "a", "label": "1"}]
     # a malformed header is never skipped: the first row would become the column names
     bad_header = write(tmp_path / "h.csv", '"text,label\nfine,1\nrow,0\n')
     with pytest.raises(DataError, match=r"h\.csv:1: malformed header"):

@@ -272,7 +272,8 @@ def test_logged_throughput_counts_the_tokens_of_its_steps_and_leaves_out_the_com
     logged = {}
     lengths = {"inputs": 32, "targets": 8}
     _run(tmp_path, 7, task="bundled_sentiment", feature_lengths=lengths, log_every=3,
-         step_callback=lambda step, m: logged.update({step: m}))
+         eval_task="bundled_sentiment", eval_every=3, eval_max_examples=4,  # an interval restarts after eval
+         step_callback=lambda step, m: logged.update({step: dict(m)}))
     # the same batches, counted here: sentiment examples vary in length, so padding varies per batch
     ds, _ = get_dataset("bundled_sentiment", split="train", feature_lengths=lengths, batch_size=4,
                         converter=EncDecFeatureConverter(), seed=0, shard=(0, 1))

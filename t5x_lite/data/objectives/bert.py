@@ -22,6 +22,8 @@ class BertMLM:
     Positions are selected i.i.d. (as T5's ``iid_noise_mask`` and Hugging Face's
     collator do), not as an exact count per sequence as BERT's original script.
     For a BERT vocabulary set ``VocabInfo(mask_id=103, num_extra_ids=0, ...)``.
+    Every position holds text: give the task's features ``add_eos=False`` (as the
+    bundled ``bert_mlm`` task does), or the EOS cuts one token per example.
     """
 
     vocab: enc.VocabInfo
