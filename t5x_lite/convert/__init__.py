@@ -74,5 +74,5 @@ def export_hf(model, params, directory: str | Path) -> Path:
     return Path(directory)
 
 
-__all__ = ["ConversionError", "check_export_directory", "export_hf", "import_hf", "t5_config_from_hf", "t5_config_to_hf",
-           "t5_params_from_hf", "t5_params_to_hf"]
+__all__ = ["ConversionError", "check_export_directory", "export_hf", "import_hf", "t5_config_from_hf",
+           "t5_config_to_hf", "t5_params_from_hf", "t5_params_to_hf"]

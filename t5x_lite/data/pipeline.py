@@ -152,7 +152,7 @@ def _document_text(task: Task, source, index: int) -> Optional[str]:
     return text
 
 
-def _tokenize_corpus(task: Task, split: str) -> np.ndarray:
+def _tokenize_corpus(task: Task, split: str) -> "_Corpus":
     source = task.source(split)
     texts = []
     dropped = skipped = 0
@@ -493,19 +493,17 @@ def get_dataset(
     for task, _ in parts:
         _check_features(task, trim, converter)
     passthrough = dict(getattr(converter, "passthrough_fields", {}))
-    if isinstance(item, Mixture):
-        datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
-                                  shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text)
-                    for i, (t, _) in enumerate(parts)]
-        if all(isinstance(d, grain.MapDataset) for d in datasets):
-            ds = grain.MapDataset.mix(datasets, [rate for _, rate in parts])
-        else:  # a streamed task has no length to index: mix the streams
-            streams = {t.name: d if isinstance(d, grain.IterDataset) else d.to_iter_dataset()
-                       for (t, _), d in zip(parts, datasets)}
-            ds = grain.IterDataset.mix(streams, {t.name: rate for t, rate in parts})
-    else:
-        ds = _task_dataset(item, split, lengths, trim, seed=seed, shuffle=shuffle, repeat=repeat,
-                           shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text)
+    datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
+                              shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text)
+                for i, (t, _) in enumerate(parts)]
+    if not isinstance(item, Mixture):
+        ds = datasets[0]
+    elif all(isinstance(d, grain.MapDataset) for d in datasets):
+        ds = grain.MapDataset.mix(datasets, [rate for _, rate in parts])
+    else:  # a streamed task has no length to index: mix the streams
+        streams = {t.name: d if isinstance(d, grain.IterDataset) else d.to_iter_dataset()
+                   for (t, _), d in zip(parts, datasets)}
+        ds = grain.IterDataset.mix(streams, {t.name: rate for t, rate in parts})
     ds = ds.map(functools.partial(_prepare_for_converter, converter=converter))
     packed_lengths = converter.task_lengths(lengths)
     iter_ds = ds.to_iter_dataset() if isinstance(ds, grain.MapDataset) else ds

@@ -194,10 +194,11 @@ def train(
         cleanup.callback(ckpt.close)
         abstract = trainer.sharded_abstract_state(first_batch)
         restored = ckpt.restore(abstract)
-        data_iter = iter(dataset)
+        unused_batch = first_batch  # a fresh run trains on it; a resumed one reads on from its saved position
         if restored is not None:
             state, saved, start = restored
             _check_same_model(Path(model_dir), model)
+            data_iter, unused_batch = iter(dataset), None
             data_iter.set_state(_resumable_data_state(saved, run_info, ckpt.directory / str(start)))
             log.info("resumed from %s at step %d", ckpt.directory, start)
         else:
@@ -232,7 +233,7 @@ def train(
         step = start
         try:
             while step < train_steps:
-                host_batch = next(data_iter)
+                host_batch, unused_batch = (next(data_iter) if unused_batch is None else unused_batch), None
                 window_tokens += _token_count(host_batch)
                 state, metrics = trainer.step(state, trainer.global_batch(host_batch))
                 step += 1
