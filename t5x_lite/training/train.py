@@ -199,7 +199,8 @@ def train(
             state, saved, start = restored
             _check_same_model(Path(model_dir), model)
             data_iter, unused_batch = iter(dataset), None
-            data_iter.set_state(_resumable_data_state(saved, run_info, ckpt.directory / str(start)))
+            _restore_data_position(data_iter, _resumable_data_state(saved, run_info, ckpt.directory / str(start)),
+                                   ckpt.directory / str(start))
             log.info("resumed from %s at step %d", ckpt.directory, start)
         else:
             state = trainer.init(seed, first_batch)
@@ -357,6 +358,23 @@ def _resumable_data_state(saved: Mapping[str, Any], run_info: Mapping[str, Any],
                     "example%s", where, setting, run_info[key], before[key],
                     ", but each host now reads another share of them" if key == "processes" else "")
     return saved["iterator"]
+
+
+def _restore_data_position(data_iter, state: Any, where: Path) -> None:
+    """Put the input pipeline where the checkpoint's run left it, or say why it cannot be.
+
+    The saved state mirrors the pipeline that wrote it (grain's nested iterator
+    states), so a task that changed how it reads (streamed or in memory, other
+    mixture members, a t5x_lite version with another pipeline) fails inside grain
+    with a bare KeyError or TypeError.
+    """
+    try:
+        data_iter.set_state(state)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise TrainingError(
+            f"{where}: its data position does not fit this run's input pipeline ({type(e).__name__}: {e}); the "
+            "task must read its data as it did when the checkpoint was written (streamed or in memory, the same "
+            "mixture). Train on in a new MODEL_DIR, starting from this one with INITIAL_CHECKPOINT") from e
 
 
 def _check_eval_task(model, eval_task) -> None:

@@ -449,11 +449,15 @@ def test_a_mixture_with_a_streamed_task_mixes_streams():
         TaskRegistry.remove("mem_qa")
 
 
-@pytest.mark.parametrize("mixture", [False, True])
-def test_a_streamed_corpus_resumes_through_json_at_every_position(mixture):
+@pytest.mark.parametrize("mixture,shuffle", [(False, False), (True, False), (False, True)])
+def test_a_streamed_corpus_resumes_through_json_at_every_position(mixture, shuffle, monkeypatch):
     # grain keeps the cut in progress as tuples and marks "none" with (-1, -1); a JSON state gives lists,
     # which once lost the next document (at the stream's start and wherever a piece ended a document).
+    # Shuffled, the pieces pass a window (small here, so that resumes land inside, across and after windows).
+    from t5x_lite.data import pipeline
     from t5x_lite.data.tasks import TaskRegistry
+
+    monkeypatch.setattr(pipeline, "STREAM_SHUFFLE_WINDOW", 5)
 
     raw = _corpus_task().objective.required_raw_length(LENGTHS)
     # some documents exactly one piece long (a piece ends where a document ends), others shorter
@@ -463,9 +467,10 @@ def test_a_streamed_corpus_resumes_through_json_at_every_position(mixture):
     try:
         item = Mixture("mem_mix", [("mem_stream", 2.0), ("mem_qa", 1.0)]) if mixture else "mem_stream"
         ds, _ = get_dataset(item, split="train", feature_lengths=LENGTHS, batch_size=2,
-                            converter=EncDecFeatureConverter(), seed=1, shard=(0, 1), shuffle=False)
+                            converter=EncDecFeatureConverter(), seed=1, shard=(0, 1), shuffle=shuffle)
         reference = _batches(ds, 14)
-        for k in range(12):
+        # shuffled, every other batch: pieces 0, 4, 8, ... still stop at each offset in a window of 5
+        for k in range(0, 12, 2 if shuffle else 1):
             it = iter(ds)
             for _ in range(k):
                 next(it)

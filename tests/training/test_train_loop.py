@@ -302,3 +302,23 @@ def test_a_streamed_corpus_resumes_exactly(tmp_path):
         TaskRegistry.remove("streamed_corpus")
     for a, b in zip(_params(tmp_path / "straight"), _params(tmp_path / "resumed")):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_from_another_input_pipeline_is_refused_by_name(tmp_path):
+    # the same task name, read in memory when the checkpoint was written and streamed now: grain's saved state
+    # has another shape, and its KeyError must become an error that names the checkpoint
+    import t5x_lite.tasks  # noqa: F401  (registers the bundled tasks)
+    from t5x_lite.data.tasks import Task, TaskRegistry
+    from t5x_lite.training.train import TrainingError
+
+    bundled = TaskRegistry.get("bundled_corpus_span_3_15_u_u")
+    try:
+        TaskRegistry.add(Task(**{**bundled.__dict__, "name": "switching_corpus"}), overwrite=True)
+        _run(tmp_path, 2, task="switching_corpus")
+        TaskRegistry.add(Task(**{**bundled.__dict__, "name": "switching_corpus", "streaming": True}), overwrite=True)
+        with pytest.raises(TrainingError, match=r"checkpoints/2: its data position does not fit this run's input "
+                                                r"pipeline \(KeyError"):
+            _run(tmp_path, 4, task="switching_corpus")
+    finally:
+        TaskRegistry.remove("switching_corpus")
+    assert checkpoints.load_params_and_step(tmp_path)[2] == 2  # the checkpoint is still there
