@@ -182,25 +182,37 @@ def _predict(params, batch, rng, alpha, temperature, *, model, **opts):
 _DECODABLE = ("encoder_decoder", "decoder_only")
 
 
-def check_decode_options(vocab_size: int, *, method: str, max_decode_length: int, num_beams: int, alpha: float,
-                         num_decodes: int, temperature: float, top_k: int, top_p: float) -> None:
-    """A ``ConfigError`` naming the first option that cannot work (before tracing, not as an XLA error)."""
-    from t5x_lite.errors import ConfigError
+def decode_option_problems(*, method: str, max_decode_length: int, num_beams: int, alpha: float, num_decodes: int,
+                           temperature: float, top_k: int, top_p: float, vocab_size: Optional[int] = None) -> list[str]:
+    """What is wrong with these options, each message opening with the option's name (empty: nothing).
 
+    One list for ``check_decode_options`` and ``DecodeOptions``, which word the
+    owner differently; the vocabulary check needs the model (``vocab_size``).
+    """
     problems = [
         (max_decode_length >= 1, f"max_decode_length must be >= 1, got {max_decode_length}"),
         (num_decodes >= 1, f"num_decodes must be >= 1, got {num_decodes}"),
-        (method != "beam" or num_beams >= 1, f"num_beams must be >= 1, got {num_beams}"),
-        (method != "beam" or 2 * num_beams <= vocab_size,
+        (num_beams >= 1, f"num_beams must be >= 1, got {num_beams}"),
+        (vocab_size is None or method != "beam" or 2 * num_beams <= vocab_size,
          f"num_beams={num_beams} needs a vocabulary of at least 2 x num_beams tokens; the model has {vocab_size}"),
         (alpha >= 0, f"alpha must be >= 0, got {alpha}"),
         (temperature >= 0, f"temperature must be >= 0 (0: argmax), got {temperature}"),
         (top_k >= 0, f"top_k must be >= 0 (0: all), got {top_k}"),
         (0 < top_p <= 1, f"top_p must be in (0, 1], got {top_p}"),
     ]
-    for ok, message in problems:
-        if not ok:
-            raise ConfigError(f"decoding: {message}")
+    return [message for ok, message in problems if not ok]
+
+
+def check_decode_options(vocab_size: int, *, method: str, max_decode_length: int, num_beams: int, alpha: float,
+                         num_decodes: int, temperature: float, top_k: int, top_p: float) -> None:
+    """A ``ConfigError`` naming the first option that cannot work (before tracing, not as an XLA error)."""
+    from t5x_lite.errors import ConfigError
+
+    problems = decode_option_problems(method=method, max_decode_length=max_decode_length, num_beams=num_beams,
+                                      alpha=alpha, num_decodes=num_decodes, temperature=temperature, top_k=top_k,
+                                      top_p=top_p, vocab_size=vocab_size)
+    if problems:
+        raise ConfigError(f"decoding: {problems[0]}")
 
 
 def predict_batch(

@@ -18,8 +18,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
-from t5x_lite.decoding.predict import METHODS as DECODE_METHODS
-from t5x_lite.errors import ConfigError, check_at_least, check_types
+from t5x_lite.decoding.predict import METHODS as DECODE_METHODS, decode_option_problems
+from t5x_lite.errors import ConfigError, check_types
 from t5x_lite.evaluation.metrics import evaluate as compute_metrics
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,11 @@ class DecodeOptions:
                     top_p=(self.top_p, (int, float)), seed=(self.seed, int))
         if self.method not in DECODE_METHODS:
             raise ConfigError(f"DecodeOptions.method must be one of {', '.join(DECODE_METHODS)}, got {self.method!r}")
-        check_at_least("DecodeOptions", 1, max_decode_length=self.max_decode_length, num_beams=self.num_beams)
-        check_at_least("DecodeOptions", 0, top_k=self.top_k, alpha=self.alpha)
-        if not self.temperature >= 0:  # 0 is argmax (decoding.temperature_sample)
-            raise ConfigError(f"DecodeOptions.temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"DecodeOptions.top_p must be in (0, 1], got {self.top_p}")
+        problems = decode_option_problems(method=self.method, max_decode_length=self.max_decode_length,
+                                          num_beams=self.num_beams, alpha=self.alpha, num_decodes=1,
+                                          temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        if problems:
+            raise ConfigError(f"DecodeOptions.{problems[0]}")
 
 
 def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, converter, max_examples: Optional[int],
@@ -124,7 +123,7 @@ def predict(*, model, params, task, split: str = "validation", feature_lengths: 
 
     task = _get_task(task)
     if not can_decode(model):
-        raise ConfigError(f"a {_kind_name(model)} model cannot decode predictions")
+        raise ConfigError(f"the model ({_kind_name(model)}) cannot decode predictions (only {DECODERS} can)")
     vocab = task.vocabulary
     rng = jax.random.key(decode.seed)
     rows: list[dict] = []
@@ -262,10 +261,8 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     """
     task = _get_task(task)
     names = list(metric_names) if metric_names else list(task.metric_names)
+    check_metrics_can_be_decoded(model, task, names)
     decodes = can_decode(model)
-    if names and not decodes:
-        raise ConfigError(f"task {task.name!r} is scored by {', '.join(names)}, which needs predictions, and a "
-                          f"{_kind_name(model)} model cannot make them")
     rows = []
     predicted = decodes and bool(names or decode_without_metrics)
     if predicted:
@@ -293,8 +290,24 @@ def can_decode(model) -> bool:
     return model.kind in ("encoder_decoder", "encoder_only_classification")
 
 
+DECODERS = "encoder_decoder, prefix-LM decoder_only and encoder_only_classification models"
+
+
+def check_metrics_can_be_decoded(model, task, metric_names: Optional[Sequence[str]] = None, where: str = "") -> None:
+    """A ``ConfigError`` (opening with ``where``) if the task's metrics need predictions the model cannot decode.
+
+    ``evaluate``, ``t5x_lite eval`` and training's ``eval_task`` check this before
+    reading any data; a task without metrics is evaluated by its loss instead.
+    """
+    names = list(metric_names) if metric_names else list(task.metric_names)
+    if names and not can_decode(model):
+        raise ConfigError(f"{where}task {task.name!r} is scored by {', '.join(names)}, which need predictions, and "
+                          f"the model ({_kind_name(model)}) cannot decode them (only {DECODERS} can; on a task "
+                          "without metrics, its loss is evaluated)")
+
+
 def _kind_name(model) -> str:
-    return "causal decoder_only (prefix_lm=False)" if model.kind == "decoder_only" else model.kind
+    return "a causal decoder_only, prefix_lm=False" if model.kind == "decoder_only" else f"kind {model.kind}"
 
 
 def write_jsonl(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from t5x_lite.errors import ConfigError, check_at_least, check_types
-from t5x_lite.evaluation.evaluate import DecodeOptions, can_decode, evaluate, predict, score, write_jsonl
+from t5x_lite.evaluation.evaluate import (DECODERS, DecodeOptions, can_decode, check_metrics_can_be_decoded, evaluate,
+                                         predict, score, write_jsonl)
 
 # What infer --score can do with each kind of model (decoding: evaluate.can_decode).
 SCORES = ("encoder_decoder", "decoder_only")
-_DECODERS = "encoder_decoder, prefix-LM decoder_only and encoder_only_classification models"
 
 
 def _check_settings(owner: str, checkpoint, task, feature_lengths, batch_size, max_examples, output_dir) -> None:
@@ -51,13 +51,9 @@ def _check_model(model, checkpoint: str, task: str, job: str, decode: Optional[D
     if job == "score" and model.kind not in SCORES:
         raise ConfigError(f"{held}, which cannot score targets (only {', '.join(SCORES)} models can)")
     if job == "decode" and not can_decode(model):
-        raise ConfigError(f"{held}, which cannot decode (only {_DECODERS} can)")
+        raise ConfigError(f"{held}, which cannot decode (only {DECODERS} can)")
     if job == "evaluate" and not can_decode(model):
-        metrics = tuple(TaskRegistry.get(task).metric_names)
-        if metrics:
-            raise ConfigError(f"{held}, which cannot decode the predictions that task {task!r}'s "
-                              f"{', '.join(metrics)} need (only {_DECODERS} can; on a task without metrics, its "
-                              "loss is evaluated)")
+        check_metrics_can_be_decoded(model, TaskRegistry.get(task), where=f"{checkpoint}: ")
         if model.kind == "encoder_only":
             raise ConfigError(f"{held}, a bare encoder with neither a loss nor a decoder to evaluate")
     check_vocabulary_fits(task, model.config.vocab_size)

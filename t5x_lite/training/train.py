@@ -382,13 +382,10 @@ def _check_eval_task(model, eval_task) -> None:
     import t5x_lite.tasks  # noqa: F401  (registers the task providers)
     from t5x_lite.data.pipeline import check_vocabulary_fits
     from t5x_lite.data.tasks import TaskRegistry
-    from t5x_lite.evaluation.evaluate import can_decode
+    from t5x_lite.evaluation.evaluate import check_metrics_can_be_decoded
 
     task = TaskRegistry.get(eval_task) if isinstance(eval_task, str) else eval_task
-    if task.metric_names and not can_decode(model):
-        raise ConfigError(f"train.eval_task: task {task.name!r} is scored by {', '.join(task.metric_names)}, "
-                          f"which needs predictions, and this {model.kind} model cannot decode them; evaluate a "
-                          "task without metrics (its loss) or set eval_every=0")
+    check_metrics_can_be_decoded(model, task, where="train.eval_task: ")
     check_vocabulary_fits(task.name, model.config.vocab_size)
 
 

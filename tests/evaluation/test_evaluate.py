@@ -150,7 +150,8 @@ def test_models_that_cannot_decode_report_their_loss():
         metrics, rows = evaluate(model=model, params=params, task=task, feature_lengths=lengths, batch_size=4,
                                  max_examples=8)
         assert rows == [] and metrics["num_examples"] == 8 and np.isfinite(metrics["loss"])
-    with pytest.raises(ConfigError, match=r"task 'bundled_sentiment' is scored by accuracy, f1, which needs "
-                                          r"predictions, and a causal decoder_only \(prefix_lm=False\) model"):
+    with pytest.raises(ConfigError, match=r"task 'bundled_sentiment' is scored by accuracy, f1, which need "
+                                          r"predictions, and the model \(a causal decoder_only, prefix_lm=False\) "
+                                          r"cannot decode them"):
         evaluate(model=causal, params=params, task="bundled_sentiment", feature_lengths={"targets": 8},
                  batch_size=4, max_examples=4)

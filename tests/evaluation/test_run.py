@@ -47,14 +47,15 @@ def test_a_model_that_cannot_do_the_job_or_is_too_small_for_the_vocabulary(tmp_p
                                                 intermediate_size=32, max_position_embeddings=64))
     checkpoints.save_params(tmp_path / "mlm", mlm.init(jax.random.key(0), mlm.dummy_batch(1, {"inputs": 8})), mlm)
     err = _cli_error(capsys, "eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path / 'mlm'}", *FLAGS)
-    assert err.endswith("holds a model of kind encoder_only_mlm, which cannot decode the predictions that task "
-                        "'bundled_sentiment''s accuracy, f1 need (only encoder_decoder, prefix-LM decoder_only and "
-                        "encoder_only_classification models can; on a task without metrics, its loss is evaluated)")
+    assert err.endswith(f"{tmp_path / 'mlm'}: task 'bundled_sentiment' is scored by accuracy, f1, which need "
+                        "predictions, and the model (kind encoder_only_mlm) cannot decode them (only encoder_decoder, "
+                        "prefix-LM decoder_only and encoder_only_classification models can; on a task without "
+                        "metrics, its loss is evaluated)")
     causal = DecoderOnlyModel(config=TINY.replace(num_encoder_layers=0), prefix_lm=False)
     checkpoints.save_params(tmp_path / "lm", causal.init(jax.random.key(0), causal.dummy_batch(1, {"targets": 8})),
                             causal)
     err = _cli_error(capsys, "eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path / 'lm'}", *FLAGS)
-    assert "holds a causal decoder_only model (prefix_lm=False), which cannot decode the predictions" in err
+    assert "the model (a causal decoder_only, prefix_lm=False) cannot decode them" in err
     # on a task without metrics, the loss: the MLM on held-out MLM data, the causal LM on its LM task
     for name, task, lengths in [("mlm", "bundled_corpus_bert_mlm", "{'inputs': 16}"),
                                 ("lm", "bundled_corpus_lm", "{'targets': 16}")]:

@@ -61,6 +61,7 @@ def test_an_eval_task_the_model_cannot_score_is_refused_before_training(tmp_path
 
     causal = DecoderOnlyModel(config=DECODER, prefix_lm=False)
     with pytest.raises(ConfigError, match=r"train.eval_task: task 'bundled_sentiment' is scored by accuracy, f1, "
-                                          r"which needs predictions, and this decoder_only model cannot decode"):
+                                          r"which need predictions, and the model \(a causal decoder_only, "
+                                          r"prefix_lm=False\) cannot decode"):
         _train(tmp_path, causal, "bundled_corpus_lm", {"targets": 16}, eval_task="bundled_sentiment", eval_every=1)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
