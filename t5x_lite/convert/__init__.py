@@ -29,12 +29,10 @@ def import_hf(directory: str | Path):
         cfg, params = bert_params_from_hf(state, hf_config, source=source)
         # The heads present in the checkpoint decide the wrapper (and so what exports back).
         if "classifier" in params:
-            wrapper = model_lib.EncoderOnlyClassificationModel
-        elif "mlm_dense" in params:
-            wrapper = model_lib.EncoderOnlyMLMModel
-        else:
-            wrapper = model_lib.EncoderOnlyModel
-        return wrapper(config=cfg), params
+            return model_lib.EncoderOnlyClassificationModel(config=cfg), params
+        if "mlm_dense" in params:
+            return model_lib.EncoderOnlyMLMModel(config=cfg), params
+        return model_lib.EncoderOnlyModel(config=cfg, pooler="pooler" in params["bert"]), params
     cfg = t5_config_from_hf(hf_config, source=str(directory / "config.json"))
     params = t5_params_from_hf(state, cfg, source)
     return model_lib.EncoderDecoderModel(config=cfg), params
@@ -65,9 +63,9 @@ def export_hf(model, params, directory: str | Path) -> Path:
     elif model.kind in ("encoder_only", "encoder_only_mlm", "encoder_only_classification"):
         from t5x_lite.convert.bert import bert_config_to_hf, bert_params_to_hf
 
-        hf_config, state = bert_config_to_hf(model.config), bert_params_to_hf(params, model.config)
-        if model.kind == "encoder_only_classification":
-            hf_config["architectures"] = ["BertForSequenceClassification"]
+        architecture = {"encoder_only": "BertModel", "encoder_only_mlm": "BertForMaskedLM",
+                        "encoder_only_classification": "BertForSequenceClassification"}[model.kind]
+        hf_config, state = bert_config_to_hf(model.config, [architecture]), bert_params_to_hf(params, model.config)
     else:
         raise ConversionError(f"{model.kind} models have no Hugging Face counterpart to export to")
     hf_io.write_directory(directory, hf_config, state)

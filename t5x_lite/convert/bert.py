@@ -38,6 +38,11 @@ _ACT_FROM_HF = {
 _ACT_TO_HF = {"gelu_exact": "gelu", "gelu": "gelu_new", "relu": "relu", "silu": "silu"}
 
 
+# HF classes whose weights map onto ours (a next-sentence head is dropped with a warning).
+ARCHITECTURES = ("BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForNextSentencePrediction",
+                 "BertForSequenceClassification")
+
+
 class BertConversionError(ConversionError):
     """A checkpoint or config that does not map onto the t5x_lite BERT; the message names the key and file."""
 
@@ -56,6 +61,14 @@ def bert_config_from_hf(config_json: Mapping, *, source: str = "config.json", **
         raise BertConversionError(
             f"{source}: position_embedding_type {j['position_embedding_type']!r} is not supported (only 'absolute')"
         )
+    problem = j.get("problem_type")
+    if problem not in (None, "single_label_classification"):  # regression or multi-label: another loss
+        raise BertConversionError(f"{source}: problem_type {problem!r} is not supported (only single-label "
+                                  "classification, trained with softmax cross-entropy)")
+    unknown = sorted(set(j.get("architectures") or ()) - set(ARCHITECTURES))
+    if unknown:
+        raise BertConversionError(f"{source}: architectures {unknown} is not supported (supported: "
+                                  f"{', '.join(ARCHITECTURES)})")
     act = j.get("hidden_act", "gelu")
     if act not in _ACT_FROM_HF:
         raise BertConversionError(f"{source}: hidden_act {act!r} is not one of {sorted(_ACT_FROM_HF)}")
@@ -256,6 +269,10 @@ def bert_params_from_hf(
     pooler = any(k.startswith(prefix + "pooler.") for k in remaining)
     mlm = any(k.startswith("cls.predictions.") for k in remaining)
     classifier = any(k.startswith("classifier.") for k in remaining)
+    if classifier and not pooler:  # BertForTokenClassification's per-token head has the same key names
+        raise BertConversionError(f"{source}: 'classifier.*' without '{prefix}pooler.*' is a per-token head "
+                                  "(BertForTokenClassification), which is not supported; only sequence "
+                                  "classification on the pooled first token is")
 
     params: dict = {}
     dtype = jnp.dtype(cfg.param_dtype)  # knows bfloat16, which np.dtype does not

@@ -9,7 +9,7 @@ Parameter tree (loop layout; ``scan_layers`` stacks ``layers_{i}`` into ``layers
 
     bert/  word_embeddings, token_type_embeddings, position_embeddings, embeddings_layer_norm,
            layers_{i}/{attention/{query,key,value,out}, attention_layer_norm, mlp/{wi,wo}, mlp_layer_norm},
-           pooler                          (BertEncoder with add_pooling_layer=True)
+           pooler                          (BertForClassification; BertModel unless pooler=False)
     mlm_dense, mlm_layer_norm, mlm_bias    (BertForMLM; the decoder is the word-embedding table)
     classifier                             (BertForClassification)
 
@@ -133,11 +133,12 @@ class BertEncoder(nn.Module):
         if cfg.hidden_act not in L.ACTIVATIONS:
             raise ValueError(f"hidden_act {cfg.hidden_act!r} is not one of {sorted(L.ACTIVATIONS)}")
         tokens = input_tokens.astype(jnp.int32)
+        # Packed rows too: an example may fill its row, and jnp.take returns NaN rows for positions past the table.
+        if tokens.shape[1] > cfg.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {tokens.shape[1]} exceeds max_position_embeddings {cfg.max_position_embeddings}"
+            )
         if positions is None:
-            if tokens.shape[1] > cfg.max_position_embeddings:
-                raise ValueError(
-                    f"sequence length {tokens.shape[1]} exceeds max_position_embeddings {cfg.max_position_embeddings}"
-                )
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(tokens)
@@ -235,12 +236,16 @@ class BertForClassification(nn.Module):
 
 
 class BertModel(nn.Module):
-    """The bare encoder under ``bert/`` (HF ``BertModel``, sentence-transformers): (sequence, pooled)."""
+    """The bare encoder under ``bert/`` (HF ``BertModel``, sentence-transformers): (sequence, pooled or None).
+
+    ``pooler=False`` is HF's ``add_pooling_layer=False`` (checkpoints saved without one).
+    """
 
     config: BertConfig
+    pooler: bool = True
 
     def setup(self):
-        self.bert = BertEncoder(self.config, add_pooling_layer=True)
+        self.bert = BertEncoder(self.config, add_pooling_layer=self.pooler)
 
     def __call__(self, input_tokens, token_type_ids=None, segment_ids=None, positions=None, attention_mask=None,
                  *, enable_dropout: bool = False):

@@ -261,6 +261,13 @@ class EncoderOnlyModel(_BertModel):
 
     kind = "encoder_only"
     module_name = "BertModel"
+    pooler: bool = True  # False: a checkpoint saved without one (HF add_pooling_layer=False)
+
+    @property
+    def module(self) -> nn.Module:
+        from t5x_lite.models import bert
+
+        return bert.BertModel(self.config, pooler=self.pooler)
 
     def logits(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None) -> Array:
         return super().logits(params, batch, dropout_rng)[0]

@@ -192,3 +192,61 @@ def test_accepts_tf_style_names_and_drops_nsp_head(hf):
     with pytest.warns(UserWarning, match="next-sentence"):
         _, params2 = bert_params_from_hf(renamed, model.config.to_dict())
     jax.tree_util.tree_map(np.testing.assert_array_equal, params2, params)
+
+
+def test_a_bare_encoder_saved_without_a_pooler_imports_runs_and_keeps_its_architecture(batch, tmp_path):
+    from t5x_lite.convert import export_hf, import_hf
+    from t5x_lite.training import checkpoints
+
+    torch.manual_seed(5)
+    model = transformers.BertModel(transformers.BertConfig(**HF_TINY), add_pooling_layer=False).eval()
+    model.save_pretrained(tmp_path / "hf")
+    wrapper, params = import_hf(tmp_path / "hf")
+    assert wrapper.kind == "encoder_only" and wrapper.pooler is False and "pooler" not in params["bert"]
+    checkpoints.save_params(tmp_path / "ours", params, wrapper)
+    wrapper, params = checkpoints.load_params(tmp_path / "ours")  # model.gin keeps pooler=False
+    assert wrapper.pooler is False
+    hidden = wrapper.logits(params, {"input_tokens": jnp.asarray(batch["ids"]),
+                                     "token_type_ids": jnp.asarray(batch["types"])})
+    want = _torch_out(model, {**batch, "mask": (batch["ids"] != 0).astype(np.int64)}).last_hidden_state.numpy()
+    real = batch["mask"].astype(bool)
+    assert np.abs(np.asarray(hidden)[real] - want[real]).max() < 1e-4
+    export_hf(wrapper, params, tmp_path / "back")
+    assert hf_io.read_config(tmp_path / "back")["architectures"] == ["BertModel"]
+
+
+def test_heads_and_settings_that_would_be_silently_wrong_are_refused(tmp_path):
+    from t5x_lite.convert import import_hf
+    from t5x_lite.errors import ConfigError
+    from t5x_lite.models.config import BertConfig
+
+    torch.manual_seed(0)
+    tagger = transformers.BertForTokenClassification(transformers.BertConfig(**HF_TINY)).eval()
+    tagger.save_pretrained(tmp_path / "tagger")
+    with pytest.raises(BertConversionError, match=r"architectures \['BertForTokenClassification'\] is not "
+                                                  r"supported"):
+        import_hf(tmp_path / "tagger")
+    config = tagger.config.to_dict()
+    del config["architectures"]  # the keys alone still say it: a classifier without a pooler
+    with pytest.raises(BertConversionError, match=r"src: 'classifier\.\*' without 'bert\.pooler\.\*' is a "
+                                                  r"per-token head"):
+        bert_params_from_hf(_state(tagger), config, source="src")
+    for change, message in [(dict(num_labels=1, problem_type="regression"), "problem_type 'regression'"),
+                            (dict(problem_type="multi_label_classification"), "multi_label_classification"),
+                            (dict(num_labels=1), r"num_labels must be >= 2 \(classification\), got 1"),
+                            (dict(type_vocab_size=0), "type_vocab_size must be >= 1, got 0"),
+                            (dict(classifier_dropout="x"), "classifier_dropout_rate must be a float or None")]:
+        with pytest.raises(BertConversionError, match=r"^cfg\.json: .*" + message):
+            bert_config_from_hf({**HF_TINY, **change}, source="cfg.json")
+    with pytest.raises(ConfigError, match="num_labels must be >= 2"):
+        BertConfig(num_labels=1)
+
+
+@pytest.mark.parametrize("kind,architecture", [("mlm", "BertForMaskedLM"), ("cls", "BertForSequenceClassification")])
+def test_export_names_the_hf_class(hf, kind, architecture, tmp_path):
+    from t5x_lite.convert import export_hf, import_hf
+
+    hf[kind].save_pretrained(tmp_path / "hf")
+    wrapper, params = import_hf(tmp_path / "hf")
+    export_hf(wrapper, params, tmp_path / "back")
+    assert hf_io.read_config(tmp_path / "back")["architectures"] == [architecture]

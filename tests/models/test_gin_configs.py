@@ -83,3 +83,11 @@ def test_size_file_overrides_only_the_config():
             line = line.split("#")[0].strip()
             if line and not line.startswith("include"):
                 assert line.startswith(("models.T5Config.", "models.BertConfig.")), f"{path}: {line}"
+
+
+@pytest.mark.parametrize("wrapper", ["EncoderOnlyClassificationModel", "EncoderOnlyModel"])
+def test_a_bert_size_file_sizes_whichever_wrapper_model_picks(wrapper):
+    # fine-tuning switches MODEL; the size file's BertConfig must hold for that wrapper too (it got BERT-base)
+    model = config.model_from_gin(["models/bert/tiny.gin"], [f"MODEL = @models.{wrapper}()"])
+    assert type(model).__name__ == wrapper
+    assert (model.config.num_layers, model.config.hidden_size) == BERT_SIZES["tiny"][:2]
