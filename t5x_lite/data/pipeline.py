@@ -154,27 +154,14 @@ def _document_text(task: Task, source, index: int) -> Optional[str]:
 
 def _tokenize_corpus(task: Task, split: str) -> "_Corpus":
     source = task.source(split)
-    texts = []
-    dropped = skipped = 0
-    for i in range(len(source)):
-        try:
-            text = _document_text(task, source, i)
-            if text is None:
-                dropped += 1
-                continue
-        except DataError as e:
-            if task.on_error != "skip":
-                raise
-            if not skipped:
-                log.warning("task %r: skipping documents that cannot be used (on_error='skip'); the first: %s",
-                            task.name, e)
-            skipped += 1
-            continue
-        texts.append(text)
-    if not texts:
-        raise DataError(f"task {task.name!r} split {split!r}: no documents ({source.description}"
-                        f"{'; its preprocessors dropped %d' % dropped if dropped else ''}"
-                        f"{'; %d skipped as bad' % skipped if skipped else ''})")
+    counts = TruncationStats()
+    counter = _RecordCounter(task, split, source, len(source), counts)
+    texts = [text for i in range(len(source))
+             if (text := counter.read(i, functools.partial(_document_text, task, source, i))) is not None]
+    if not texts:  # an empty source (a split that loses every document raised in the counter)
+        raise DataError(f"task {task.name!r} split {split!r}: no documents ({source.description})")
+    dropped = sum(counts.dropped_examples.values())
+    skipped = sum(counts.skipped_examples.values())
     if dropped or skipped:
         log.info("task %r split %r: of %d documents, its preprocessors dropped %d and %d were skipped as bad",
                  task.name, split, len(source), dropped, skipped)
@@ -247,22 +234,13 @@ def _streamed_pieces(task: Task, split: str, lengths: Mapping[str, int], *, shar
     counter = _RecordCounter(task, split, source, len(range(index, n, count)), stats)
     vocabulary = task.vocabulary
 
+    def tokens(i: int) -> Optional[dict]:
+        text = _document_text(task, source, i)
+        return None if text is None else {"targets": np.asarray(vocabulary.encode(text), np.int32)}
+
     def document(i) -> Optional[dict]:
-        i = int(i)
-        try:
-            text = _document_text(task, source, i)
-        except DataError as e:
-            if task.on_error != "skip":
-                raise
-            counter.skipped(i, e)
-            return None
-        if text is None:
-            return counter.kept(i, None)
-        tokens = np.asarray(vocabulary.encode(text), np.int32)
-        if tokens.size == 0:  # nothing to concatenate; a corpus of such documents must still stop
-            counter.empty(i)
-            return None
-        return counter.kept(i, {"targets": tokens})
+        # an empty document has nothing to concatenate, and a corpus of them must still stop
+        return counter.read(int(i), functools.partial(tokens, int(i)), usable=lambda doc: doc["targets"].size > 0)
 
     ids = _host_order(grain.MapDataset.range(n), shard, seed, shuffle, repeat)  # source positions: errors
     documents = ids.map(document).filter(lambda doc: doc is not None).to_iter_dataset()
@@ -333,6 +311,21 @@ class _RecordCounter:
         self._warned = False
         self._why: set[str] = set()  # how records were lost, for the error
 
+    def read(self, index: int, produce: Callable[[], Any], usable: Callable[[Any], bool] = lambda _: True) -> Any:
+        """``produce()``'s record, or None, counted: dropped by a preprocessor (``produce`` returned None),
+        skipped as bad (it raised a ``DataError`` under ``on_error="skip"``) or not ``usable``."""
+        try:
+            result = produce()
+        except DataError as e:
+            if self._task.on_error != "skip":
+                raise
+            self.skipped(index, e)
+            return None
+        if result is not None and not usable(result):
+            self.empty(index)
+            return None
+        return self.kept(index, result)
+
     def kept(self, index: int, example: Optional[dict]) -> Optional[dict]:
         """``example`` as it is; None (dropped by a preprocessor) is counted."""
         if example is not None:
@@ -387,14 +380,7 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[i
 
     def tokenized(i: int, record) -> Optional[dict]:
         i %= n  # grain's index counts on past the end once the dataset repeats
-        try:
-            example = _tokenize_record(task, source, i, record, passthrough, keep_text)
-        except DataError as e:
-            if task.on_error != "skip":
-                raise
-            counter.skipped(i, e)
-            return None
-        return counter.kept(i, example)
+        return counter.read(i, lambda: _tokenize_record(task, source, i, record, passthrough, keep_text))
 
     return grain.MapDataset.source(source).map_with_index(tokenized).filter(lambda ex: ex is not None)
 

@@ -127,6 +127,7 @@ def _model_of(directory: Path):
         if not (directory / name).exists():
             raise CheckpointError(f"{directory}: not a t5x_lite checkpoint ({name} is missing)")
     model = model_from_gin([str(directory / MODEL_GIN)])
+    # prefix_lm's default (True) is the dangerous one: a causal LM would be fed a prefix LM's features
     if model.kind == "decoder_only" and ".prefix_lm = " not in (directory / MODEL_GIN).read_text():
         import logging
 
@@ -134,6 +135,15 @@ def _model_of(directory: Path):
             "%s was written before model.gin recorded prefix_lm; reading it as a prefix LM. For a causal LM add "
             "'models.DecoderOnlyModel.prefix_lm = False' to it", directory / MODEL_GIN)
     return model
+
+
+def records_wrapper(directory: str | Path, model) -> bool:
+    """Whether ``directory``'s model.gin records the wrapper's own fields (``prefix_lm``, the loss options); an
+    older one holds only the config, and rebuilding it fills the wrapper's fields with their defaults.
+
+    Every wrapper has ``z_loss``, and model_to_gin writes each field, so its line tells.
+    """
+    return f"models.{type(model).__name__}.z_loss = " in (Path(directory) / MODEL_GIN).read_text()
 
 
 def load_model(directory: str | Path):

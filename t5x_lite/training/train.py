@@ -318,7 +318,7 @@ def _check_same_model(model_dir: Path, model) -> None:
     changed = {f.name: (getattr(before.config, f.name), getattr(model.config, f.name))
                for f in dataclasses.fields(model.config)
                if getattr(before.config, f.name) != getattr(model.config, f.name)}
-    if f"models.{type(before).__name__}.z_loss = " in where.read_text():  # written since it records the wrapper
+    if checkpoints.records_wrapper(model_dir, before):
         changed.update({f.name: (getattr(before, f.name), getattr(model, f.name)) for f in dataclasses.fields(model)
                         if f.name != "config" and getattr(before, f.name) != getattr(model, f.name)})
     shown = lambda names: ", ".join(f"{n} {changed[n][0]!r} -> {changed[n][1]!r}" for n in names)  # noqa: E731

@@ -371,7 +371,7 @@ def test_a_task_may_skip_and_count_records_it_cannot_use(caplog):
                             converter=EncDecFeatureConverter(), shuffle=False, repeat=False, shard=(0, 1))
     assert next(iter(ds))["encoder_input_tokens"].shape == (2, LENGTHS["inputs"])
     assert stats.as_dict()["skipped_examples"] == {"mem_corpus": 1}
-    assert "task 'mem_corpus': skipping documents that cannot be used (on_error='skip'); the first: mem.jsonl:51" \
+    assert "task 'mem_corpus': skipping records that cannot be used (on_error='skip'); the first: mem.jsonl:51" \
         in caplog.text
 
 
