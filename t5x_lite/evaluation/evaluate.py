@@ -56,11 +56,10 @@ class DecodeOptions:
 
 
 def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, converter, max_examples: Optional[int],
-                  keep_text: bool = False, report: bool = True) -> Iterator[tuple[dict, int]]:
+                  keep_text: bool = False) -> Iterator[tuple[dict, int]]:
     """(batch padded to batch_size, number of real rows) over the whole split, in order; with
     ``keep_text`` the batch also holds the text features before tokenizing (``*_pretokenized``).
-
-    ``report``: log the records dropped, skipped or cut (one pass of an evaluation says it).
+    Once read through, logs the records dropped, skipped or cut.
     """
     from t5x_lite.data.pipeline import get_dataset
 
@@ -76,8 +75,7 @@ def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, convert
                 break
         seen += n
         yield {k: _pad_rows(np.asarray(v), batch_size) for k, v in batch.items()}, n
-    if report:
-        _report(getattr(task, "name", task), split, stats.as_dict(), max_examples)
+    _report(getattr(task, "name", task), split, stats.as_dict(), max_examples)
 
 
 def _report(task: str, split: str, counts: Mapping[str, Any], max_examples: Optional[int]) -> None:
@@ -119,9 +117,15 @@ def predict(*, model, params, task, split: str = "validation", feature_lengths: 
             batch_size: int = 16, decode: DecodeOptions = DecodeOptions(), max_examples: Optional[int] = None
             ) -> list[dict]:
     """Decode every example: [{"inputs", "targets", "prediction", "score"}] as text."""
+    return _predict(model=model, params=params, task=_get_task(task), split=split, feature_lengths=feature_lengths,
+                    batch_size=batch_size, decode=decode, max_examples=max_examples)
+
+
+def _predict(*, model, params, task, split, feature_lengths, batch_size, decode, max_examples,
+             loss: Optional["_LossTally"] = None) -> list[dict]:
+    """``predict``; with ``loss``, each batch's loss is added to it too (one read of the split for both)."""
     from t5x_lite.decoding import predict_batch
 
-    task = _get_task(task)
     if not can_decode(model):
         raise ConfigError(f"the model ({_kind_name(model)}) cannot decode predictions (only {DECODERS} can)")
     vocab = task.vocabulary
@@ -138,6 +142,8 @@ def predict(*, model, params, task, split: str = "validation", feature_lengths: 
             method=decode.method, num_beams=decode.num_beams, alpha=decode.alpha, temperature=decode.temperature,
             top_k=decode.top_k, top_p=decode.top_p, rng=jax.random.fold_in(rng, i))
         tokens, scores = np.asarray(tokens), np.asarray(scores)
+        if loss is not None:
+            loss.add(params, {k: v for k, v in batch.items() if not k.endswith("_pretokenized")}, n)
         for r in range(n):
             rows.append({
                 "inputs": _text(vocab, _inputs_of(model, batch, r)),
@@ -221,22 +227,37 @@ def validation_loss(*, model, params, task, split: str = "validation", feature_l
     return _loss_and_examples(model, params, _get_task(task), split, feature_lengths, batch_size, max_examples)[0]
 
 
-def _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples, report: bool = True
-                       ) -> tuple[float, int]:
-    # Per token, whatever the training normalizer: a fixed loss_normalizer divides each batch's sum by a
-    # constant, which weighted by the batch's token count would depend on the batch size.
-    loss_fn = jax.jit(model.replace(z_loss=0.0, loss_normalizer=None).loss_fn)
-    total = tokens = 0.0
-    examples = 0
+def _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples) -> tuple[float, int]:
+    tally = _LossTally(model)
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
-                                  converter=model.feature_converter(), max_examples=max_examples, report=report):
-        batch = _mask_padding_rows(batch, n)
-        loss, metrics = loss_fn(params, batch)
+                                  converter=model.feature_converter(), max_examples=max_examples):
+        tally.add(params, batch, n)
+    return tally.mean(), tally.examples
+
+
+class _LossTally:
+    """The split's loss per target token (z-loss excluded), summed batch by batch.
+
+    Per token, whatever the training normalizer: a fixed loss_normalizer divides
+    each batch's sum by a constant, which weighted by the batch's token count
+    would depend on the batch size.
+    """
+
+    def __init__(self, model):
+        self._loss_fn = jax.jit(model.replace(z_loss=0.0, loss_normalizer=None).loss_fn)
+        self._total = self._tokens = 0.0
+        self.examples = 0
+
+    def add(self, params, batch: dict, n: int) -> None:
+        """A batch padded to the batch size whose first ``n`` rows are real."""
+        loss, metrics = self._loss_fn(params, _mask_padding_rows(batch, n))
         count = float(metrics["num_tokens"])
-        total += float(loss) * count
-        tokens += count
-        examples += n
-    return (total / tokens if tokens else math.nan), examples
+        self._total += float(loss) * count
+        self._tokens += count
+        self.examples += n
+
+    def mean(self) -> float:
+        return self._total / self._tokens if self._tokens else math.nan
 
 
 def _mask_padding_rows(batch: dict, n: int) -> dict:
@@ -265,9 +286,10 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     decodes = can_decode(model)
     rows = []
     predicted = decodes and bool(names or decode_without_metrics)
+    loss = None if model.kind == "encoder_only_classification" else _LossTally(model)
     if predicted:
-        rows = predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
-                       batch_size=batch_size, decode=decode, max_examples=max_examples)
+        rows = _predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
+                        batch_size=batch_size, decode=decode, max_examples=max_examples, loss=loss)
     if model.kind == "encoder_only_classification":
         targets = [r["targets"] for r in rows]
         predictions = [r["prediction"] for r in rows]
@@ -276,9 +298,12 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
         predictions = [_as_label(task, r["prediction"]) for r in rows]
     metrics = compute_metrics(targets, predictions, names) if names and rows else {}
     examples = len(rows)
-    if model.kind != "encoder_only_classification":
-        metrics["loss"], examples = _loss_and_examples(model, params, task, split, feature_lengths, batch_size,
-                                                       max_examples, report=not predicted)  # predict reported
+    if loss is not None:
+        if predicted:  # the loss came with the predictions
+            metrics["loss"], examples = loss.mean(), loss.examples
+        else:
+            metrics["loss"], examples = _loss_and_examples(model, params, task, split, feature_lengths, batch_size,
+                                                           max_examples)
     metrics["num_examples"] = examples
     return metrics, rows
 

@@ -135,6 +135,22 @@ def test_validation_loss_is_per_token_whatever_the_normalizer_and_batch_size():
         np.testing.assert_allclose(validation_loss(model=fixed, batch_size=batch_size, **kw), plain, rtol=1e-5)
 
 
+def test_evaluate_reads_the_split_once_for_predictions_and_loss(monkeypatch):
+    from t5x_lite.data import pipeline
+    from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate, validation_loss
+
+    model = EncoderDecoderModel(config=TINY)
+    kw = dict(model=model, params=_tiny_params(model), task="bundled_sentiment",
+              feature_lengths={"inputs": 16, "targets": 4}, batch_size=4, max_examples=10)
+    alone = validation_loss(**kw)
+    reads = []
+    real = pipeline.get_dataset
+    monkeypatch.setattr(pipeline, "get_dataset", lambda *a, **k: reads.append(1) or real(*a, **k))
+    metrics, rows = evaluate(decode=DecodeOptions(max_decode_length=2), **kw)
+    assert len(reads) == 1 and len(rows) == 10 and metrics["num_examples"] == 10
+    np.testing.assert_allclose(metrics["loss"], alone, rtol=1e-6)  # the padding rows of the last batch left out
+
+
 def test_models_that_cannot_decode_report_their_loss():
     from t5x_lite.errors import ConfigError
     from t5x_lite.evaluation.evaluate import evaluate
