@@ -48,7 +48,7 @@ def _vocab(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from t5x_lite.data.sources import DataError
-    from t5x_lite.data.vocab import train_vocabulary
+    from t5x_lite.data.vocab import MIN_CHARACTER_COVERAGE, train_vocabulary
 
     # Checked here too, to name the flags; train_vocabulary refuses a bad or existing --out before any work.
     for flag in ("extra_ids", "max_sentences"):
@@ -56,10 +56,13 @@ def _vocab(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     if args.vocab_size <= args.extra_ids:
         raise UserError(f"--vocab_size {args.vocab_size} must exceed --extra_ids {args.extra_ids}")
+    if not MIN_CHARACTER_COVERAGE <= args.character_coverage <= 1:
+        raise UserError(f"--character_coverage must be in [{MIN_CHARACTER_COVERAGE}, 1] (SentencePiece's range), "
+                        f"got {args.character_coverage}")
     try:
         vocab = train_vocabulary(args.input, args.vocab_size, args.out, extra_ids=args.extra_ids,
                                  text_field=args.text_field, byte_fallback=not args.no_byte_fallback,
-                                 max_sentences=args.max_sentences)
+                                 max_sentences=args.max_sentences, character_coverage=args.character_coverage)
     except (RuntimeError, ValueError) as e:  # e.g. a corpus too small for the vocabulary; names the file
         if isinstance(e, DataError):
             raise
@@ -163,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--text_field", default=None, help="field holding the text in JSONL/TSV/CSV")
     v.add_argument("--max_sentences", type=int, default=0, help="train on the first N >= 1 documents (0: all)")
     v.add_argument("--no_byte_fallback", action="store_true", help="no byte pieces (needed below ~400 pieces)")
+    v.add_argument("--character_coverage", type=float, default=0.9999,
+                   help="share of the text's characters that get pieces, 0.98 to 1 (default 0.9999); the rest "
+                        "become bytes or unk")
     v.set_defaults(func=_vocab)
 
     t = sub.add_parser("train", help="train (pretrain or fine-tune) from gin files; resumes an existing MODEL_DIR",

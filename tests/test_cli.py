@@ -29,7 +29,63 @@ def test_vocab_too_small_corpus_is_one_line_error(tmp_path, capsys):
     (tmp_path / "c.txt").write_text("a b c\n" * 10)
     assert cli.main(["vocab", "--input", str(tmp_path / "c.txt"), "--vocab_size", "400", "--out",
                      str(tmp_path / "sp"), "--no_byte_fallback"]) == 2
-    assert "Vocabulary size too high" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # SentencePiece counts pieces (vocab_size - extra_ids): the message must be in --vocab_size terms.
+    assert err.startswith("t5x_lite vocab: error: vocab_size 400 is too large for text lines from ")
+    assert "c.txt: it yields at most vocab_size 1" in err and "+ 100 extra ids" in err and err.count("\n") == 1
+    most = int(err.split("at most vocab_size ")[1].split()[0])
+    assert cli.main(["vocab", "--input", str(tmp_path / "c.txt"), "--vocab_size", str(most), "--out",
+                     str(tmp_path / "sp"), "--no_byte_fallback"]) == 0
+
+
+def test_vocab_too_few_pieces_for_the_characters_names_existing_flags(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"{chr(0x61 + i % 26)}{chr(0x3b1 + i % 24)} x\n" for i in range(500)), encoding="utf-8")
+    args = ["vocab", "--input", str(corpus), "--vocab_size", "120", "--no_byte_fallback"]
+    assert cli.main([*args, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("t5x_lite vocab: error: vocab_size 120 is too small for the characters in ")
+    assert "--character_coverage option" not in err and "lower character_coverage (now 0.9999" in err
+    least = int(err.split("at least vocab_size ")[1].split()[0])
+    assert least > 150  # 26 Latin + 24 Greek letters + space + pad/eos/unk, + 100 sentinels
+    assert cli.main(["vocab", "--input", str(corpus), "--vocab_size", str(least), "--no_byte_fallback",
+                     "--out", str(tmp_path / "b")]) == 0
+    assert cli.main([*args, "--character_coverage", "0.5", "--out", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "t5x_lite vocab: error: --character_coverage must be in [0.98, 1] (SentencePiece's range), got 0.5")
+
+
+def test_vocab_character_coverage_flag_reaches_sentencepiece(tmp_path, monkeypatch):
+    import pytest
+    import sentencepiece as spm
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def record(**kwargs):
+        seen.update(kwargs, sentence_iterator=None)
+        raise Stop
+
+    monkeypatch.setattr(spm.SentencePieceTrainer, "train", record)
+    (tmp_path / "c.txt").write_text("a b c\n")
+    with pytest.raises(Stop):
+        cli.main(["vocab", "--input", str(tmp_path / "c.txt"), "--vocab_size", "400", "--out", str(tmp_path / "v"),
+                  "--character_coverage", "0.985"])
+    assert seen["character_coverage"] == 0.985
+
+
+def test_vocab_long_documents_train(tmp_path, capsys):
+    # Every line is over SentencePiece's 16384-byte max_sentence_length; it used to skip them all and fail.
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(2, 9))) for _ in range(3000)]
+    (tmp_path / "long.txt").write_text("\n".join(" ".join(rng.choice(words, 4500)) for _ in range(12)) + "\n")
+    assert cli.main(["vocab", "--input", str(tmp_path / "long.txt"), "--vocab_size", "600",
+                     "--out", str(tmp_path / "L1")]) == 0
+    captured = capsys.readouterr()
+    assert "vocab_size 600" in captured.out
+    assert SentencePieceVocabulary(str(tmp_path / "L1.model")).vocab_size == 600
 
 
 def test_vocab_bad_glob_is_one_line_error(tmp_path, capsys):
@@ -99,3 +155,49 @@ def test_a_type_error_is_one_line_only_when_a_setting_caused_it(tmp_path, capsys
     monkeypatch.setattr(cli, "_vocab", broken_vocab)
     with pytest.raises(TypeError, match="has no len"):  # the traceback survives
         cli.main(["vocab", "--input", str(tmp_path / "x.txt"), "--vocab_size", "400", "--out", str(tmp_path / "v")])
+
+
+# --------------------------------------------------------------------------- train: multi-host settings
+
+
+MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "T5X_LITE_DISTRIBUTED",
+                 "SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
+                 "OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES")
+
+
+def test_bad_multihost_settings_are_one_line_errors(monkeypatch, capsys):
+    import jax
+    import pytest
+
+    def must_not_start(**kwargs):
+        raise AssertionError(f"jax.distributed.initialize called with {kwargs}")
+
+    monkeypatch.setattr(jax.distributed, "initialize", must_not_start)
+    slurm = dict(SLURM_JOB_ID="7", SLURM_STEP_NODELIST="n[1-2]", SLURM_NTASKS="2x", SLURM_PROCID="0",
+                 SLURM_LOCALID="0")
+    cases = [
+        (dict(JAX_NUM_PROCESSES="abc"), [], ["JAX_NUM_PROCESSES='abc' is not an integer", "--num_processes"]),
+        (dict(JAX_NUM_PROCESSES="2"), [], ["JAX_NUM_PROCESSES=2 but no coordinator_address",
+                                           "--coordinator_address or JAX_COORDINATOR_ADDRESS",
+                                           "--process_id or JAX_PROCESS_ID"]),
+        ({}, ["--num_processes", "0"], ["--num_processes 0:", "must be >= 1", "JAX_NUM_PROCESSES"]),
+        (dict(T5X_LITE_DISTRIBUTED="yes"), [], ["T5X_LITE_DISTRIBUTED='yes': use 'auto', 'off'"]),
+        (slurm, [], ["SLURM_NTASKS='2x' is not an integer"]),
+        ({}, ["--num_processes", "2", "--process_id", "5", "--coordinator_address", "10.0.0.1:1234"],
+         ["--process_id 5 is out of range for --num_processes 2", "0 to 1"]),
+        (dict(JAX_NUM_PROCESSES="2"), ["--process_id", "-1"], ["--process_id -1:", "JAX_PROCESS_ID", ">= 0"]),
+        (dict(T5X_LITE_DISTRIBUTED="off"), ["--num_processes", "2", "--coordinator_address", "h:1"],
+         ["T5X_LITE_DISTRIBUTED=off", "--coordinator_address h:1, --num_processes 2 were given"]),
+    ]
+    for env, flags, expected in cases:
+        for var in MULTIHOST_ENV:
+            monkeypatch.delenv(var, raising=False)
+        for var, value in env.items():
+            monkeypatch.setenv(var, value)
+        assert cli.main(["train", "--gin_file", "experiments/quickstart.gin", *flags]) == 2, (env, flags)
+        err = capsys.readouterr().err
+        assert err.startswith("t5x_lite train: error: ") and err.count("\n") == 1, err
+        for text in expected:
+            assert text in err, (text, err)
+    with pytest.raises(SystemExit):  # argparse's own one-line error for a non-integer flag
+        cli.main(["train", "--num_processes", "two"])

@@ -27,7 +27,9 @@ Example::
 from __future__ import annotations
 
 import io
+import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -39,6 +41,9 @@ from t5x_lite.data.sources import DataError, Patterns, bundled_path, open_files
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 NUM_RESERVED_IDS = 3
+MIN_CHARACTER_COVERAGE = 0.98
+
+log = logging.getLogger(__name__)
 
 
 class SentencePieceVocabulary:
@@ -203,9 +208,12 @@ def train_vocabulary(
         Existing files are never overwritten: both are written under
         temporary names and renamed once training has succeeded.
       text_field: the field holding the text (JSONL/TSV/CSV); default ``"text"``.
-      model_type, character_coverage, byte_fallback: as ``spm_train``; the
+      model_type, character_coverage (0.98 to 1), byte_fallback: as ``spm_train``; the
         normalization is ``nmt_nfkc`` and pad 0 / eos 1 / unk 2 / no BOS, as T5.
       max_sentences: train on the first this many documents (0: all).
+      max_sentence_length: SentencePiece's limit in UTF-8 bytes per input
+        text. Longer documents are split into chunks under it (at a newline,
+        else a space, else between characters) and the count is logged.
       seed: SentencePiece's random seed. Training is single-threaded, with no
         input shuffling, so the same input and arguments give byte-identical files.
       on_error: as the sources' (``"raise"`` or ``"skip"`` bad records).
@@ -218,6 +226,10 @@ def train_vocabulary(
     for name, value in (("extra_ids", extra_ids), ("max_sentences", max_sentences)):
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
+    if max_sentence_length < 4:  # a UTF-8 character takes up to 4 bytes: every chunk must hold one
+        raise ValueError(f"max_sentence_length must be >= 4 (bytes), got {max_sentence_length}")
+    if not MIN_CHARACTER_COVERAGE <= character_coverage <= 1:  # SentencePiece's own range
+        raise ValueError(f"character_coverage must be in [{MIN_CHARACTER_COVERAGE}, 1], got {character_coverage}")
     out = os.fspath(out_prefix)
     # ".model" is appended to the prefix: "dir/" would write "dir.model", "" a file with no name.
     if out.endswith(("/", os.sep)) or Path(out).name in ("", ".", "..") or Path(out).is_dir():
@@ -244,6 +256,15 @@ def train_vocabulary(
         raise DataError(f"no text to train on in field {field!r} of {source.description}")
     if max_sentences:
         texts = texts[:max_sentences]
+    # SentencePiece skips longer texts without a word at the log level used here, and fails with an
+    # unreadable INTERNAL error when none is left: split them so every byte of the corpus is seen.
+    long_docs = sum(1 for t in texts if len(t.encode("utf-8")) > max_sentence_length)
+    if long_docs:
+        before = len(texts)
+        texts = [chunk for t in texts for chunk in _split_long_text(t, max_sentence_length)]
+        log.warning("vocab: split %d document(s) of %s longer than %d bytes (SentencePiece's max_sentence_length)"
+                    " into chunks; %d texts -> %d", long_docs, source.description, max_sentence_length,
+                    before, len(texts))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
@@ -271,7 +292,8 @@ def train_vocabulary(
             minloglevel=2,
         )
     except RuntimeError as e:
-        raise ValueError(f"SentencePiece training on {source.description} failed: {e}") from e
+        raise _training_error(str(e), source.description, vocab_size, extra_ids, character_coverage,
+                              byte_fallback) from e
     # Temporary names until both files are complete, then published without replacing anything
     # that appeared meanwhile (training takes minutes): no half-written, mismatched or clobbered pair.
     suffix = f".tmp-{os.getpid()}"
@@ -294,3 +316,60 @@ def train_vocabulary(
             tmp.unlink(missing_ok=True)
     return SentencePieceVocabulary(model_path, extra_ids=extra_ids)
 
+
+def _split_long_text(text: str, limit: int) -> list[str]:
+    """``text`` in stripped, non-empty chunks of at most ``limit`` UTF-8 bytes.
+
+    Cuts at the last newline in the second half of a window, else the last space or
+    tab, else at a character boundary. Works on the bytes: ASCII whitespace never
+    occurs inside a multi-byte UTF-8 sequence, and re-encoding the rest after each
+    cut would be quadratic in the length of a very long document.
+    """
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return [text]
+    chunks, start = [], 0
+    while len(data) - start > limit:
+        end = start + limit
+        cut = data.rfind(b"\n", start + limit // 2, end + 1)
+        if cut <= start:
+            cut = max(data.rfind(b" ", start, end + 1), data.rfind(b"\t", start, end + 1))
+        if cut <= start:
+            cut = data.rfind(b"\n", start, end + 1)
+        if cut <= start:
+            cut = end
+            while data[cut] & 0xC0 == 0x80:  # a continuation byte: step back to the character's start
+                cut -= 1
+        chunks.append(data[start:cut])
+        start = cut
+    chunks.append(data[start:])
+    return [c for c in (b.decode("utf-8").strip() for b in chunks) if c]
+
+
+def _training_error(message: str, where: str, vocab_size: int, extra_ids: int, character_coverage: float,
+                    byte_fallback: bool) -> Exception:
+    """SentencePiece's error in this function's terms: ``vocab_size`` counts the extra ids, its numbers don't,
+    and its hints name ``spm_train`` flags."""
+    # "Vocabulary size too high (PIECES). Please set it to a value <= MAX_PIECES."
+    high = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", message)
+    if high:
+        most = int(high.group(2)) + extra_ids
+        return ValueError(
+            f"vocab_size {vocab_size} is too large for {where}: it yields at most vocab_size {most} "
+            f"({high.group(2)} SentencePiece pieces + {extra_ids} extra ids); lower vocab_size or add text")
+    # "Vocabulary size is smaller than required_chars. PIECES vs NEEDED." (characters + special/byte pieces)
+    small = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", message)
+    if small:
+        least = int(small.group(2)) + extra_ids
+        how = "raise vocab_size"
+        if character_coverage > MIN_CHARACTER_COVERAGE:
+            how += (f", or lower character_coverage (now {character_coverage:g}, at least "
+                    f"{MIN_CHARACTER_COVERAGE}) to leave the rarest characters to unk/bytes")
+        return ValueError(
+            f"vocab_size {vocab_size} is too small for the characters in {where}: it needs at least vocab_size "
+            f"{least} ({small.group(2)} pieces: the characters covered, pad/eos/unk"
+            f"{' and 256 bytes' if byte_fallback else ''}; + {extra_ids} extra ids); {how}")
+    if "!sentences_.empty()" in message:
+        return DataError(f"SentencePiece found no text to train on in {where}")
+    first = (message.strip().splitlines() or ["(no message)"])[0]
+    return ValueError(f"SentencePiece training on {where} failed: {first}")

@@ -26,6 +26,9 @@ or pass the same values as arguments:
 ``initialize("10.0.0.1:1234", num_processes=4, process_id=0)``. With one process
 per host, each process drives all of that host's GPUs; with one per GPU, set
 ``JAX_LOCAL_DEVICE_IDS`` (or ``local_device_ids=``) so processes do not share a GPU.
+Given all three, these settings are the whole story: JAX's launcher detection is
+turned off (``cluster_detection_method="deactivate"``), so a process started inside
+a SLURM step does not get one GPU chosen by ``SLURM_LOCALID``.
 Under SLURM (``srun``, several tasks) or Open MPI (``mpirun``) nothing needs to be
 set: ``initialize()`` sees the launcher's variables and lets JAX read the
 coordinator, process count and id from them (``JAX_COORDINATOR_PORT`` picks the
@@ -49,16 +52,23 @@ Processes on CPU exchange collectives through gloo over TCP
 ``tests/training/test_multihost.py`` runs two such processes on 127.0.0.1.
 
 ``T5X_LITE_DISTRIBUTED=off`` disables all of this (e.g. to debug one process of a
-SLURM allocation on its own).
+SLURM allocation on its own); it ignores the environment but refuses explicit
+arguments (``--num_processes`` etc.), which contradict it.
+
+Bad or incomplete settings raise ``ConfigError`` (a ``ValueError``) naming the
+argument's ``t5x_lite train`` flag and its environment variable.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import Any, Optional, Sequence
 
 import jax
+
+from t5x_lite.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +77,30 @@ ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
 ENV_MODE = "T5X_LITE_DISTRIBUTED"  # "auto": always call jax.distributed.initialize(); "off": never
 
+# Each explicit setting by its argument name: ``t5x_lite train``'s flag and the environment variable.
+_SOURCES = {
+    "coordinator_address": ("--coordinator_address", ENV_COORDINATOR),
+    "num_processes": ("--num_processes", ENV_NUM_PROCESSES),
+    "process_id": ("--process_id", ENV_PROCESS_ID),
+}
+
 _SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 _OMPI_URI = "OMPI_MCA_orte_hnp_uri"
 
 
-def _env_int(name: str) -> Optional[int]:
+def _env_int(name: str, fix: str) -> Optional[int]:
     value = os.environ.get(name)
     if value is None or value == "":
         return None
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"{name}={value!r} is not an integer") from None
+        raise ConfigError(f"{name}={value!r} is not an integer ({fix})") from None
+
+
+def _either(name: str) -> str:
+    flag, env = _SOURCES[name]
+    return f"{flag} or {env}"
 
 
 def detect_cluster() -> Optional[str]:
@@ -87,14 +109,23 @@ def detect_cluster() -> Optional[str]:
     Only launchers that started more than one process count: a one-task SLURM
     job is a single process and needs no distributed runtime.
     """
-    if all(v in os.environ for v in _SLURM_VARS) and (_env_int("SLURM_NTASKS") or 1) > 1:
+    launcher = f"set by the launcher; {ENV_MODE}=off ignores launchers"
+    if all(v in os.environ for v in _SLURM_VARS) and (_env_int("SLURM_NTASKS", launcher) or 1) > 1:
         return "slurm"
-    if _OMPI_URI in os.environ and (_env_int("OMPI_COMM_WORLD_SIZE") or 1) > 1:
+    if _OMPI_URI in os.environ and (_env_int("OMPI_COMM_WORLD_SIZE", launcher) or 1) > 1:
         return "ompi"
     hosts = os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("TPU_PROCESS_ADDRESSES") or ""
     if len([h for h in hosts.split(",") if h.strip()]) > 1:
         return "tpu"
     return None
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature to read: let the call itself decide
+        return True
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _enable_cpu_collectives() -> None:
@@ -139,21 +170,45 @@ def initialize(
     """
     if jax.distributed.is_initialized():
         return True
-    mode = os.environ.get(ENV_MODE, "").strip().lower()
+    raw_mode = os.environ.get(ENV_MODE, "")
+    mode = raw_mode.strip().lower()
     if mode not in ("", "auto", "off"):
-        raise ValueError(f"{ENV_MODE}={mode!r}: use 'auto', 'off' or leave it unset")
+        raise ConfigError(f"{ENV_MODE}={raw_mode!r}: use 'auto', 'off' or leave it unset")
+    arguments = dict(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
     if mode == "off":
+        # "off" exists to override the environment, but arguments are this run's own request: which one wins
+        # is a guess, and guessing "off" would quietly train a fraction of the model on one process.
+        given = [f"{_SOURCES[k][0]} {v}" for k, v in arguments.items() if v is not None]
+        given += ["auto=True"] if auto else []
+        if given:
+            raise ConfigError(f"{ENV_MODE}=off disables multi-process start-up, but {', '.join(given)} "
+                              f"{'was' if len(given) == 1 else 'were'} given; unset {ENV_MODE} or drop them")
         return False
     if auto is None:
         auto = mode == "auto"
 
-    coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
+    # Where each value came from, for the messages: "--num_processes 0" or "JAX_NUM_PROCESSES=0".
+    origin = {k: f"{_SOURCES[k][0]} {v}" for k, v in arguments.items() if v is not None}
+    if not coordinator_address and os.environ.get(ENV_COORDINATOR):
+        coordinator_address = os.environ[ENV_COORDINATOR]
+        origin["coordinator_address"] = f"{ENV_COORDINATOR}={coordinator_address}"
+    coordinator_address = coordinator_address or None
     if num_processes is None:
-        num_processes = _env_int(ENV_NUM_PROCESSES)
+        num_processes = _env_int(ENV_NUM_PROCESSES, "unset it or pass --num_processes")
+        if num_processes is not None:
+            origin["num_processes"] = f"{ENV_NUM_PROCESSES}={num_processes}"
     if process_id is None:
-        process_id = _env_int(ENV_PROCESS_ID)
+        process_id = _env_int(ENV_PROCESS_ID, "unset it or pass --process_id")
+        if process_id is not None:
+            origin["process_id"] = f"{ENV_PROCESS_ID}={process_id}"
     if num_processes is not None and num_processes < 1:
-        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+        raise ConfigError(f"{origin['num_processes']}: the number of processes ({_either('num_processes')}) "
+                          "must be >= 1")
+    if process_id is not None and process_id < 0:
+        raise ConfigError(f"{origin['process_id']}: a process id ({_either('process_id')}) must be >= 0")
+    if process_id is not None and num_processes is not None and process_id >= num_processes:
+        raise ConfigError(f"{origin['process_id']} is out of range for {origin['num_processes']}: "
+                          f"process ids run from 0 to {num_processes - 1}")
     if num_processes == 1 and not auto:
         return False  # one process: nothing to coordinate
 
@@ -161,19 +216,27 @@ def initialize(
     cluster = detect_cluster()
     complete = None not in explicit.values()
     if not (complete or auto or cluster):
-        given = [k for k, v in explicit.items() if v is not None]
+        given = [origin[k] for k, v in explicit.items() if v is not None]
         if not given:
             return False  # nothing asks for more than one process
-        missing = [k for k, v in explicit.items() if v is None]
-        raise ValueError(
-            f"distributed.initialize: got {', '.join(given)} but not {', '.join(missing)}; set all three "
-            f"(arguments or {ENV_COORDINATOR} / {ENV_NUM_PROCESSES} / {ENV_PROCESS_ID}), or run under a "
-            f"launcher JAX detects (SLURM, Open MPI, TPU; {ENV_MODE}=auto)")
+        missing = [f"{k} ({_either(k)})" for k, v in explicit.items() if v is None]
+        raise ConfigError(
+            f"multi-process settings incomplete: {', '.join(given)} but no {' or '.join(missing)}; give all "
+            f"three, or run under a launcher JAX detects (SLURM, Open MPI, TPU; or {ENV_MODE}=auto)")
 
     _enable_cpu_collectives()
     kwargs = {k: v for k, v in explicit.items() if v is not None}
     if local_device_ids is not None:
         kwargs["local_device_ids"] = list(local_device_ids)
+    if complete and "cluster_detection_method" not in jax_kwargs:
+        # With all three given, JAX would still ask a detected launcher for what is left, local_device_ids:
+        # inside a SLURM step that is [SLURM_LOCALID], one GPU per process even with one process per host.
+        # JAX_LOCAL_DEVICE_IDS is read before detection, so it still applies.
+        if _accepts(jax.distributed.initialize, "cluster_detection_method"):
+            kwargs["cluster_detection_method"] = "deactivate"
+        elif cluster:
+            log.warning("this jax cannot turn off its %s detection: it may pick local devices from the "
+                        "launcher; set JAX_LOCAL_DEVICE_IDS to choose them", cluster)
     kwargs.update(jax_kwargs)
     how = "explicit settings" if complete else (cluster or "JAX auto-detection")
     log.info("jax.distributed.initialize via %s: %s", how, kwargs)

@@ -195,3 +195,90 @@ def test_a_vocabulary_that_appears_during_training_is_not_replaced(tiny_corpus, 
         train_vocabulary(str(tiny_corpus), 300, prefix, byte_fallback=False)
     assert (tmp_path / "v.vocab").read_text() == "theirs\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("v.")) == ["v.vocab"]  # no half pair
+
+
+def _words(n, seed=0):
+    """``n`` random lower-case words, space-separated."""
+    rng = np.random.default_rng(seed)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    return " ".join("".join(rng.choice(letters, rng.integers(2, 9))) for _ in range(n))
+
+
+def test_split_long_text_keeps_every_character_under_the_limit():
+    from t5x_lite.data.vocab import _split_long_text
+
+    text = "première ligne " * 3 + "\n" + "ab " * 30 + "\n" + "日本語" * 40 + " fin"  # 3-byte characters, no spaces
+    for limit in (4, 17, 64, 100):
+        chunks = _split_long_text(text, limit)
+        assert all(0 < len(c.encode("utf-8")) <= limit for c in chunks), limit
+        assert "".join("".join(c.split()) for c in chunks) == "".join(text.split())  # nothing lost or cut in two
+    chunks = _split_long_text(text, 64)
+    assert chunks[0] == "première ligne première ligne première ligne"  # the newline (byte 48) beats later spaces
+    assert all(not c.startswith("b") and not c.endswith("a") for c in chunks[:3])  # at spaces, not mid-word
+    assert "日本語" in chunks[-2] and chunks[-1].endswith("fin")
+    assert _split_long_text("short", 64) == ["short"]
+
+
+def test_long_documents_are_split_not_silently_dropped(tmp_path, caplog):
+    # SentencePiece skips texts over max_sentence_length (bytes) without a word; all of them skipped used to
+    # fail with "INTERNAL: ... [!sentences_.empty()]".
+    words = _words(6000)
+    rare = "zqxjv"  # only in the long documents: in the vocabulary only if they were trained on
+    long_doc = (words + f" {rare}{rare}") * 2
+    assert len(long_doc.encode()) > 16384
+    corpus = tmp_path / "long.txt"
+    corpus.write_text("\n".join([long_doc] * 10) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="t5x_lite.data.vocab"):
+        v = train_vocabulary(str(corpus), 400, tmp_path / "v", byte_fallback=False)
+    assert v.num_pieces == 300
+    assert "split 10 document(s)" in caplog.text and "long.txt" in caplog.text and "16384 bytes" in caplog.text
+    assert "zqxjvzqxjv" in v.decode(v.encode(f"{rare}{rare}"))
+    assert any("q" in v.tokenizer.id_to_piece(i) for i in range(3, v.num_pieces))
+
+
+def test_max_sentence_length_counts_bytes(tmp_path, monkeypatch):
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def record(**kwargs):
+        seen.extend(kwargs["sentence_iterator"])
+        assert kwargs["max_sentence_length"] == 200
+        raise Stop
+
+    monkeypatch.setattr(spm.SentencePieceTrainer, "train", record)
+    doc = " ".join(["éèêë"] * 40)  # 199 characters, 359 bytes: over the limit only when counted in bytes
+    (tmp_path / "c.txt").write_text("\n".join([doc] * 20 + ["short line"]) + "\n", encoding="utf-8")
+    with pytest.raises(Stop):
+        train_vocabulary(str(tmp_path / "c.txt"), 120, tmp_path / "v", byte_fallback=False, max_sentence_length=200)
+    assert all(len(t.encode()) <= 200 for t in seen) and len(seen) == 20 * 2 + 1
+    assert "".join(seen).count("é") == 20 * 40
+    with pytest.raises(ValueError, match="max_sentence_length must be >= 4"):
+        train_vocabulary(str(tmp_path / "c.txt"), 120, tmp_path / "w", byte_fallback=False, max_sentence_length=3)
+
+
+def test_training_errors_are_in_vocab_size_terms(tmp_path):
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("\n".join(_words(12, seed=i) for i in range(40)) + "\nÀÉÎõü\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="at most vocab_size") as high:
+        train_vocabulary(str(corpus), 30000, tmp_path / "a", extra_ids=7)
+    most = int(str(high.value).split("at most vocab_size ")[1].split()[0])
+    assert "vocab_size 30000 is too large for text lines from" in str(high.value) and "small.txt" in str(high.value)
+    assert f"({most - 7} SentencePiece pieces + 7 extra ids)" in str(high.value)
+    assert "Please set" not in str(high.value) and "\n" not in str(high.value)
+    assert train_vocabulary(str(corpus), most, tmp_path / "ok", extra_ids=7).vocab_size == most  # the bound is exact
+    with pytest.raises(ValueError, match="at most vocab_size"):
+        train_vocabulary(str(corpus), most + 1, tmp_path / "b", extra_ids=7)
+
+    with pytest.raises(ValueError, match="too small for the characters in") as low:
+        train_vocabulary(str(corpus), 20, tmp_path / "c", extra_ids=7, byte_fallback=False)
+    message = str(low.value)
+    least = int(message.split("at least vocab_size ")[1].split()[0])
+    assert "character_coverage (now 0.9999" in message and "--character_coverage" not in message
+    assert "small.txt" in message and "required_chars" not in message
+    assert train_vocabulary(str(corpus), least, tmp_path / "d", extra_ids=7, byte_fallback=False).vocab_size == least
+    with pytest.raises(ValueError, match=f"at least vocab_size {least} "):
+        train_vocabulary(str(corpus), least - 1, tmp_path / "e", extra_ids=7, byte_fallback=False)
+    with pytest.raises(ValueError, match=r"character_coverage must be in \[0.98, 1\], got 0.5"):
+        train_vocabulary(str(corpus), least, tmp_path / "f", character_coverage=0.5)

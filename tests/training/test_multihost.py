@@ -184,7 +184,7 @@ def test_initialize_reads_env_and_detects_launchers(clean_env, monkeypatch):
     monkeypatch.setenv("JAX_PROCESS_ID", "3")
     assert distributed.initialize(initialization_timeout=5) is True
     assert clean_env[-1] == dict(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=3,
-                                 initialization_timeout=5)
+                                 cluster_detection_method="deactivate", initialization_timeout=5)
     for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         monkeypatch.delenv(var)
     # SLURM with several tasks: JAX reads the rest itself (no arguments).
@@ -206,16 +206,89 @@ def test_initialize_reads_env_and_detects_launchers(clean_env, monkeypatch):
 
 
 def test_initialize_errors(clean_env, monkeypatch):
-    with pytest.raises(ValueError, match="got num_processes but not coordinator_address, process_id"):
+    from t5x_lite.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"incomplete: --num_processes 2 but no coordinator_address "
+                                          r"\(--coordinator_address or JAX_COORDINATOR_ADDRESS\) or process_id"):
         distributed.initialize(num_processes=2)
     monkeypatch.setenv("JAX_PROCESS_ID", "zero")
-    with pytest.raises(ValueError, match="JAX_PROCESS_ID='zero' is not an integer"):
+    with pytest.raises(ConfigError, match=r"JAX_PROCESS_ID='zero' is not an integer \(unset it or pass --process_id"):
         distributed.initialize()
     monkeypatch.delenv("JAX_PROCESS_ID")
-    monkeypatch.setenv("T5X_LITE_DISTRIBUTED", "yes")
-    with pytest.raises(ValueError, match="'auto', 'off'"):
+    monkeypatch.setenv("T5X_LITE_DISTRIBUTED", "Yes")
+    with pytest.raises(ConfigError, match="T5X_LITE_DISTRIBUTED='Yes': use 'auto', 'off'"):
+        distributed.initialize()
+    monkeypatch.delenv("T5X_LITE_DISTRIBUTED")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "0")
+    with pytest.raises(ConfigError, match=r"JAX_NUM_PROCESSES=0: .*\(--num_processes or JAX_NUM_PROCESSES\) must be"):
+        distributed.initialize()
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    with pytest.raises(ConfigError, match="--process_id 4 is out of range for JAX_NUM_PROCESSES=4: .* 0 to 3"):
+        distributed.initialize("10.0.0.1:1234", process_id=4)
+    with pytest.raises(ConfigError, match="--process_id 2 is out of range for --num_processes 1"):
+        distributed.initialize(num_processes=1, process_id=2)  # one process, but a wrong id is still wrong
+    monkeypatch.setenv("JAX_PROCESS_ID", "-1")
+    with pytest.raises(ConfigError, match=r"JAX_PROCESS_ID=-1: a process id \(--process_id or JAX_PROCESS_ID\)"):
+        distributed.initialize()
+    monkeypatch.delenv("JAX_PROCESS_ID")
+    monkeypatch.delenv("JAX_NUM_PROCESSES")
+    for var, value in zip(distributed._SLURM_VARS, ("7", "node[1-2]", "2x", "1", "0")):
+        monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match="SLURM_NTASKS='2x' is not an integer .*T5X_LITE_DISTRIBUTED=off"):
         distributed.initialize()
     assert clean_env == []
+
+
+def test_off_refuses_explicit_arguments(clean_env, monkeypatch):
+    from t5x_lite.errors import ConfigError
+
+    monkeypatch.setenv("T5X_LITE_DISTRIBUTED", "off")
+    with pytest.raises(ConfigError, match="T5X_LITE_DISTRIBUTED=off .* but --coordinator_address 10.0.0.1:1234, "
+                                          "--num_processes 2, --process_id 0 were given"):
+        distributed.initialize("10.0.0.1:1234", 2, 0)
+    with pytest.raises(ConfigError, match="but --process_id 0 was given"):
+        distributed.initialize(process_id=0)
+    with pytest.raises(ConfigError, match="but auto=True was given"):
+        distributed.initialize(auto=True)
+    # The environment's settings are what "off" is for overriding: still ignored.
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    assert distributed.initialize() is False
+    assert clean_env == []
+
+
+def test_complete_settings_turn_off_launcher_detection(clean_env, monkeypatch):
+    # Inside a SLURM step JAX would fill local_device_ids from SLURM_LOCALID: one GPU per process.
+    for var, value in zip(distributed._SLURM_VARS, ("7", "node[1-2]", "2", "1", "0")):
+        monkeypatch.setenv(var, value)
+    assert distributed.initialize("10.0.0.1:1234", 2, 1) is True
+    assert clean_env[-1] == dict(coordinator_address="10.0.0.1:1234", num_processes=2, process_id=1,
+                                 cluster_detection_method="deactivate")
+    assert distributed.initialize() is True and clean_env[-1] == {}  # partial: the launcher fills the rest
+    assert distributed.initialize("10.0.0.1:1234", 2, 1, cluster_detection_method="slurm") is True
+    assert clean_env[-1]["cluster_detection_method"] == "slurm"  # the caller's choice stands
+
+
+def test_complete_settings_with_a_jax_that_cannot_deactivate(clean_env, monkeypatch, caplog):
+    calls = []
+
+    def old_initialize(coordinator_address=None, num_processes=None, process_id=None, local_device_ids=None):
+        calls.append(dict(coordinator_address=coordinator_address, num_processes=num_processes,
+                          process_id=process_id))
+
+    monkeypatch.setattr(jax.distributed, "initialize", old_initialize)
+    for var, value in zip(distributed._SLURM_VARS, ("7", "node[1-2]", "2", "1", "0")):
+        monkeypatch.setenv(var, value)
+    with caplog.at_level("WARNING", logger="t5x_lite.training.distributed"):
+        assert distributed.initialize("10.0.0.1:1234", 2, 1) is True
+    assert calls == [dict(coordinator_address="10.0.0.1:1234", num_processes=2, process_id=1)]
+    assert "JAX_LOCAL_DEVICE_IDS" in caplog.text
+
+
+def test_installed_jax_can_deactivate_detection():
+    assert distributed._accepts(jax.distributed.initialize, "cluster_detection_method")
+    assert not distributed._accepts(lambda coordinator_address=None: None, "cluster_detection_method")
 
 
 def test_initialize_is_idempotent(clean_env, monkeypatch):
