@@ -421,8 +421,47 @@ def bench_shape(name: str, args) -> dict:
 def machine_info() -> dict:
     import hf_reference
 
-    return {"cpu": hf_reference.cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+    return {"cpu": hf_reference.cpu_model(), "cores": os.cpu_count(), "avx512f": cpu_has_avx512f(),
+            "gpus_jax_sees": jax_gpus(), "jax_platforms_for_arms": os.environ.get("JAX_PLATFORMS", "cpu"),
+            "python": platform.python_version(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def cpu_has_avx512f(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU's flags include ``avx512f`` (None: no /proc/cpuinfo, or no ``flags`` line in it)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "avx512f" in line.split(":", 1)[-1].split()
+    except OSError:
+        pass
+    return None
+
+
+def jax_gpus() -> list | None:
+    """The GPUs JAX finds on this machine (device kinds; [] for none), probed in a subprocess with
+    ``JAX_PLATFORMS`` unset; None if the probe failed."""
+    code = ("import json, jax\ntry:\n    ds = jax.devices('gpu')\nexcept RuntimeError:\n    ds = []\n"
+            "print(json.dumps([d.device_kind for d in ds]))")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, OSError, IndexError, ValueError):
+        return None
+
+
+def machine_text(m: dict) -> str:
+    """``CPU (N cores, AVX-512), no GPU``, saying only what ``machine_info`` measured (older summaries lack some)."""
+    cpu = f"{m['cores']} cores" + {True: ", AVX-512", False: ", no AVX-512"}.get(m.get("avx512f"), "")
+    text = f"{m['cpu']} ({cpu})"
+    gpus = m.get("gpus_jax_sees")
+    if gpus == []:
+        text += ", no GPU"
+    elif gpus:
+        text += (f", GPU: {', '.join(sorted(set(gpus)))} (the JAX arms ran with "
+                 f"JAX_PLATFORMS={m.get('jax_platforms_for_arms', 'cpu')})")
+    return text
 
 
 def _versions() -> dict:
@@ -440,7 +479,7 @@ def _med(values) -> float:
 def write_markdown(summary: dict, path: str) -> None:
     m = summary["machine"]
     lines = [
-        f"Date: {summary['date']}. Machine: {m['cpu']} ({m['cores']} cores, AVX-512), no GPU; Python {m['python']}; "
+        f"Date: {summary['date']}. Machine: {machine_text(m)}; Python {m['python']}; "
         + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + ".",
         f"Load average (1/5/15 min): {m['loadavg_at_start']} at start, {summary['loadavg_at_end']} at end; "
         "a load of about 2 is this benchmark alone (two busy threads). Total wall time "
