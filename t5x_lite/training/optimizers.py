@@ -64,9 +64,9 @@ def rsqrt_schedule(
     inverse-square-root schedule.
     """
     if warmup_steps < 1:
-        raise ValueError(f"rsqrt_schedule: warmup_steps must be >= 1 (1/sqrt(0) at step 0), got {warmup_steps}")
+        raise ConfigError(f"rsqrt_schedule: warmup_steps must be >= 1 (1/sqrt(0) at step 0), got {warmup_steps}")
     if linear_warmup_steps < 0:
-        raise ValueError(f"rsqrt_schedule: linear_warmup_steps must be >= 0, got {linear_warmup_steps}")
+        raise ConfigError(f"rsqrt_schedule: linear_warmup_steps must be >= 0, got {linear_warmup_steps}")
 
     def schedule(step):
         step = jnp.asarray(step, jnp.float32)
@@ -80,7 +80,7 @@ def rsqrt_schedule(
 
 def _check_decay_args(name: str, warmup_steps: int, total_steps: int) -> None:
     if warmup_steps < 0 or total_steps <= warmup_steps:
-        raise ValueError(f"{name}: need 0 <= warmup_steps < total_steps, got {warmup_steps}, {total_steps}")
+        raise ConfigError(f"{name}: need 0 <= warmup_steps < total_steps, got {warmup_steps}, {total_steps}")
 
 
 def linear_decay_schedule(
@@ -455,7 +455,7 @@ def _split_microbatches(batch: PyTree, num_microbatches: int) -> PyTree:
     def split(x):
         x = jnp.asarray(x)
         if x.ndim == 0 or x.shape[0] % num_microbatches:
-            raise ValueError(
+            raise ConfigError(
                 f"accumulate_gradients: batch leading dim {x.shape[:1]} is not divisible by "
                 f"num_microbatches={num_microbatches}"
             )
@@ -497,7 +497,7 @@ def accumulate_gradients(
         (loss, metrics), grads = grad_fn(params, batch, rng)
         return loss, metrics, grads
     if num_microbatches < 1:
-        raise ValueError(f"num_microbatches must be >= 1 or None, got {num_microbatches}")
+        raise ConfigError(f"num_microbatches must be >= 1 or None, got {num_microbatches}")
 
     microbatches = _split_microbatches(batch, num_microbatches)
     abstract_mb = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), microbatches)

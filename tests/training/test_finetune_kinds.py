@@ -1,6 +1,8 @@
 """Fine-tuning each model kind on the bundled sentiment task: T5 text to text (see test_train_loop),
 a BERT classification head on an MLM checkpoint, and a decoder-only prefix LM."""
 
+import json
+
 import jax
 import numpy as np
 import optax
@@ -65,3 +67,27 @@ def test_an_eval_task_the_model_cannot_score_is_refused_before_training(tmp_path
                                           r"prefix_lm=False\) cannot decode"):
         _train(tmp_path, causal, "bundled_corpus_lm", {"targets": 16}, eval_task="bundled_sentiment", eval_every=1)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_the_bert_experiments_pretrain_then_fine_tune_through_the_cli(tmp_path, monkeypatch):
+    # experiments/bert_pretrain.gin and bert_finetune_sentiment.gin with runs/pretrain_bert.gin and
+    # finetune_bert.gin, shrunk to 2 steps: the MLM checkpoint restores into the classifier
+    from t5x_lite import cli
+
+    monkeypatch.chdir(tmp_path)
+    small = ["--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=4", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32}",
+             "--gin.train.log_every=1", "--gin.train.checkpoint_every=2"]
+    assert cli.main(["train", "--gin_file=experiments/bert_pretrain.gin", f"--gin.MODEL_DIR={tmp_path / 'mlm'}",
+                     *small]) == 2  # its 30 warmup steps do not fit in 2: a one-line error, no traceback
+    assert cli.main(["train", "--gin_file=experiments/bert_pretrain.gin", f"--gin.MODEL_DIR={tmp_path / 'mlm'}",
+                     *small, "--gin.optimizers.make_schedule.warmup_steps=1"]) == 0
+    assert cli.main(["train", "--gin_file=experiments/bert_finetune_sentiment.gin", *small,
+                     f"--gin.INITIAL_CHECKPOINT={tmp_path / 'mlm'}", f"--gin.MODEL_DIR={tmp_path / 'cls'}",
+                     "--gin.WARMUP_STEPS=1", "--gin.train.eval_every=2", "--gin.train.eval_max_examples=8"]) == 0
+    model, cls = checkpoints.load_params(tmp_path / "cls")
+    _, mlm = checkpoints.load_params(tmp_path / "mlm")
+    assert isinstance(model, EncoderOnlyClassificationModel) and model.config.hidden_size == 128
+    a, b = mlm["bert"]["word_embeddings"]["embedding"], cls["bert"]["word_embeddings"]["embedding"]
+    assert np.abs(a - b).max() < 0.01  # started from the MLM weights, 2 small steps ago
+    logged = [json.loads(line) for line in (tmp_path / "cls" / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/accuracy" in row for row in logged)
