@@ -61,10 +61,6 @@ def bert_config_from_hf(config_json: Mapping, *, source: str = "config.json", **
         raise BertConversionError(
             f"{source}: position_embedding_type {j['position_embedding_type']!r} is not supported (only 'absolute')"
         )
-    problem = j.get("problem_type")
-    if problem not in (None, "single_label_classification"):  # regression or multi-label: another loss
-        raise BertConversionError(f"{source}: problem_type {problem!r} is not supported (only single-label "
-                                  "classification, trained with softmax cross-entropy)")
     unknown = sorted(set(j.get("architectures") or ()) - set(ARCHITECTURES))
     if unknown:
         raise BertConversionError(f"{source}: architectures {unknown} is not supported (supported: "
@@ -273,6 +269,8 @@ def bert_params_from_hf(
         raise BertConversionError(f"{source}: 'classifier.*' without '{prefix}pooler.*' is a per-token head "
                                   "(BertForTokenClassification), which is not supported; only sequence "
                                   "classification on the pooled first token is")
+    if classifier:
+        _check_classification_head(cfg, config_json, source)
 
     params: dict = {}
     dtype = jnp.dtype(cfg.param_dtype)  # knows bfloat16, which np.dtype does not
@@ -300,6 +298,21 @@ def bert_params_from_hf(
             shown += f" and {len(unexpected) - 5} more"
         raise BertConversionError(f"{source}: unexpected key(s) {shown} for a BERT with {_describe(cfg)}")
     return cfg, params
+
+
+def _check_classification_head(cfg: BertConfig, config_json: Mapping, source: str) -> None:
+    """A head we train and score as single-label classification (softmax cross-entropy over >= 2 classes).
+
+    HF reads ``num_labels=1`` as regression and ``problem_type`` may say multi-label:
+    other losses, which would import without complaint and train as nonsense.
+    """
+    problem = config_json.get("problem_type")
+    if problem not in (None, "single_label_classification"):
+        raise BertConversionError(f"{source}: problem_type {problem!r} is not supported (only single-label "
+                                  "classification, trained with softmax cross-entropy)")
+    if cfg.num_labels < 2:
+        raise BertConversionError(f"{source}: num_labels={cfg.num_labels} is a regression head (HF), which is not "
+                                  "supported; a classification head needs >= 2 labels")
 
 
 def _check_tied(remaining: dict, config_json: Mapping, params: dict, source: str) -> None:

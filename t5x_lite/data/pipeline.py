@@ -309,7 +309,7 @@ class _RecordCounter:
         self._kept_any = False
         self._lost: set[int] = set()  # distinct records; emptied once one is kept
         self._warned = False
-        self._why: set[str] = set()  # how records were lost, for the error
+        self._why: dict[str, int] = {}  # how many distinct records were lost each way, for the error
 
     def read(self, index: int, produce: Callable[[], Any], usable: Callable[[Any], bool] = lambda _: True) -> Any:
         """``produce()``'s record, or None, counted: dropped by a preprocessor (``produce`` returned None),
@@ -349,18 +349,19 @@ class _RecordCounter:
         self._lose(index, "empty once tokenized")
 
     def _lose(self, index: int, why: str) -> None:
-        if self._kept_any:
+        if self._kept_any or index in self._lost:
             return
         self._lost.add(index)
-        self._why.add(why)
+        self._why[why] = self._why.get(why, 0) + 1
         if len(self._lost) < self._expected:
             return
         where = f"task {self._task.name!r} split {self._split!r}"
-        if self._why == {"dropped by its preprocessors"}:
+        if set(self._why) == {"dropped by its preprocessors"}:
+            hint = "; an unlabelled test split does this" if self._task.objective is None else ""
             raise DataError(f"{where}: its preprocessors dropped every one of the {self._expected} records read "
-                            f"({self._source.description}); an unlabelled test split does this")
+                            f"({self._source.description}){hint}")
         raise DataError(f"{where}: none of the {self._expected} records read ({self._source.description}) can be "
-                        f"used: each was {' or '.join(sorted(self._why))}")
+                        "used: " + ", ".join(f"{n} {why}" for why, n in sorted(self._why.items())))
 
 
 def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[int, int] = (0, 1),

@@ -106,6 +106,8 @@ class BertEncoder(nn.Module):
     """Embeddings + layers (+ pooler). Returns ``(sequence [B, L, E], pooled [B, E] or None)``.
 
     The pooler reads token 0 of each row, so classification expects one example per row.
+    A row, packed or not, may be at most ``max_position_embeddings`` long: one
+    example in a packed row may fill it, and positions are not known while tracing.
     """
 
     config: BertConfig

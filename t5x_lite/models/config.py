@@ -106,9 +106,8 @@ class BertConfig:
         for name in ("vocab_size", "hidden_size", "num_heads", "max_position_embeddings", "type_vocab_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"BertConfig.{name} must be >= 1, got {getattr(self, name)}")
-        # One label would be HF's regression head (num_labels=1), which a softmax cross-entropy cannot train.
-        if self.num_labels < 2:
-            raise ConfigError(f"BertConfig.num_labels must be >= 2 (classification), got {self.num_labels}")
+        if self.num_labels < 1:
+            raise ConfigError(f"BertConfig.num_labels must be >= 1, got {self.num_labels}")
         if self.classifier_dropout_rate is not None and (
                 isinstance(self.classifier_dropout_rate, bool) or not isinstance(self.classifier_dropout_rate,
                                                                                  (int, float))):

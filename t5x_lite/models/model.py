@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from t5x_lite.errors import ConfigError
 from t5x_lite.models.config import BertConfig, T5Config
 from t5x_lite.models.decoder_only import DecoderOnly
 from t5x_lite.models.stacking import stack_layer_params, unstack_layer_params
@@ -236,6 +237,13 @@ class EncoderOnlyClassificationModel(_BertModel):
 
     kind = "encoder_only_classification"
     module_name = "BertForClassification"
+
+    def __post_init__(self):
+        # One label is HF's regression head (num_labels=1), which a softmax cross-entropy cannot train;
+        # a bare or MLM checkpoint's config may say 1 (an embedding model's id2label), and that is harmless.
+        if self.config.num_labels < 2:
+            raise ConfigError(f"EncoderOnlyClassificationModel needs BertConfig.num_labels >= 2 (classes), got "
+                              f"{self.config.num_labels}")
 
     def feature_converter(self, pack: bool = False):
         from t5x_lite.data.features import EncoderOnlyFeatureConverter

@@ -177,6 +177,9 @@ def load_params_and_step(directory: str | Path):
             _quiet_reads_left_in_flight()
             raise CheckpointError(f"{directory / 'params'}: cannot restore ({_first_line(e)})") from e
         params = jax.tree_util.tree_map(np.asarray, params)
+        if model.kind == "encoder_only" and "pooler" not in params.get("bert", {}) and model.pooler:
+            # converted from a BertModel saved without one, before model.gin recorded `pooler`
+            model = model.replace(pooler=False)
         _check_params_fit(directory / "params", directory / MODEL_GIN, model, params, loop_layout=True)
         return model, model.from_loop_layout(params), None
     runs = directory / "checkpoints"
@@ -220,8 +223,8 @@ def _check_params_fit(where: Path, model_gin: Path, model, params, loop_layout: 
 
     Without it an edited model.gin fails much later, as a flax shape error at the first apply.
     Parameters only one side has are left alone: a converted BERT keeps a pooler its MLM
-    wrapper does not use, or lacks one its bare encoder would build, and fine-tuning may
-    initialize a new head (``train.init_checkpoint_allow_missing``).
+    wrapper does not use, and fine-tuning may initialize a new head
+    (``train.init_checkpoint_allow_missing``).
     """
     import flax.linen as nn
 

@@ -213,12 +213,18 @@ def test_a_bare_encoder_saved_without_a_pooler_imports_runs_and_keeps_its_archit
     assert np.abs(np.asarray(hidden)[real] - want[real]).max() < 1e-4
     export_hf(wrapper, params, tmp_path / "back")
     assert hf_io.read_config(tmp_path / "back")["architectures"] == ["BertModel"]
+    # converted before model.gin recorded `pooler`: the params say there is none
+    gin = tmp_path / "ours" / "model.gin"
+    gin.write_text(gin.read_text().replace("models.EncoderOnlyModel.pooler = False\n", ""))
+    wrapper, params = checkpoints.load_params(tmp_path / "ours")
+    assert wrapper.pooler is False
+    wrapper.logits(params, {"input_tokens": jnp.asarray(batch["ids"])})
 
 
-def test_heads_and_settings_that_would_be_silently_wrong_are_refused(tmp_path):
+def test_heads_and_settings_that_would_be_silently_wrong_are_refused(hf, tmp_path):
     from t5x_lite.convert import import_hf
     from t5x_lite.errors import ConfigError
-    from t5x_lite.models.config import BertConfig
+    from t5x_lite.models.model import EncoderOnlyClassificationModel
 
     torch.manual_seed(0)
     tagger = transformers.BertForTokenClassification(transformers.BertConfig(**HF_TINY)).eval()
@@ -231,15 +237,21 @@ def test_heads_and_settings_that_would_be_silently_wrong_are_refused(tmp_path):
     with pytest.raises(BertConversionError, match=r"src: 'classifier\.\*' without 'bert\.pooler\.\*' is a "
                                                   r"per-token head"):
         bert_params_from_hf(_state(tagger), config, source="src")
+    # a classification head is trained as single-label softmax: HF's regression and multi-label heads are not
     for change, message in [(dict(num_labels=1, problem_type="regression"), "problem_type 'regression'"),
-                            (dict(problem_type="multi_label_classification"), "multi_label_classification"),
-                            (dict(num_labels=1), r"num_labels must be >= 2 \(classification\), got 1"),
-                            (dict(type_vocab_size=0), "type_vocab_size must be >= 1, got 0"),
+                            (dict(problem_type="multi_label_classification"), "problem_type 'multi_label_classification'"),
+                            (dict(num_labels=1), "num_labels=1 is a regression head")]:
+        with pytest.raises(BertConversionError, match=r"^src: " + message):
+            bert_params_from_hf(_state(hf["cls"]), {**hf["cls"].config.to_dict(), **change}, source="src")
+    # ... while a bare encoder's config may say one label (embedding models ship id2label={"0": "LABEL_0"})
+    cfg, _ = bert_params_from_hf(_state(hf["base"]), {**hf["base"].config.to_dict(), "num_labels": 1})
+    assert cfg.num_labels == 1
+    with pytest.raises(ConfigError, match="num_labels >= 2"):
+        EncoderOnlyClassificationModel(config=cfg)
+    for change, message in [(dict(type_vocab_size=0), "type_vocab_size must be >= 1, got 0"),
                             (dict(classifier_dropout="x"), "classifier_dropout_rate must be a float or None")]:
         with pytest.raises(BertConversionError, match=r"^cfg\.json: .*" + message):
             bert_config_from_hf({**HF_TINY, **change}, source="cfg.json")
-    with pytest.raises(ConfigError, match="num_labels must be >= 2"):
-        BertConfig(num_labels=1)
 
 
 @pytest.mark.parametrize("kind,architecture", [("mlm", "BertForMaskedLM"), ("cls", "BertForSequenceClassification")])

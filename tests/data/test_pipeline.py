@@ -373,6 +373,19 @@ def test_a_task_may_skip_and_count_records_it_cannot_use(caplog):
     assert stats.as_dict()["skipped_examples"] == {"mem_corpus": 1}
     assert "task 'mem_corpus': skipping records that cannot be used (on_error='skip'); the first: mem.jsonl:51" \
         in caplog.text
+    # a corpus that keeps no document says how each was lost (and no test-split hint: it is pretraining)
+    lost = [{"text": "drop me"}, {"body": "no text"}, {"text": "drop me"}, {"body": "no text"}, {"body": "x"}]
+    gone = Task(**{**corpus.__dict__, "name": "mem_gone", "source": lambda split: ListSource(lost),
+                   "preprocessors": (lambda ex: None if ex.get("text") == "drop me" else ex,)})
+    with pytest.raises(DataError, match=r"^task 'mem_gone' split 'train': none of the 5 records read \(mem\.jsonl\) "
+                                        r"can be used: 2 dropped by its preprocessors, 3 skipped as bad "
+                                        r"\(on_error='skip'\)$"):
+        get_dataset(gone, split="train", feature_lengths=LENGTHS, batch_size=2, converter=EncDecFeatureConverter(),
+                    shard=(0, 1))
+    dropped = Task(**{**gone.__dict__, "name": "mem_dropped", "preprocessors": (lambda ex: None,)})
+    with pytest.raises(DataError, match=r"dropped every one of the 5 records read \(mem\.jsonl\)$"):
+        get_dataset(dropped, split="train", feature_lengths=LENGTHS, batch_size=2,
+                    converter=EncDecFeatureConverter(), shard=(0, 1))
 
 
 def _streamed_task(docs=DOCS, **kw):
@@ -421,7 +434,7 @@ def test_streamed_pieces_concatenate_documents_and_shard_by_host():
     blank = _streamed_task([{"text": ""}] * 5)
     ds, _ = get_dataset(blank, split="train", feature_lengths=LENGTHS, batch_size=2,
                         converter=EncDecFeatureConverter(), seed=0, shard=(0, 1))
-    with pytest.raises(DataError, match=r"none of the 5 records read \(mem\.jsonl\) can be used: each was empty once "
+    with pytest.raises(DataError, match=r"none of the 5 records read \(mem\.jsonl\) can be used: 5 empty once "
                                         r"tokenized"):
         next(iter(ds))
     # a corpus whose every document is dropped stops instead of looking forever
