@@ -133,7 +133,7 @@ def _predict(*, model, params, task, split, feature_lengths, batch_size, decode,
     rows: list[dict] = []
     if model.kind == "encoder_only_classification":
         return _classify(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
-                         batch_size=batch_size, max_examples=max_examples)
+                         batch_size=batch_size, max_examples=max_examples, loss=loss)
     for i, (batch, n) in enumerate(_eval_batches(task, split=split, feature_lengths=feature_lengths,
                                                   batch_size=batch_size, converter=model.feature_converter(),
                                                   max_examples=max_examples, keep_text=True)):
@@ -187,11 +187,14 @@ def _targets_of_prefix_lm(batch, r) -> np.ndarray:
     return np.asarray(batch["decoder_target_tokens"][r])[weights]
 
 
-def _classify(*, model, params, task, split, feature_lengths, batch_size, max_examples) -> list[dict]:
+def _classify(*, model, params, task, split, feature_lengths, batch_size, max_examples,
+              loss: Optional["_LossTally"] = None) -> list[dict]:
     logits_fn = jax.jit(model.logits)
     rows = []
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
                                   converter=model.feature_converter(), max_examples=max_examples):
+        if loss is not None:
+            loss.add(params, batch, n)
         logits = np.asarray(logits_fn(params, batch))
         log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
         for r in range(n):
@@ -261,6 +264,8 @@ class _LossTally:
 
 
 def _mask_padding_rows(batch: dict, n: int) -> dict:
+    if "labels" in batch and n < len(batch["labels"]):  # a classifier weighs every row: drop the padding ones
+        return {k: v[:n] for k, v in batch.items()}
     out = dict(batch)
     for key in ("decoder_loss_weights", "mlm_weights"):
         if key in out:
@@ -286,7 +291,7 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     decodes = can_decode(model)
     rows = []
     predicted = decodes and bool(names or decode_without_metrics)
-    loss = None if model.kind == "encoder_only_classification" else _LossTally(model)
+    loss = _LossTally(model)
     if predicted:
         rows = _predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                         batch_size=batch_size, decode=decode, max_examples=max_examples, loss=loss)
@@ -297,14 +302,11 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
         targets = [_as_label(task, r["targets"]) for r in rows]
         predictions = [_as_label(task, r["prediction"]) for r in rows]
     metrics = compute_metrics(targets, predictions, names) if names and rows else {}
-    examples = len(rows)
-    if loss is not None:
-        if predicted:  # the loss came with the predictions
-            metrics["loss"], examples = loss.mean(), loss.examples
-        else:
-            metrics["loss"], examples = _loss_and_examples(model, params, task, split, feature_lengths, batch_size,
-                                                           max_examples)
-    metrics["num_examples"] = examples
+    if predicted:  # the loss came with the predictions
+        metrics["loss"], metrics["num_examples"] = loss.mean(), loss.examples
+    else:
+        metrics["loss"], metrics["num_examples"] = _loss_and_examples(model, params, task, split, feature_lengths,
+                                                                      batch_size, max_examples)
     return metrics, rows
 
 

@@ -171,3 +171,20 @@ def test_models_that_cannot_decode_report_their_loss():
                                           r"cannot decode them"):
         evaluate(model=causal, params=params, task="bundled_sentiment", feature_lengths={"targets": 8},
                  batch_size=4, max_examples=4)
+
+
+def test_a_classifier_reports_its_loss_over_the_real_rows_only():
+    from t5x_lite.evaluation.evaluate import evaluate, validation_loss
+    from t5x_lite.models.config import BertConfig
+    from t5x_lite.models.model import EncoderOnlyClassificationModel
+
+    model = EncoderOnlyClassificationModel(config=BertConfig(vocab_size=8000, hidden_size=16, num_layers=1,
+                                                             num_heads=2, intermediate_size=32,
+                                                             max_position_embeddings=32))
+    params = model.init(jax.random.key(0), model.dummy_batch(1, {"inputs": 16}))
+    kw = dict(model=model, params=params, task="bundled_sentiment_classification", feature_lengths={"inputs": 16},
+              max_examples=10)
+    whole = validation_loss(batch_size=10, **kw)  # one batch, no padding rows
+    metrics, rows = evaluate(batch_size=4, **kw)  # the last batch has 2 real rows and 2 of padding
+    assert metrics["num_examples"] == 10 == len(rows) and "accuracy" in metrics
+    np.testing.assert_allclose(metrics["loss"], whole, rtol=1e-5)
