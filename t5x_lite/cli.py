@@ -28,6 +28,9 @@ def _convert(args: argparse.Namespace) -> None:
             raise UserError("convert --from_hf writes a t5x_lite checkpoint: give --to CKPT_DIR, not --to_hf")
         if not args.to:
             raise UserError("convert --from_hf needs --to CKPT_DIR")
+        if os.path.realpath(args.to) == os.path.realpath(args.from_hf):
+            raise UserError(f"convert: --to {args.to} is the Hugging Face directory itself; give another directory "
+                            "(a checkpoint written among the HF files would be mistaken for them and they for it)")
         checkpoints.check_new_params_directory(args.to)  # before the import, which can take minutes
         model, params = convert.import_hf(args.from_hf)
         out = checkpoints.save_params(args.to, params, model)
@@ -124,7 +127,9 @@ def _eval(args: argparse.Namespace, extra: Sequence[str]) -> None:
     result = config.CONFIGURED["eval"]()
     metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
     print(f"metrics: {metrics}")
-    print(f"wrote {result['metrics_path']} and the predictions beside it")
+    predictions = result.get("predictions_path")
+    print(f"wrote {result['metrics_path']}" + (f" and {os.path.basename(predictions)} beside it" if predictions else
+                                               " (the loss only: this task decodes nothing)"))
 
 
 def _infer(args: argparse.Namespace, extra: Sequence[str]) -> None:
@@ -236,6 +241,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise  # a bug, not a setting: keep the traceback
         # gin appends "In call to configurable ..." lines; the first line is the message.
         message = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        entry = {"train": "train(", "eval": "evaluate_checkpoint(", "infer": "infer_checkpoint("}.get(args.command)
+        if isinstance(e, TypeError) and entry and message.startswith(entry) and "required keyword-only" in message:
+            run_config = "runs/pretrain.gin or another runs/*.gin" if args.command == "train" else \
+                f"runs/{args.command}.gin"
+            message += f" (a run config binds them: --gin_file={run_config})"
         print(f"t5x_lite {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0

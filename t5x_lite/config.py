@@ -99,7 +99,7 @@ def parse(
     try:
         with _quiet_include_probing():
             gin.parse_config_files_and_bindings(resolved, [_text(b) for b in bindings], finalize_config=finalize)
-    except (ValueError, TypeError, SyntaxError, IOError) as e:
+    except (ValueError, TypeError, SyntaxError, IOError, ImportError) as e:
         raise GinConfigError(explain_gin_error(e, [_label(b) for b in bindings],
                                                [_text(b) for b in bindings])) from e
     return sources
@@ -159,7 +159,8 @@ def _scan(text: str, label: str, is_file: bool) -> GinSource:
     except SyntaxError as e:
         location = e.args[1] if len(e.args) > 1 else None
         line = getattr(location, "line_num", None) or e.lineno or last_line + 1
-        raise GinConfigError(f"{source.where(line)}: {_readable(str(e.args[0]).splitlines()[0])}") from e
+        statement = (text.splitlines()[line - 1:line] or [""])[0]
+        raise GinConfigError(f"{source.where(line)}: {_readable(str(e.args[0]).splitlines()[0], statement)}") from e
     except tokenize.TokenError as e:  # the text ended inside brackets or a string
         raise GinConfigError(f"{source.where(_unclosed_line(text, e))}: a bracket or quote opened on this "
                              "line is never closed") from e
@@ -246,11 +247,19 @@ def explain_gin_error(error: BaseException, binding_labels: Sequence[str] = (),
             where = f"{_binding_at(int(m.group(1)), binding_labels, binding_texts)}: "
     what = _readable(what)
     hint = _suggestion(what)
+    missing = re.match(r"No module named '([\w.]+)'", what)  # gin's re-raise drops the error's .name
+    if isinstance(error, ModuleNotFoundError) and missing and re.search(
+            rf"^\s*(from|import)\s+{re.escape(missing.group(1))}\b", str(error), re.M):  # the gin file's own import
+        hint = (" (gin imports modules as Python does: run from the directory that holds it, or add that "
+                "directory to PYTHONPATH)")
     return f"{where}{what.rstrip('.') if hint else what}{hint}"
 
 
-def _readable(message: str) -> str:
-    if message.startswith("malformed node or string"):  # ast.literal_eval on e.g. [tmp]/run
+def _readable(message: str, statement: str = "") -> str:
+    """``statement``, the gin line at fault where known, picks the hint."""
+    if message.startswith("malformed node or string"):  # ast.literal_eval on e.g. [tmp]/run or {inputs: 8}
+        if statement.partition("=")[2].strip().startswith("{"):
+            return "not a value gin can read (a dict's string keys need quotes: {'inputs': 512, 'targets': 114})"
         return "not a value gin can read (a string that starts with a bracket needs quotes: --gin.KEY=\"'[...]'\")"
     return message
 
@@ -440,6 +449,11 @@ def _close_gin_file(name: str, extra_search_paths: Sequence[str]) -> str:
     known = set()
     for root in [*extra_search_paths, str(GIN_CONFIGS)]:  # not the working directory: it may be anything
         known.update(str(p.relative_to(root)) for p in Path(root).glob("**/*.gin"))
+    if "/" not in name:  # given without its folder
+        wanted = name if name.endswith(".gin") else name + ".gin"
+        same_name = sorted(k for k in known if Path(k).name == wanted)
+        if same_name:
+            return f"; did you mean {' or '.join(same_name[:3])}?"
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
     return f"; did you mean {close[0]}?" if close else ""
 

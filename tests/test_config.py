@@ -88,6 +88,27 @@ def test_a_missing_gin_file_suggests_the_close_one():
         config.resolve_gin_file("experiments/quickstart")
     with pytest.raises(FileNotFoundError, match=r"\(searched [^)]*\)$"):  # nothing close: no guess
         config.resolve_gin_file("something/else.gin")
+    for name in ("quickstart.gin", "quickstart"):  # given without its folder
+        with pytest.raises(FileNotFoundError, match=r"did you mean experiments/quickstart.gin\?$"):
+            config.resolve_gin_file(name)
+
+
+def test_a_gin_import_of_a_module_not_on_the_path_names_the_line_and_the_fix(tmp_path, monkeypatch):
+    bad = tmp_path / "mine.gin"
+    bad.write_text(f"include '{QUICKSTART}'\nimport my_tasks_nowhere\n")
+    assert _error([str(bad)]) == (f"{bad}:2: No module named 'my_tasks_nowhere' (gin imports modules as Python "
+                                  "does: run from the directory that holds it, or add that directory to PYTHONPATH)")
+    # found, but it imports what is not installed: no path hint, the missing module named
+    (tmp_path / "my_tasks_here.py").write_text("import nonexistent_dependency_xyz\n")
+    bad.write_text(f"include '{QUICKSTART}'\nimport my_tasks_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _error([str(bad)]) == f"{bad}:2: No module named 'nonexistent_dependency_xyz'"
+
+
+def test_a_dict_flag_with_unquoted_keys_gets_the_dict_hint():
+    message = _error([QUICKSTART], [_flag("TASK_FEATURE_LENGTHS", "{inputs: 32, targets: 8}")])
+    assert message.startswith("--gin.TASK_FEATURE_LENGTHS: not a value gin can read (a dict's string keys need "
+                              "quotes"), message
 
 
 def test_every_shipped_experiment_passes_the_macro_checks():

@@ -117,7 +117,8 @@ def pretrain_cell(objective: str, out: Path, smoke: bool) -> dict:
     rows = _metrics(cell_dir)
     train_rows = [r for r in rows if "train/loss" in r]
     eval_rows = [{"step": r["step"], "loss": r["eval/loss"]} for r in rows if "eval/loss" in r]
-    tps = [r["train/tokens_per_s"] for r in train_rows[1:]]  # the first interval includes the compile
+    # A window of only a run's first step (it waits for the compile) logs no rate.
+    tps = [r["train/tokens_per_s"] for r in train_rows[1:] if r.get("train/tokens_per_s") is not None]
     result = {
         "objective": objective, "command": "t5x_lite " + " ".join(_quote(a) for a in argv), "wall_s": round(wall, 1),
         "final_train_loss": train_rows[-1]["train/loss"] if train_rows else None,

@@ -93,10 +93,31 @@ def bert_config_from_hf(config_json: Mapping, *, source: str = "config.json", **
         initializer_range=j.get("initializer_range", d.initializer_range),
     )
     fields.update(overrides)
+    if "label_names" not in overrides:  # after the overrides: num_labels may be one of them
+        fields["label_names"] = _label_names(j.get("id2label"), fields["num_labels"])
     try:
         return BertConfig(**fields)
     except (TypeError, ValueError) as e:
         raise BertConversionError(f"{source}: {e}") from e
+
+
+def _label_names(id2label, num_labels) -> Optional[tuple[str, ...]]:
+    """id2label's names in id order; None where they are HF's defaults (LABEL_<i>) or cannot be the classes'
+    names (not one distinct name per class id 0..num_labels-1): those are only kept for export, never needed."""
+    if not isinstance(id2label, dict) or not isinstance(num_labels, int) or len(id2label) != num_labels:
+        return None
+    try:
+        by_id = {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        return None
+    names = tuple(by_id.get(i, "") for i in range(num_labels))
+    if not all(names) or len(set(names)) != num_labels or names == tuple(f"LABEL_{i}" for i in range(num_labels)):
+        return None
+    return names
+
+
+def _names(cfg: BertConfig) -> tuple[str, ...]:
+    return cfg.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_labels))
 
 
 def bert_config_to_hf(cfg: BertConfig, architectures: Optional[list[str]] = None) -> dict:
@@ -120,8 +141,8 @@ def bert_config_to_hf(cfg: BertConfig, architectures: Optional[list[str]] = None
         "initializer_range": cfg.initializer_range,
         "position_embedding_type": "absolute",
         "tie_word_embeddings": True,
-        "id2label": {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)},
-        "label2id": {f"LABEL_{i}": i for i in range(cfg.num_labels)},
+        "id2label": {str(i): name for i, name in enumerate(_names(cfg))},
+        "label2id": {name: i for i, name in enumerate(_names(cfg))},
         "torch_dtype": "float32",
     }
     if architectures:

@@ -12,6 +12,7 @@ iterator's ``get_state()`` (a small dict, saved in every checkpoint) and
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import logging
 import numbers
@@ -186,8 +187,11 @@ def bound_objective(task: Task, lengths: Mapping[str, int]):
 
 def _raw_length(task: Task, lengths: Mapping[str, int]) -> int:
     """Tokens of text one pretraining example corrupts."""
-    objective = bound_objective(task, lengths)
-    raw = objective.required_raw_length(dict(lengths))
+    try:
+        objective = bound_objective(task, lengths)
+        raw = objective.required_raw_length(dict(lengths))
+    except ValueError as e:  # lengths the objective cannot fill (UL2 sizes its denoisers on binding)
+        raise DataError(f"task {task.name!r}, feature lengths {dict(lengths)}: {e}") from e
     if raw < 1:
         raise DataError(f"task {task.name!r}: feature lengths {dict(lengths)} are too short for objective "
                         f"{getattr(objective, 'name', type(objective).__name__)!r} (no text fits)")
@@ -408,21 +412,33 @@ def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, s
     return ds.map(lambda ex: trim_and_append_eos(ex, trim_lengths, add_eos, eos, stats))
 
 
-def checked_feature_lengths(feature_lengths: Any, converter) -> dict[str, int]:
-    """``feature_lengths`` as a dict of positive (Python) ints with every key the model's converter reads."""
+def checked_feature_lengths(feature_lengths: Any, converter, *, warn_unread: bool = True) -> dict[str, int]:
+    """``feature_lengths`` as a dict of positive (Python) ints with every key the model's converter reads;
+    ``warn_unread`` warns about a length it does not read (the entry points do; the pipeline does not repeat it)."""
     shown = f"feature_lengths (TASK_FEATURE_LENGTHS) {feature_lengths!r}"
     if not isinstance(feature_lengths, Mapping):
         raise DataError(f"{shown} must be a dict such as {{'inputs': 512, 'targets': 114}}")
     lengths = dict(feature_lengths)
     for key, value in lengths.items():
+        if key not in _FEATURE_NAMES:  # a typo would otherwise leave that feature at its default, or unnamed
+            close = difflib.get_close_matches(str(key), _FEATURE_NAMES, n=1, cutoff=0.5)
+            raise DataError(f"{shown}: unknown feature {key!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                                   f"; the features are {', '.join(_FEATURE_NAMES)}"))
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise DataError(f"{shown}: the length of {key!r} must be a positive int, got {value!r}")
     lengths = {str(key): int(value) for key, value in lengths.items()}  # numpy ints too; JSON-ready
     try:
-        converter.task_lengths(converter.trim_lengths(lengths))
+        read = converter.trim_lengths(lengths)
+        converter.task_lengths(read)
     except KeyError as e:
         raise DataError(f"{shown} has no length for {e.args[0]!r}, which {type(converter).__name__} needs") from e
+    for key in lengths:
+        if key not in read and warn_unread:
+            log.warning("%s: %s does not read %r; that length is ignored", shown, type(converter).__name__, key)
     return lengths
+
+
+_FEATURE_NAMES = ("inputs", "targets")  # what feature_lengths may size; converters derive the rest
 
 
 def _check_features(task: Task, trim_lengths: Mapping[str, int], converter) -> None:
@@ -474,7 +490,7 @@ def get_dataset(
         raise DataError(f"batch_size {batch_size} is not divisible by the number of processes {count}")
     per_host = batch_size // count
     stats = TruncationStats()
-    lengths = checked_feature_lengths(feature_lengths, converter)
+    lengths = checked_feature_lengths(feature_lengths, converter, warn_unread=False)
     trim = converter.trim_lengths(lengths)
     parts = item.resolved() if isinstance(item, Mixture) else [(item, 1.0)]
     for task, _ in parts:

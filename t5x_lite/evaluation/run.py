@@ -122,8 +122,12 @@ def evaluate_checkpoint(
     metrics_path, predictions_path = _output_paths(checkpoint, step, output_dir, overwrite, "eval",
                                                    f"metrics-{task}-{split}.json", f"predictions-{task}-{split}.jsonl")
     metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    write_jsonl(predictions_path, rows)
-    return {"metrics": metrics, "output_dir": str(metrics_path.parent), "metrics_path": str(metrics_path)}
+    if rows:
+        write_jsonl(predictions_path, rows)
+    else:  # a task with only the loss to report decodes nothing: no empty file to mistake for output
+        predictions_path.unlink(missing_ok=True)
+    return {"metrics": metrics, "output_dir": str(metrics_path.parent), "metrics_path": str(metrics_path),
+            "predictions_path": str(predictions_path) if rows else None}
 
 
 def infer_checkpoint(

@@ -100,9 +100,19 @@ class BertConfig:
     remat_policy: str = "none"
     attention_impl: str = "xla"
     initializer_range: float = 0.02
+    # The classes' names in id order (HF id2label), kept for export; None: HF's LABEL_0, LABEL_1, ...
+    label_names: Optional[tuple[str, ...]] = None
 
     def __post_init__(self):
         _check_common(self)
+        if isinstance(self.label_names, list):  # from gin; a tuple keeps the config hashable
+            object.__setattr__(self, "label_names", tuple(self.label_names))
+        if self.label_names is not None and (
+                not isinstance(self.label_names, tuple) or len(self.label_names) != self.num_labels
+                or not all(isinstance(n, str) and n for n in self.label_names)
+                or len(set(self.label_names)) != len(self.label_names)):
+            raise ConfigError(f"BertConfig.label_names must be {self.num_labels} (num_labels) distinct non-empty "
+                              f"strings, got {self.label_names!r}")
         for name in ("vocab_size", "hidden_size", "num_heads", "max_position_embeddings", "type_vocab_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"BertConfig.{name} must be >= 1, got {getattr(self, name)}")

@@ -9,7 +9,9 @@ checkpoints restore params from it for fine-tuning.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -71,20 +73,48 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+class _DropMissingItemMetadata(logging.Filter):
+    """orbax warns on every restore that a checkpoint item (``<step>/state``) has no metadata file of its
+    own: the step has it, so this layout is normal, and the warning only hides the messages that matter."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Metadata file does not exist")
+
+
+def _drop_orbax_layout_noise() -> None:
+    from absl import logging as absl_logging  # absl's own logger: a plain getLogger("absl") would pre-empt it
+
+    logger = absl_logging.get_absl_logger()
+    if not any(isinstance(f, _DropMissingItemMetadata) for f in logger.filters):
+        logger.addFilter(_DropMissingItemMetadata())
+
+
 def _first_line(error: Exception) -> str:
-    """An orbax/tensorstore error without the kilobyte of store spec it appends."""
-    text = str(error).split(" [tensorstore_spec=", 1)[0]
-    return text.splitlines()[0] if text.strip() else type(error).__name__
+    """An orbax/tensorstore error without the kilobyte of store spec it appends, with its cause (orbax
+    wraps tensorstore's "Error reading <array> ...: <what is wrong>" in a message that says neither)."""
+    def short(e: BaseException) -> str:
+        text = re.split(r" \[tensorstore_spec=|\.? See full TensorStore details", str(e), maxsplit=1)[0].strip()
+        return text.splitlines()[0] if text else type(e).__name__
+
+    cause = error.__cause__
+    return f"{short(error)}: {short(cause)}" if cause is not None and str(cause).strip() else short(error)
+
+
+def _quiet_restore() -> None:
+    """Before a restore: keep orbax's expected noise off the console, so real warnings stand out."""
+    _drop_orbax_layout_noise()
+    _quiet_reads_left_in_flight()
 
 
 def _quiet_reads_left_in_flight() -> None:
-    """After a failed restore, drop the "Event loop is closed" tracebacks its leftover reads would print.
+    """Before a restore, drop the "Event loop is closed" tracebacks a failed one's leftover reads would print.
 
     orbax stops at the first array that fails and closes its event loop while
     tensorstore's reads of the other arrays are still running; each one that
     completes later calls back into the closed loop, and Python prints a
-    traceback per read after the real, already reported error. Only that
-    exact error is dropped; everything else reaches the previous hook.
+    traceback per read after the real, already reported error. Installed
+    before the restore, as those reads may finish before its error is caught.
+    Only that exact error is dropped; everything else reaches the previous hook.
     """
     previous = sys.unraisablehook
     if getattr(previous, "drops_closed_loop_callbacks", False):
@@ -170,11 +200,11 @@ def load_params_and_step(directory: str | Path):
     if step is not None:
         return (model, *_training_params(directory, [step], model))
     if (directory / "params").exists():
+        _quiet_restore()
         try:
             with ocp.StandardCheckpointer() as checkpointer:
                 params = checkpointer.restore(directory / "params")
         except Exception as e:  # orbax raises several types for damaged files
-            _quiet_reads_left_in_flight()
             raise CheckpointError(f"{directory / 'params'}: cannot restore ({_first_line(e)})") from e
         params = jax.tree_util.tree_map(np.asarray, params)
         if model.kind == "encoder_only" and "pooler" not in params.get("bert", {}) and model.pooler:
@@ -199,6 +229,7 @@ def _training_params(model_dir: Path, steps: list[int], model) -> tuple[Any, int
     errors = []
     for step in steps:
         path = model_dir / "checkpoints" / str(step) / "state"
+        _quiet_restore()
         try:
             with warnings.catch_warnings():
                 # Restoring to host memory on purpose; orbax warns that it reads the saved sharding instead.
@@ -206,7 +237,6 @@ def _training_params(model_dir: Path, steps: list[int], model) -> tuple[Any, int
                 with ocp.PyTreeCheckpointer() as checkpointer:
                     state = checkpointer.restore(path)
         except Exception as e:  # orbax raises several types for damaged files
-            _quiet_reads_left_in_flight()
             errors.append(f"{path}: cannot restore ({_first_line(e)})")
             if len(steps) > 1:
                 logging.getLogger(__name__).warning("%s; trying the previous step", errors[-1])
@@ -299,6 +329,7 @@ class TrainCheckpointer:
         unreadable = []
         result = None
         wanted = _layout(abstract_state)
+        _quiet_restore()
         with self._ocp.StandardCheckpointer() as metadata_reader:  # one reader, closed after the loop
             steps = self.steps()
             for step in reversed(steps):
@@ -311,7 +342,6 @@ class TrainCheckpointer:
                     result = (restored["state"], restored["data"], step)
                     break
                 except Exception as e:  # a damaged checkpoint: say which, and use the one before it
-                    _quiet_reads_left_in_flight()
                     logging.getLogger(__name__).warning(
                         "checkpoint %s is unreadable (%s: %s); %s", self.directory / str(step), type(e).__name__,
                         _first_line(e),

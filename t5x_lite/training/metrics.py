@@ -162,7 +162,8 @@ class MetricsWriter:
         now = time.time()
         if self._tb is not None:
             for k, v in values.items():
-                self._tb.add_scalar(k, float(v), global_step=step, walltime=now)
+                if math.isfinite(float(v)):  # a gap in the curve, not tensorboardX's warning per value
+                    self._tb.add_scalar(k, float(v), global_step=step, walltime=now)
             self._tb.flush()
         record = {"step": step, "time": now, **{k: _json_value(v) for k, v in values.items()}}
         self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")

@@ -80,7 +80,9 @@ def rsqrt_schedule(
 
 def _check_decay_args(name: str, warmup_steps: int, total_steps: int) -> None:
     if warmup_steps < 0 or total_steps <= warmup_steps:
-        raise ConfigError(f"{name}: need 0 <= warmup_steps < total_steps, got {warmup_steps}, {total_steps}")
+        raise ConfigError(f"{name}: warmup_steps ({warmup_steps}) must be >= 0 and below total_steps "
+                          f"({total_steps}); in gin, optimizers.make_schedule.warmup_steps and .total_steps (a run config "
+                          f"may set them from macros such as WARMUP_STEPS and TRAIN_STEPS)")
 
 
 def linear_decay_schedule(

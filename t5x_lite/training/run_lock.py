@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def run_lock(model_dir: str | Path) -> Iterator[None]:
-    """Hold ``model_dir``'s lock for the duration; ``CheckpointError`` on every process if a run holds it."""
+def run_lock(model_dir: str | Path) -> Iterator[bool]:
+    """Hold ``model_dir``'s lock for the duration; ``CheckpointError`` on every process if a run holds it.
+    Yields whether this process holds it (False on other processes and where locks are unsupported)."""
     handle, refusal = (None, None)
     if jax.process_index() == 0:
         handle, refusal = _try_lock(Path(model_dir))
@@ -44,7 +45,7 @@ def run_lock(model_dir: str | Path) -> Iterator[None]:
     if refusal is not None:
         raise CheckpointError(refusal)
     try:
-        yield
+        yield handle is not None
     finally:
         if handle is not None:
             handle.close()  # closing the file releases its lock
@@ -56,26 +57,45 @@ def _try_lock(model_dir: Path) -> tuple[Optional[TextIO], Optional[str]]:
         import fcntl
     except ImportError:  # not POSIX
         return None, None
-    model_dir.mkdir(parents=True, exist_ok=True)
     path = model_dir / LOCK_FILE
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
+    for _ in range(10):
+        model_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = open(path, "a+")
+        except FileNotFoundError:  # a refused run removed the directory it had made: make it again
+            continue
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            return None, (f"{model_dir}: another training run is using it ({holder}); wait for it to finish, "
+                          "or use another MODEL_DIR")
+        except OSError as e:
+            handle.close()
+            if e.errno in _UNSUPPORTED:
+                log.warning("%s: this file system does not support locks (%s); nothing stops a second run from "
+                            "using this MODEL_DIR at the same time", path, e.strerror)
+                return None, None
+            return None, f"{path}: cannot lock it ({e.strerror})"
+        if _same_file(handle, path):
+            break
+        # A run refused at its start deletes the lock file it made (train's cleanup); a lock on the file it
+        # deleted guards nothing, so lock the one there now.
         handle.close()
-        return None, (f"{model_dir}: another training run is using it ({holder}); wait for it to finish, "
-                      "or use another MODEL_DIR")
-    except OSError as e:
-        handle.close()
-        if e.errno in _UNSUPPORTED:
-            log.warning("%s: this file system does not support locks (%s); nothing stops a second run from "
-                        "using this MODEL_DIR at the same time", path, e.strerror)
-            return None, None
-        return None, f"{path}: cannot lock it ({e.strerror})"
+    else:
+        return None, f"{path}: cannot lock it (the file kept being replaced)"
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
     handle.flush()
     return handle, None
+
+
+def _same_file(handle: TextIO, path: Path) -> bool:
+    try:
+        here, there = os.fstat(handle.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)

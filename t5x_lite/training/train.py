@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
+import os
 from collections import abc
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -26,7 +28,7 @@ import optax
 
 from t5x_lite.errors import ConfigError, check_at_least, check_types
 from t5x_lite.training import checkpoints, partitioning
-from t5x_lite.training.run_lock import run_lock
+from t5x_lite.training.run_lock import LOCK_FILE, run_lock
 from t5x_lite.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -62,14 +64,20 @@ def _token_count(batch: Mapping[str, np.ndarray]) -> int:
 
 
 def _restore_params_only(path: str, model: Any, abstract_params: Any, initialized: Any,
-                         allow_missing: tuple = ()) -> Any:
-    """Params from a checkpoint (ours or converted), in ``model``'s layout, shape-checked against it.
+                         allow_missing: tuple = ()) -> tuple[Any, list[str]]:
+    """Params from a checkpoint (ours or converted), in ``model``'s layout, shape-checked against it, and
+    the ``allow_missing`` prefixes it kept fresh.
 
     A model param absent from the checkpoint is an error unless its path starts
     with one of ``allow_missing`` (a new head, e.g. ``classifier``): those keep
-    their fresh initialization, and the log lists them.
+    their fresh initialization.
     """
     saved_by, params = checkpoints.load_params(path)
+    # Another family would fail on a missing parameter at best, or (a decoder-only model from an encoder-decoder
+    # checkpoint, whose decoder has every param it needs) silently drop half the checkpoint.
+    if _family(saved_by.kind) != _family(model.kind):
+        raise TrainingError(f"{path}: holds a model of kind {saved_by.kind!r}, and this run builds one of kind "
+                            f"{model.kind!r}: give a checkpoint of the same kind of model")
     if saved_by.config.scan_layers != model.config.scan_layers:  # same weights, other tree: loop <-> scan
         params = model.from_loop_layout(saved_by.to_loop_layout(params))
     flat_have = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
@@ -80,8 +88,9 @@ def _restore_params_only(path: str, model: Any, abstract_params: Any, initialize
         name = jax.tree_util.keystr(key)
         plain = "/".join(str(getattr(k, "key", k)) for k in key)
         if name not in flat_have:
-            if any(plain.startswith(prefix) for prefix in allow_missing):
-                fresh.append(plain)
+            matched = [prefix for prefix in allow_missing if plain.startswith(prefix)]
+            if matched:
+                fresh += [m for m in matched[:1] if m not in fresh]
                 leaves.append(init)
                 continue
             raise TrainingError(f"{path}: parameter {plain} is missing (the checkpoint is for another model; "
@@ -91,9 +100,31 @@ def _restore_params_only(path: str, model: Any, abstract_params: Any, initialize
             raise TrainingError(f"{path}: parameter {plain} has shape {tuple(have.shape)}, "
                                 f"the model needs {tuple(want.shape)}")
         leaves.append(jax.device_put(np.asarray(have, want.dtype), init.sharding))
-    if fresh:
-        log.info("initialized from scratch (not in %s): %s", path, ", ".join(fresh))
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract_params), leaves)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract_params), leaves), fresh
+
+
+def _remove_if_refused_at_start(model_dir: Path, found: Optional[set], exc_type, *unused) -> None:
+    """A run refused before it wrote anything takes back the lock file and the empty ``checkpoints/`` it
+    made (and ``model_dir``, if it made that too), so a mistyped setting leaves no run-like directory.
+    Runs while the lock is still held (run_lock relocks a file deleted under it); removes nothing but empty
+    directories and the lock file."""
+    if exc_type is None:
+        return
+    with contextlib.suppress(OSError):
+        made = set(os.listdir(model_dir)) - (found or set())
+        if not made <= {"checkpoints", LOCK_FILE}:
+            return  # it got further than the start: keep everything for the post-mortem
+        if "checkpoints" in made:
+            (model_dir / "checkpoints").rmdir()  # only if empty
+        if LOCK_FILE in made:
+            (model_dir / LOCK_FILE).unlink()
+        if found is None:
+            model_dir.rmdir()  # only if empty
+
+
+def _family(kind: str) -> str:
+    """Kinds whose params one can start from another's: a BERT classifier from an MLM-pretrained encoder."""
+    return "encoder_only" if kind.startswith("encoder_only") else kind
 
 
 def train(
@@ -188,8 +219,12 @@ def train(
     run_info = {"seed": seed, "rng": np.asarray(jax.random.key_data(trainer.base_rng)).ravel().tolist(),
                 "task": task, "pack": pack, "batch_size": batch_size, "feature_lengths": feature_lengths,
                 "processes": jax.process_count()}
+    found = set(os.listdir(model_dir)) if os.path.isdir(model_dir) else None
     with contextlib.ExitStack() as cleanup:
-        cleanup.enter_context(run_lock(model_dir))  # one run per MODEL_DIR, released however this ends
+        # One run per MODEL_DIR, released however this ends. Only the lock's holder may tidy up after a refusal:
+        # without a lock (a file system without flock), ``found`` may predate another run's start.
+        if cleanup.enter_context(run_lock(model_dir)):
+            cleanup.push(functools.partial(_remove_if_refused_at_start, Path(model_dir), found))
         ckpt = checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints, async_save=async_checkpointing)
         cleanup.callback(ckpt.close)
         abstract = trainer.sharded_abstract_state(first_batch)
@@ -201,13 +236,16 @@ def train(
             data_iter, unused_batch = iter(dataset), None
             _restore_data_position(data_iter, _resumable_data_state(saved, run_info, ckpt.directory / str(start)),
                                    ckpt.directory / str(start))
-            log.info("resumed from %s at step %d", ckpt.directory, start)
+            start_note = f"resumed from {ckpt.directory / str(start)}"
         else:
             state = trainer.init(seed, first_batch)
+            start_note = f"initialized from scratch (seed {seed})"
             if init_checkpoint:
-                params = _restore_params_only(init_checkpoint, model, abstract.params, state.params,
-                                              tuple(init_checkpoint_allow_missing))
+                params, fresh = _restore_params_only(init_checkpoint, model, abstract.params, state.params,
+                                                     tuple(init_checkpoint_allow_missing))
                 state = jax.device_put(trainer.fresh_state(params), shardings)
+                start_note = f"initialized from {init_checkpoint}" + (
+                    f" (new, from scratch: {', '.join(fresh)})" if fresh else "")
             start = 0
         if start > train_steps:
             raise TrainingError(f"{ckpt.directory} holds step {start}, past train_steps={train_steps}; "
@@ -222,6 +260,9 @@ def train(
                                enabled=jax.process_index() == 0)
         bar = ProgressBar(train_steps, initial_step=start, print_every=log_every,
                           disable=None if progress else True)
+        log.info(start_note)
+        if progress and jax.process_index() == 0 and start < train_steps:
+            bar.write(start_note)
         # Rates over the steps since the previous log line; the clock starts once this process's first step
         # (which waits for its compile) is done, so no logged rate includes compiling.
         timer = StepTimer(window=1)
@@ -288,10 +329,10 @@ def train(
 
 _SAME_STREAM = ("seed", "rng", "task", "pack")  # changed, the resumed run would not continue the same run
 
-# Config fields that change how the model runs, regularizes or was initialized, not the function its params
-# compute.
+# Config fields that change how the model runs, regularizes, was initialized or names its classes, not the
+# function its params compute.
 _HOW_IT_RUNS = ("dtype", "remat_policy", "attention_impl", "scan_layers", "dropout_rate", "attention_dropout_rate",
-                "classifier_dropout_rate", "initializer_range")
+                "classifier_dropout_rate", "initializer_range", "label_names")
 
 
 def _check_same_model(model_dir: Path, model) -> None:
@@ -438,7 +479,7 @@ def _throughput(timing: Mapping[str, float], flops_per_example: Optional[float],
                 dtype: str) -> dict:
     from t5x_lite.training.flops import mfu, peak_flops_for
 
-    out = dict(timing)
+    out = {k: v for k, v in timing.items() if math.isfinite(v)}  # no rates from a window of the first step only
     if flops_per_example is not None and math.isfinite(timing.get("steps_per_s", float("nan"))):
         tflops = flops_per_example * batch_size * timing["steps_per_s"] / 1e12
         out["tflops_per_s"] = tflops

@@ -156,6 +156,29 @@ def test_config_round_trip_and_overrides(hf):
         bert_config_from_hf({**HF_TINY, "hidden_act": "mish"})
 
 
+def test_class_names_survive_import_export_and_model_gin(tmp_path):
+    from t5x_lite import convert
+    from t5x_lite.training import checkpoints
+
+    names = {0: "negative", 1: "neutral", 2: "positive"}
+    torch.manual_seed(0)
+    hf_model = transformers.BertForSequenceClassification(transformers.BertConfig(**{**HF_TINY, "id2label": names}))
+    hf_model.save_pretrained(tmp_path / "hf")
+    model, params = convert.import_hf(tmp_path / "hf")
+    assert model.config.label_names == ("negative", "neutral", "positive")
+    checkpoints.save_params(tmp_path / "ckpt", params, model)  # model.gin keeps them
+    model, params = checkpoints.load_params(tmp_path / "ckpt")
+    convert.export_hf(model, params, tmp_path / "back")
+    back = transformers.AutoConfig.from_pretrained(tmp_path / "back")
+    assert back.id2label == names and back.label2id == {v: k for k, v in names.items()}
+    # HF's default names stay implicit; names that cannot be the classes' are left out
+    assert bert_config_from_hf({**HF_TINY, "id2label": {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}}
+                               ).label_names is None
+    for unusable in ({"0": "a", "1": "b", "5": "c"}, {"0": "a", "1": "a", "2": "b"}, {"x": "a", "1": "b", "2": "c"}):
+        assert bert_config_from_hf({**HF_TINY, "id2label": unusable}).label_names is None  # not needed: dropped
+    assert bert_config_from_hf({**HF_TINY, "id2label": names}, num_labels=2).label_names is None
+
+
 def test_errors_name_the_key_and_file(hf, tmp_path):
     model = hf["mlm"]
     config = model.config.to_dict()

@@ -1,6 +1,7 @@
 """T5 v1.0 / v1.1 against Hugging Face transformers (PyTorch, CPU, float32)."""
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -163,6 +164,9 @@ def test_import_refuses_a_run_directory_before_any_work(tmp_path, capsys, monkey
     (tmp_path / "file").write_text("x")
     assert _convert("--from_hf", d, "--to", tmp_path / "file") == 2
     assert "file: is a file, not a directory" in capsys.readouterr().err
+    assert _convert("--from_hf", d, "--to", f"{d}/.") == 2  # the same directory, however spelled
+    assert "is the Hugging Face directory itself; give another directory" in capsys.readouterr().err
+    assert not (Path(d) / "params").exists()
 
 
 def test_export_refuses_a_directory_holding_a_model(tmp_path, capsys):

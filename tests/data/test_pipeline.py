@@ -493,3 +493,31 @@ def test_a_streamed_corpus_resumes_through_json_at_every_position(mixture, shuff
     finally:
         TaskRegistry.remove("mem_stream")
         TaskRegistry.remove("mem_qa")
+
+
+def test_feature_lengths_are_checked_by_name_and_against_the_objective(caplog):
+    def make(lengths, converter=EncDecFeatureConverter(), task=None):
+        return get_dataset(task or _corpus_task(), split="train", feature_lengths=lengths, batch_size=2,
+                           converter=converter, seed=0, shard=(0, 1))
+
+    with pytest.raises(DataError, match=r"unknown feature 'target'; did you mean 'targets'\?"):
+        make({"inputs": 32, "targets": 8, "target": 16})
+    with pytest.raises(DataError, match=r"unknown feature 'input'; did you mean 'inputs'\?"):
+        make({"input": 32, "targets": 8})  # the typo is named, not the length it leaves missing
+    with pytest.raises(DataError, match=r"has no length for 'targets', which EncDecFeatureConverter needs"):
+        make({"inputs": 32})
+    with pytest.raises(DataError, match=r"the length of 'inputs' must be a positive int, got 0"):
+        make({"inputs": 0, "targets": 8})
+    # span corruption of 128 inputs needs 32 targets: a DataError saying so, naming the task
+    with pytest.raises(DataError, match=r"task 'mem_corpus', feature lengths \{'inputs': 128, 'targets': 8\}: "
+                                        r"span_3_15_u_u: .* make the targets length at least \d+ or the inputs "
+                                        r"shorter"):
+        make({"inputs": 128, "targets": 8})
+    # BERT reads inputs only: a targets length (copied from a T5 config) is accepted, with a warning
+    from t5x_lite.data.features import EncoderOnlyFeatureConverter
+    from t5x_lite.data.pipeline import checked_feature_lengths
+
+    assert checked_feature_lengths({"inputs": 16}, EncoderOnlyFeatureConverter()) == {"inputs": 16}
+    assert "does not read" not in caplog.text
+    checked_feature_lengths({"inputs": 16, "targets": 4}, EncoderOnlyFeatureConverter())
+    assert "EncoderOnlyFeatureConverter does not read 'targets'; that length is ignored" in caplog.text

@@ -63,6 +63,8 @@ def test_a_model_that_cannot_do_the_job_or_is_too_small_for_the_vocabulary(tmp_p
                          f"--gin.TASK_FEATURE_LENGTHS={lengths}", "--gin.evaluate_checkpoint.max_examples=4"]) == 0
         metrics = json.loads((tmp_path / name / "eval" / f"metrics-{task}-validation.json").read_text())
         assert metrics["num_examples"] == 4 and np.isfinite(metrics["loss"])
+        assert not (tmp_path / name / "eval" / f"predictions-{task}-validation.jsonl").exists()  # none decoded
+        assert capsys.readouterr().out.strip().endswith("(the loss only: this task decodes nothing)")
 
     small = EncoderDecoderModel(config=TINY.replace(vocab_size=300))
     params = small.init(jax.random.key(0), small.dummy_batch(1, {"inputs": 8, "targets": 4}))
@@ -118,3 +120,10 @@ def test_decode_options_that_do_not_fit_the_model_are_refused_before_loading(tmp
     assert err.endswith("decoding: num_beams=4001 needs a vocabulary of at least 2 x num_beams tokens; the model "
                         "has 8000")
     assert not (ckpt / "infer").exists()
+
+
+def test_a_run_config_for_another_command_is_named_as_the_fix(tmp_path, capsys):
+    ckpt = _our_checkpoint(tmp_path / "ckpt")
+    err = _cli_error(capsys, "infer", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={ckpt}", *FLAGS)
+    assert err.endswith("infer_checkpoint() missing 3 required keyword-only arguments: 'checkpoint', 'task', and "
+                        "'feature_lengths' (a run config binds them: --gin_file=runs/infer.gin)")

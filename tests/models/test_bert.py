@@ -198,3 +198,12 @@ def test_rejects_too_long_rows(data, packed):
     with pytest.raises(ValueError, match="max_position_embeddings"):
         jax.eval_shape(lambda p, t, *e: BertForMLM(TINY).apply({"params": p}, t, None, *e), data["mlm"], tokens,
                        *extra)
+
+
+def test_label_names_name_every_class_once():
+    from t5x_lite.errors import ConfigError
+
+    assert BertConfig(num_labels=2, label_names=["no", "yes"]).label_names == ("no", "yes")  # gin gives lists
+    for bad in (("no",), ("no", "no"), ("no", ""), ("no", 1)):
+        with pytest.raises(ConfigError, match=r"label_names must be 2 \(num_labels\) distinct non-empty strings"):
+            BertConfig(num_labels=2, label_names=bad)

@@ -58,6 +58,7 @@ def test_writer_writes_jsonl_and_events(tmp_path):
     assert scalars[("learning_rate", 2)] == pytest.approx(0.01)
     assert scalars[("eval/accuracy", 3)] == 0.5
     assert ("loss", 3) not in scalars
+    assert ("loss", 4) not in scalars  # non-finite: a gap in the curve (JSONL has null), no tensorboardX warning
 
 
 def test_writer_appends_on_reopen_and_reader_takes_last(tmp_path):

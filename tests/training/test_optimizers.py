@@ -43,7 +43,9 @@ def test_linear_cosine_constant_schedules():
     assert [float(no_warmup(s)) for s in (0, 50, 100)] == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)
 
     assert float(O.make_schedule("constant")(12345)) == pytest.approx(1e-3)
-    with pytest.raises(ValueError, match="warmup_steps < total_steps"):
+    with pytest.raises(ValueError, match=r"warmup_steps \(10\) must be >= 0 and below total_steps \(10\); in gin, "
+                                         r"optimizers.make_schedule.warmup_steps and .total_steps \(a run config may set them "
+                                         r"from macros such as WARMUP_STEPS and TRAIN_STEPS\)"):
         O.cosine_schedule(peak_learning_rate=1.0, total_steps=10, warmup_steps=10)
 
 

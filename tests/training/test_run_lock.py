@@ -46,3 +46,22 @@ def test_where_locks_are_unsupported_the_run_goes_on_with_a_warning(tmp_path, mo
     with caplog.at_level(logging.WARNING), run_lock(tmp_path):
         pass
     assert "does not support locks" in caplog.text and run_lock_lib.LOCK_FILE in caplog.text
+
+
+def test_a_lock_file_deleted_under_a_new_lock_is_locked_again(tmp_path, monkeypatch):
+    # A run refused at its start deletes the lock file it made, maybe just after another run opened it.
+    real, calls = fcntl.flock, []
+
+    def flock_then_the_file_is_deleted(handle, operation):
+        real(handle, operation)
+        if not calls:
+            (tmp_path / run_lock_lib.LOCK_FILE).unlink()
+        calls.append(operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_then_the_file_is_deleted)
+    with run_lock(tmp_path) as held:
+        assert held and len(calls) == 2
+        monkeypatch.setattr(fcntl, "flock", real)
+        with pytest.raises(CheckpointError, match="another training run is using it"):
+            with run_lock(tmp_path):  # the lock is on the file that is there now
+                pass

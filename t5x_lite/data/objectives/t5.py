@@ -79,7 +79,8 @@ class Denoise:
             if self.targets_fn is not None and targets_length is not None and targets_length < needed:
                 raise ValueError(
                     f"{self.name}: inputs length {inputs_length} gives targets of {needed} tokens, "
-                    f"more than the targets length {targets_length}"
+                    f"more than the targets length {targets_length}: make the targets length at least {needed} "
+                    f"or the inputs shorter"
                 )
         if self.targets_fn is None and targets_length is not None:
             raw_length = min(raw_length, targets_length - 1)
