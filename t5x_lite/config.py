@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import importlib.util
 import inspect
 import logging
 import re
@@ -159,7 +160,9 @@ def _scan(text: str, label: str, is_file: bool) -> GinSource:
     except SyntaxError as e:
         location = e.args[1] if len(e.args) > 1 else None
         line = getattr(location, "line_num", None) or e.lineno or last_line + 1
-        statement = (text.splitlines()[line - 1:line] or [""])[0]
+        # The statement's first line: gin reports the line inside a value written over several.
+        before = text.splitlines()[:line]
+        statement = next((ln for ln in reversed(before) if "=" in ln), before[-1] if before else "")
         raise GinConfigError(f"{source.where(line)}: {_readable(str(e.args[0]).splitlines()[0], statement)}") from e
     except tokenize.TokenError as e:  # the text ended inside brackets or a string
         raise GinConfigError(f"{source.where(_unclosed_line(text, e))}: a bracket or quote opened on this "
@@ -249,7 +252,8 @@ def explain_gin_error(error: BaseException, binding_labels: Sequence[str] = (),
     hint = _suggestion(what)
     missing = re.match(r"No module named '([\w.]+)'", what)  # gin's re-raise drops the error's .name
     if isinstance(error, ModuleNotFoundError) and missing and re.search(
-            rf"^\s*(from|import)\s+{re.escape(missing.group(1))}\b", str(error), re.M):  # the gin file's own import
+            rf"^\s*(from|import)\s+{re.escape(missing.group(1))}\b", str(error), re.M) \
+            and importlib.util.find_spec(missing.group(1).split(".")[0]) is None:  # the gin file's own, not found
         hint = (" (gin imports modules as Python does: run from the directory that holds it, or add that "
                 "directory to PYTHONPATH)")
     return f"{where}{what.rstrip('.') if hint else what}{hint}"
@@ -259,7 +263,8 @@ def _readable(message: str, statement: str = "") -> str:
     """``statement``, the gin line at fault where known, picks the hint."""
     if message.startswith("malformed node or string"):  # ast.literal_eval on e.g. [tmp]/run or {inputs: 8}
         if statement.partition("=")[2].strip().startswith("{"):
-            return "not a value gin can read (a dict's string keys need quotes: {'inputs': 512, 'targets': 114})"
+            return ("not a value gin can read (a dict's string keys and values need quotes: "
+                    "{'inputs': 512, 'targets': 114})")
         return "not a value gin can read (a string that starts with a bracket needs quotes: --gin.KEY=\"'[...]'\")"
     return message
 

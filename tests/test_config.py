@@ -103,12 +103,21 @@ def test_a_gin_import_of_a_module_not_on_the_path_names_the_line_and_the_fix(tmp
     bad.write_text(f"include '{QUICKSTART}'\nimport my_tasks_here\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert _error([str(bad)]) == f"{bad}:2: No module named 'nonexistent_dependency_xyz'"
+    bad.write_text(f"include '{QUICKSTART}'\nimport t5x_lite.no_such_submodule\n")  # a misspelling, not the path
+    assert _error([str(bad)]) == f"{bad}:2: No module named 't5x_lite.no_such_submodule'"
 
 
 def test_a_dict_flag_with_unquoted_keys_gets_the_dict_hint():
     message = _error([QUICKSTART], [_flag("TASK_FEATURE_LENGTHS", "{inputs: 32, targets: 8}")])
-    assert message.startswith("--gin.TASK_FEATURE_LENGTHS: not a value gin can read (a dict's string keys need "
-                              "quotes"), message
+    assert message.startswith("--gin.TASK_FEATURE_LENGTHS: not a value gin can read (a dict's string keys and "
+                              "values need quotes"), message
+
+
+def test_a_dict_over_several_lines_of_a_file_gets_the_dict_hint(tmp_path):
+    bad = tmp_path / "lengths.gin"
+    bad.write_text(f"include '{QUICKSTART}'\nTASK_FEATURE_LENGTHS = {{\n    inputs: 32,\n    targets: 8}}\n")
+    message = _error([str(bad)])
+    assert message.startswith(f"{bad}:") and "a dict's string keys and values need quotes" in message, message
 
 
 def test_every_shipped_experiment_passes_the_macro_checks():

@@ -414,7 +414,8 @@ def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, s
 
 def checked_feature_lengths(feature_lengths: Any, converter, *, warn_unread: bool = True) -> dict[str, int]:
     """``feature_lengths`` as a dict of positive (Python) ints with every key the model's converter reads;
-    ``warn_unread`` warns about a length it does not read (the entry points do; the pipeline does not repeat it)."""
+    ``warn_unread`` warns about a length it does not read (train and eval/infer check once; ``get_dataset``,
+    which they call, does not repeat the warning)."""
     shown = f"feature_lengths (TASK_FEATURE_LENGTHS) {feature_lengths!r}"
     if not isinstance(feature_lengths, Mapping):
         raise DataError(f"{shown} must be a dict such as {{'inputs': 512, 'targets': 114}}")

@@ -38,11 +38,12 @@ def _check_settings(owner: str, checkpoint, task, feature_lengths, batch_size, m
         raise ConfigError(f"{owner}.output_dir {output_dir} is a file, not a directory")
 
 
-def _check_model(model, checkpoint: str, task: str, job: str, decode: Optional[DecodeOptions] = None) -> None:
-    """Whether the checkpoint's model can do ``job`` on ``task``: ``"evaluate"`` (decode for the task's
-    metrics, or with none, its loss), ``"decode"`` or ``"score"``; checked before any params load."""
+def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: Mapping[str, int],
+                 decode: Optional[DecodeOptions] = None) -> None:
+    """Whether the checkpoint's model can do ``job`` on ``task`` with these lengths: ``"evaluate"`` (decode for
+    the task's metrics, or with none, its loss), ``"decode"`` or ``"score"``; checked before any params load."""
     import t5x_lite.tasks  # noqa: F401  (registers the task providers)
-    from t5x_lite.data.pipeline import check_vocabulary_fits
+    from t5x_lite.data.pipeline import check_vocabulary_fits, checked_feature_lengths
     from t5x_lite.data.tasks import TaskRegistry
     from t5x_lite.decoding.predict import check_decode_options
 
@@ -56,6 +57,7 @@ def _check_model(model, checkpoint: str, task: str, job: str, decode: Optional[D
         check_metrics_can_be_decoded(model, TaskRegistry.get(task), where=f"{checkpoint}: ")
         if model.kind == "encoder_only":
             raise ConfigError(f"{held}, a bare encoder with neither a loss nor a decoder to evaluate")
+    checked_feature_lengths(feature_lengths, model.feature_converter())
     check_vocabulary_fits(task, model.config.vocab_size)
     if decode is not None and can_decode(model) and model.kind != "encoder_only_classification":
         check_decode_options(model.config.vocab_size, method=decode.method, max_decode_length=decode.max_decode_length,
@@ -115,7 +117,7 @@ def evaluate_checkpoint(
 
     _check_settings("evaluate_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
     checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
-    _check_model(checkpoints.load_model(checkpoint), checkpoint, task, "evaluate", decode)
+    _check_model(checkpoints.load_model(checkpoint), checkpoint, task, "evaluate", feature_lengths, decode)
     model, params, step = checkpoints.load_params_and_step(checkpoint)
     metrics, rows = evaluate(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                              batch_size=batch_size, decode=decode, max_examples=max_examples)
@@ -150,7 +152,7 @@ def infer_checkpoint(
     _check_settings("infer_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
     checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
     _check_model(checkpoints.load_model(checkpoint), checkpoint, task, "score" if score_targets else "decode",
-                 None if score_targets else decode)
+                 feature_lengths, None if score_targets else decode)
     model, params, step = checkpoints.load_params_and_step(checkpoint)  # once the model is known to fit the job
     if score_targets:
         rows = score(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,

@@ -112,7 +112,7 @@ class BertConfig:
                 or not all(isinstance(n, str) and n for n in self.label_names)
                 or len(set(self.label_names)) != len(self.label_names)):
             raise ConfigError(f"BertConfig.label_names must be {self.num_labels} (num_labels) distinct non-empty "
-                              f"strings, got {self.label_names!r}")
+                              f"strings, got {self.label_names!r} (with other classes, set label_names = None)")
         for name in ("vocab_size", "hidden_size", "num_heads", "max_position_embeddings", "type_vocab_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"BertConfig.{name} must be >= 1, got {getattr(self, name)}")
