@@ -175,7 +175,8 @@ def concat_for_decoder_only(example: Mapping[str, Any], loss_on_targets_only: bo
 
 @dataclasses.dataclass(frozen=True)
 class DecoderOnlyFeatureConverter:
-    """Causal LM on ``targets``, or a prefix LM on ``inputs ++ targets`` (loss on targets only)."""
+    """An LM on ``inputs ++ targets`` (loss on targets only): causal everywhere, or with ``prefix_lm`` a
+    bidirectional prefix over the inputs. Without inputs (an LM objective), a causal LM on ``targets``."""
 
     pack: bool = False
     prefix_lm: bool = True
@@ -185,8 +186,9 @@ class DecoderOnlyFeatureConverter:
         return {k: lengths[k] for k in ("inputs", "targets") if k in lengths}
 
     def task_lengths(self, lengths: Mapping[str, int]) -> dict:
-        # The concatenated sequence (and its two masks) takes the place of "targets".
-        n = lengths["targets"] + (lengths.get("inputs", 0) if self.prefix_lm else 0)
+        # The concatenated sequence (and its two masks) takes the place of "targets". A causal LM reads the
+        # inputs too, under its causal mask (the T5 paper's "LM" on a supervised task), loss on targets only.
+        n = lengths["targets"] + lengths.get("inputs", 0)
         return {"targets": n, "causal_attention": n, "loss_weights": n}
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict:

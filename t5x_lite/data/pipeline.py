@@ -534,8 +534,6 @@ def _prepare_for_converter(example: dict, converter) -> dict:
     """Decoder-only converters read one concatenated sequence; build it before packing."""
     if isinstance(converter, DecoderOnlyFeatureConverter):
         text = {k: v for k, v in example.items() if k.endswith("_pretokenized")}
-        if not converter.prefix_lm:
-            example = {"targets": example["targets"]}
         return {**concat_for_decoder_only(example, converter.loss_on_targets_only), **text}
     return example
 

@@ -167,10 +167,13 @@ def _target_text(model, vocab, batch, r) -> str:
 def _model_inputs(model, batch: Mapping[str, np.ndarray]) -> dict:
     """What the decoder may see: the inputs (enc-dec) or the prompt (decoder-only), never the targets."""
     if model.kind == "decoder_only":
-        causal = batch["decoder_causal_attention"]
-        # The prompt is the prefix the converter marked (inputs + the shifted-in position); keep the inputs only.
-        prompt_len = np.maximum(causal.sum(axis=1) - 1, 0)
         tokens = batch["decoder_target_tokens"]
+        if "decoder_causal_attention" in batch:
+            # The prefix the converter marked (inputs + the shifted-in position); keep the inputs only.
+            prompt_len = np.maximum(batch["decoder_causal_attention"].sum(axis=1) - 1, 0)
+        else:  # a causal LM: the inputs are the positions before the first one with a loss
+            scored = np.asarray(batch["decoder_loss_weights"]) > 0
+            prompt_len = np.where(scored.any(axis=1), scored.argmax(axis=1), 0)
         prompt = np.where(np.arange(tokens.shape[1])[None] < prompt_len[:, None], tokens, 0)
         return {"prompt_tokens": prompt}
     return {k: v for k, v in batch.items() if k.startswith("encoder_")}

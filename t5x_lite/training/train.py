@@ -64,9 +64,9 @@ def _token_count(batch: Mapping[str, np.ndarray]) -> int:
 
 
 def _restore_params_only(path: str, model: Any, abstract_params: Any, initialized: Any,
-                         allow_missing: tuple = ()) -> tuple[Any, list[str]]:
-    """Params from a checkpoint (ours or converted), in ``model``'s layout, shape-checked against it, and
-    the ``allow_missing`` prefixes it kept fresh.
+                         allow_missing: tuple = ()) -> tuple[Any, list[str], list[str]]:
+    """Params from a checkpoint (ours or converted), in ``model``'s layout, shape-checked against it; the
+    ``allow_missing`` prefixes it kept fresh; and the checkpoint's params the model has no place for.
 
     A model param absent from the checkpoint is an error unless its path starts
     with one of ``allow_missing`` (a new head, e.g. ``classifier``): those keep
@@ -100,7 +100,15 @@ def _restore_params_only(path: str, model: Any, abstract_params: Any, initialize
             raise TrainingError(f"{path}: parameter {plain} has shape {tuple(have.shape)}, "
                                 f"the model needs {tuple(want.shape)}")
         leaves.append(jax.device_put(np.asarray(have, want.dtype), init.sharding))
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract_params), leaves), fresh
+    # What the checkpoint has and this model does not (an MLM head, a deeper model's extra layers): said, not
+    # silently dropped.
+    wanted = {jax.tree_util.keystr(key) for key, _ in flat_want}
+    unused = []
+    for key, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if jax.tree_util.keystr(key) not in wanted:
+            part = "/".join(str(getattr(k, "key", k)) for k in key[:2 if len(key) > 2 else 1])  # a module's name
+            unused += [part] if part not in unused else []
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract_params), leaves), fresh, unused
 
 
 def _remove_if_refused_at_start(model_dir: Path, found: Optional[set], exc_type, *unused) -> None:
@@ -241,11 +249,12 @@ def train(
             state = trainer.init(seed, first_batch)
             start_note = f"initialized from scratch (seed {seed})"
             if init_checkpoint:
-                params, fresh = _restore_params_only(init_checkpoint, model, abstract.params, state.params,
+                params, fresh, unused = _restore_params_only(init_checkpoint, model, abstract.params, state.params,
                                                      tuple(init_checkpoint_allow_missing))
                 state = jax.device_put(trainer.fresh_state(params), shardings)
-                start_note = f"initialized from {init_checkpoint}" + (
-                    f" (new, from scratch: {', '.join(fresh)})" if fresh else "")
+                start_note = (f"initialized from {init_checkpoint}"
+                              + (f"; new, from scratch: {', '.join(fresh)}" if fresh else "")
+                              + (f"; not used from the checkpoint: {', '.join(unused)}" if unused else ""))
             start = 0
         if start > train_steps:
             raise TrainingError(f"{ckpt.directory} holds step {start}, past train_steps={train_steps}; "

@@ -524,3 +524,15 @@ def test_feature_lengths_are_checked_by_name_and_against_the_objective(caplog):
     assert "does not read" not in caplog.text  # the pipeline leaves the warning to its callers, said once
     checked_feature_lengths({"inputs": 16, "targets": 4}, EncoderOnlyFeatureConverter())
     assert "EncoderOnlyFeatureConverter does not read 'targets'; that length is ignored" in caplog.text
+
+
+def test_a_causal_lm_reads_the_inputs_before_the_targets_with_loss_on_the_targets_only():
+    # The T5 paper's "LM" on a supervised task: inputs ++ targets under one causal mask (not the targets alone).
+    ds, _ = get_dataset(_qa_task(), split="train", feature_lengths={"inputs": 32, "targets": 8}, batch_size=2,
+                        converter=DecoderOnlyFeatureConverter(prefix_lm=False), seed=0, shard=(0, 1))
+    batch = next(iter(ds))
+    assert "decoder_causal_attention" not in batch and batch["decoder_target_tokens"].shape == (2, 40)
+    row, weights = batch["decoder_target_tokens"][0], batch["decoder_loss_weights"][0]
+    text = bytes(int(t) - 3 for t in row[weights > 0] if t > 2).decode()
+    prompt = bytes(int(t) - 3 for t in row[:int(np.argmax(weights > 0))] if t > 2).decode()
+    assert prompt.startswith("question ") and text.startswith("answer ")

@@ -127,3 +127,13 @@ def test_a_run_config_for_another_command_is_named_as_the_fix(tmp_path, capsys):
     err = _cli_error(capsys, "infer", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={ckpt}", *FLAGS)
     assert err.endswith("infer_checkpoint() missing 3 required keyword-only arguments: 'checkpoint', 'task', and "
                         "'feature_lengths' (a run config binds them: --gin_file=runs/infer.gin)")
+
+
+def test_a_causal_lm_scores_the_targets_after_its_inputs(tmp_path, capsys):
+    causal = DecoderOnlyModel(config=TINY.replace(num_encoder_layers=0), prefix_lm=False)
+    checkpoints.save_params(tmp_path / "lm", causal.init(jax.random.key(0), causal.dummy_batch(1, {"targets": 8})),
+                            causal)
+    assert cli.main(["infer", "--score", "--gin_file=runs/infer.gin", f"--gin.CHECKPOINT={tmp_path / 'lm'}",
+                     *FLAGS, "--gin.infer_checkpoint.max_examples=3"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 3 scores" in out, out

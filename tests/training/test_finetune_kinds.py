@@ -24,18 +24,21 @@ DECODER = T5Config(vocab_size=8000, d_model=32, d_ff=48, num_heads=2, d_kv=16, n
 def _train(tmp, model, task, lengths, steps=2, **kw):
     return train(model=model, task=task, feature_lengths=lengths, batch_size=4, train_steps=steps,
                  model_dir=str(tmp), optimizer=optax.adamw(1e-3), checkpoint_every=steps, log_every=steps,
-                 progress=False, **kw)
+                 **{"progress": False, **kw})
 
 
-def test_bert_classification_head_on_an_mlm_checkpoint(tmp_path):
+def test_bert_classification_head_on_an_mlm_checkpoint(tmp_path, capsys):
     # another seed than the classifier's: its fresh init must not already equal the MLM weights
     _train(tmp_path / "mlm", EncoderOnlyMLMModel(config=BERT), "bundled_corpus_bert_mlm", {"inputs": 32}, seed=1)
     classifier = EncoderOnlyClassificationModel(config=BERT)
     with pytest.raises(TrainingError, match="missing.*init_checkpoint_allow_missing"):
         _train(tmp_path / "strict", classifier, "bundled_sentiment_classification", {"inputs": 32},
                init_checkpoint=str(tmp_path / "mlm"))
-    _train(tmp_path / "cls", classifier, "bundled_sentiment_classification", {"inputs": 32},
+    _train(tmp_path / "cls", classifier, "bundled_sentiment_classification", {"inputs": 32}, progress=True,
            init_checkpoint=str(tmp_path / "mlm"), init_checkpoint_allow_missing=("classifier", "bert/pooler"))
+    note = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("initialized from"))
+    assert note.endswith("; new, from scratch: bert/pooler, classifier; not used from the checkpoint: mlm_bias, "
+                         "mlm_dense, mlm_layer_norm"), note  # the MLM head is left behind, and the note says so
     _, mlm = checkpoints.load_params(tmp_path / "mlm")
     _, cls = checkpoints.load_params(tmp_path / "cls")
     # the encoder started from the MLM weights: after 2 small steps it is still close to them
