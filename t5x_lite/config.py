@@ -352,10 +352,12 @@ def check_macros(sources: Sequence[GinSource]) -> None:
     used = {name for source in sources for name, _ in source.macros_used}
 
     missing: dict[str, str] = {}
+    required = {macro for source in sources for macro in source.required}
     for source in sources:
         for macro in source.required:
             if macro not in set_at and macro not in missing:
-                missing[macro] = f"{macro} (required by {source.label}{_unused_match(macro, set_at, used)})"
+                missing[macro] = (f"{macro} (required by {source.label}"
+                                  f"{_unused_match(macro, set_at, used, required)})")
     if missing:
         raise GinConfigError("missing REQUIRED macro" + ("s" if len(missing) > 1 else "") + ": "
                              + "; ".join(missing.values())
@@ -384,8 +386,14 @@ def check_macros(sources: Sequence[GinSource]) -> None:
                                      f"so this changes nothing{hint}")
 
 
-def _unused_match(macro: str, set_at: dict, used: set) -> str:
-    close = difflib.get_close_matches(macro, sorted(n for n in set_at if n not in used), n=1)
+def _unused_match(macro: str, set_at: dict, used: set, required: set = frozenset()) -> str:
+    unused = sorted(n for n in set_at if n not in used)
+    # An objective file's PRETRAIN_TASK is meant for TASK (TASK = %PRETRAIN_TASK), not a misspelling of another.
+    meant = [n for n in unused if n.endswith("_" + macro)]
+    if meant:
+        return f"; {meant[0]} is set at {set_at[meant[0]]} but never used: {macro} = %{meant[0]}?"
+    candidates = [n for n in unused if not any(n.endswith("_" + r) for r in required)]
+    close = difflib.get_close_matches(macro, candidates, n=1)
     return f"; {close[0]} is set at {set_at[close[0]]} but never used: a misspelling?" if close else ""
 
 

@@ -245,6 +245,10 @@ def test_cli_missing_required_macro(capsys, tmp_path):
     err = _cli_error(capsys, "--gin_file=models/t5_1_1/tiny.gin", "--gin_file=runs/pretrain.gin",
                      f"--gin.MODEL_DIR={tmp_path}")
     assert "missing REQUIRED macros" in err and "TASK (required by" in err and "pretrain.gin" in err
+    err = _cli_error(capsys, "--gin_file=models/t5_1_1/tiny.gin", "--gin_file=objectives/span_3_15_u_u.gin",
+                     "--gin_file=runs/pretrain.gin", f"--gin.MODEL_DIR={tmp_path}")
+    assert "but never used: TASK = %PRETRAIN_TASK?)" in err  # the objective's task is for TASK
+    assert err.count("PRETRAIN_TASK is set") == 1, err  # not also offered as a misspelling of TRAIN_STEPS
 
 
 def test_cli_misspelled_parameter_gets_a_suggestion(capsys):
