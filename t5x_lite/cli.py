@@ -127,7 +127,7 @@ def _eval(args: argparse.Namespace, extra: Sequence[str]) -> None:
     result = config.CONFIGURED["eval"]()
     metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()}
     print(f"metrics: {metrics}")
-    predictions = result.get("predictions_path")
+    predictions = result["predictions_path"]
     print(f"wrote {result['metrics_path']}" + (f" and {os.path.basename(predictions)} beside it" if predictions else
                                                " (the loss only: this task decodes nothing)"))
 

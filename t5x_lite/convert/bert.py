@@ -111,18 +111,19 @@ def _label_names(id2label, num_labels) -> Optional[tuple[str, ...]]:
     except (TypeError, ValueError):
         return None
     names = tuple(by_id.get(i, "") for i in range(num_labels))
-    if not all(names) or len(set(names)) != num_labels or names == tuple(f"LABEL_{i}" for i in range(num_labels)):
+    if not all(names) or len(set(names)) != num_labels or names == _hf_default_labels(num_labels):
         return None
     return names
 
 
-def _names(cfg: BertConfig) -> tuple[str, ...]:
-    return cfg.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_labels))
+def _hf_default_labels(num_labels: int) -> tuple[str, ...]:
+    return tuple(f"LABEL_{i}" for i in range(num_labels))
 
 
 def bert_config_to_hf(cfg: BertConfig, architectures: Optional[list[str]] = None) -> dict:
     if cfg.hidden_act not in _ACT_TO_HF:
         raise BertConversionError(f"hidden_act {cfg.hidden_act!r} has no Hugging Face equivalent")
+    names = cfg.label_names or _hf_default_labels(cfg.num_labels)
     out = {
         "model_type": "bert",
         "vocab_size": cfg.vocab_size,
@@ -141,8 +142,8 @@ def bert_config_to_hf(cfg: BertConfig, architectures: Optional[list[str]] = None
         "initializer_range": cfg.initializer_range,
         "position_embedding_type": "absolute",
         "tie_word_embeddings": True,
-        "id2label": {str(i): name for i, name in enumerate(_names(cfg))},
-        "label2id": {name: i for i, name in enumerate(_names(cfg))},
+        "id2label": {str(i): name for i, name in enumerate(names)},
+        "label2id": {name: i for i, name in enumerate(names)},
         "torch_dtype": "float32",
     }
     if architectures:

@@ -433,8 +433,8 @@ def checked_feature_lengths(feature_lengths: Any, converter, *, warn_unread: boo
         converter.task_lengths(read)
     except KeyError as e:
         raise DataError(f"{shown} has no length for {e.args[0]!r}, which {type(converter).__name__} needs") from e
-    for key in lengths:
-        if key not in read and warn_unread:
+    for key in (lengths if warn_unread else ()):
+        if key not in read:
             log.warning("%s: %s does not read %r; that length is ignored", shown, type(converter).__name__, key)
     return lengths
 

@@ -80,17 +80,19 @@ def _restore_params_only(path: str, model: Any, abstract_params: Any, initialize
                             f"{model.kind!r}: give a checkpoint of the same kind of model")
     if saved_by.config.scan_layers != model.config.scan_layers:  # same weights, other tree: loop <-> scan
         params = model.from_loop_layout(saved_by.to_loop_layout(params))
-    flat_have = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    have_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    flat_have = {jax.tree_util.keystr(k): v for k, v in have_leaves}
     flat_want, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
     flat_init = jax.tree_util.tree_leaves(initialized)
     leaves, fresh = [], []
     for (key, want), init in zip(flat_want, flat_init):
         name = jax.tree_util.keystr(key)
-        plain = "/".join(str(getattr(k, "key", k)) for k in key)
+        plain = jax.tree_util.keystr(key, simple=True, separator="/")
         if name not in flat_have:
-            matched = [prefix for prefix in allow_missing if plain.startswith(prefix)]
-            if matched:
-                fresh += [m for m in matched[:1] if m not in fresh]
+            prefix = next((p for p in allow_missing if plain.startswith(p)), None)
+            if prefix is not None:
+                if prefix not in fresh:
+                    fresh.append(prefix)
                 leaves.append(init)
                 continue
             raise TrainingError(f"{path}: parameter {plain} is missing (the checkpoint is for another model; "
@@ -104,10 +106,11 @@ def _restore_params_only(path: str, model: Any, abstract_params: Any, initialize
     # silently dropped.
     wanted = {jax.tree_util.keystr(key) for key, _ in flat_want}
     unused = []
-    for key, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+    for key, _ in have_leaves:
         if jax.tree_util.keystr(key) not in wanted:
-            part = "/".join(str(getattr(k, "key", k)) for k in key[:2 if len(key) > 2 else 1])  # a module's name
-            unused += [part] if part not in unused else []
+            module = jax.tree_util.keystr(key[:2 if len(key) > 2 else 1], simple=True, separator="/")
+            if module not in unused:
+                unused.append(module)
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract_params), leaves), fresh, unused
 
 
