@@ -121,7 +121,9 @@ class GinSource:
     label: str  # the file's path, or the flag a binding came from
     is_file: bool
     macros_set: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> line
-    macros_used: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    # (name, line, the binding it is in): a binding set again later leaves its macros unused
+    macros_used: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
+    bindings: dict[str, int] = dataclasses.field(default_factory=dict)  # "scope/train.task", "MODEL_DIR" -> last line
     required: list[str] = dataclasses.field(default_factory=list)  # its "# REQUIRED:" header
     includes: list[str] = dataclasses.field(default_factory=list)
 
@@ -151,10 +153,14 @@ def _scan(text: str, label: str, is_file: bool) -> GinSource:
             line = statement.location.line_num
             if isinstance(statement, config_parser.IncludeStatement):
                 source.includes.append(statement.filename)
-            elif isinstance(statement, config_parser.BindingStatement) and not statement.arg_name:
+            key = ""
+            if isinstance(statement, config_parser.BindingStatement):
                 scoped = f"{statement.scope}/{statement.selector}" if statement.scope else statement.selector
-                source.macros_set.setdefault(scoped, line)
-            source.macros_used.extend((name, line) for name in recorder.used)
+                key = f"{scoped}.{statement.arg_name}" if statement.arg_name else scoped
+                source.bindings[key] = line
+                if not statement.arg_name:
+                    source.macros_set.setdefault(scoped, line)
+            source.macros_used.extend((name, line, key) for name in recorder.used)
             recorder.used.clear()
             last_line = line
     except SyntaxError as e:
@@ -193,7 +199,8 @@ def _unclosed_line(text: str, error: tokenize.TokenError) -> int:
 
 def scan_sources(gin_files: Sequence[str], bindings: Sequence[str | tuple[str, str]] = (),
                  extra_search_paths: Sequence[str] = ()) -> list[GinSource]:
-    """Every file (with the files it includes, once each) and binding, scanned in order.
+    """Every file (with the files it includes, once each) and binding, scanned, in the order gin applies them:
+    an included file before the file that includes it (includes come first in a gin file), flags last.
 
     A syntax error, an unclosed bracket or a file that is not UTF-8 text is a
     ``GinConfigError`` naming the file and line, or the binding's flag. An
@@ -215,17 +222,17 @@ def scan_sources(gin_files: Sequence[str], bindings: Sequence[str | tuple[str, s
         except UnicodeDecodeError as e:
             raise GinConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from e
         source = _scan(text, path, is_file=True)
-        sources.append(source)
         for include in source.includes:
             visit(include)
+        sources.append(source)
 
     for f in gin_files:
         visit(f)
     for binding in bindings:
         source = _scan(_text(binding), _label(binding), is_file=False)
-        sources.append(source)
         for include in source.includes:  # gin takes ``include`` in a binding too
             visit(include)
+        sources.append(source)
     return sources
 
 
@@ -349,7 +356,14 @@ def check_macros(sources: Sequence[GinSource]) -> None:
     for source in sources:
         for name, line in source.macros_set.items():
             set_at[name] = source.where(line)
-    used = {name for source in sources for name, _ in source.macros_used}
+    used = {name for source in sources for name, _, _ in source.macros_used}
+    # gin reads a macro only when the binding that holds it is used, and a later statement replaces a binding.
+    last = {key: (i, line) for i, source in enumerate(sources) for key, line in source.bindings.items()}
+    position = {id(source): i for i, source in enumerate(sources)}
+
+    def live_uses(source: GinSource):
+        i = position[id(source)]
+        return [(name, line) for name, line, key in source.macros_used if not key or last[key] == (i, line)]
 
     missing: dict[str, str] = {}
     required = {macro for source in sources for macro in source.required}
@@ -367,23 +381,29 @@ def check_macros(sources: Sequence[GinSource]) -> None:
         return name in set_at or name.rsplit("/", 1)[-1] in set_at
 
     for source in sources:
-        for name, line in source.macros_used:
+        for name, line in live_uses(source):
             if not is_set(name) and not gin.config._CONSTANTS.matching_selectors(name):
                 close = difflib.get_close_matches(name, sorted(set(set_at) - {name}), n=1)
                 hint = f"; did you mean %{close[0]} (set at {set_at[close[0]]})?" if close else ""
                 raise GinConfigError(f"{source.where(line)}: macro %{name} is used but never set{hint}")
 
-    used_base = {name.rsplit("/", 1)[-1] for name in used}
-    set_by_files = {name for source in sources if source.is_file for name in source.macros_set}
+    used_base = {name.rsplit("/", 1)[-1] for source in sources for name, _ in live_uses(source)}
+    set_by_files = {name: source.where(line) for source in sources if source.is_file
+                    for name, line in source.macros_set.items()}
     for source in sources:
         if source.is_file:
             continue
         for name in source.macros_set:
-            if name.rsplit("/", 1)[-1] not in used_base and name not in set_by_files:
-                close = difflib.get_close_matches(name, sorted((used | set(set_at)) - {name}), n=1)
-                hint = f"; did you mean {close[0]}?" if close else ""
-                raise GinConfigError(f"{source.label}: no gin file sets or uses the macro {name}, "
-                                     f"so this changes nothing{hint}")
+            if name.rsplit("/", 1)[-1] in used_base:
+                continue
+            if name in set_by_files:  # e.g. an objective file's PRETRAIN_TASK where --gin.TASK is set too
+                raise GinConfigError(f"{source.label}: nothing uses the macro {name} (set at {set_by_files[name]}"
+                                     + (", used only in bindings set again later" if name in used else "")
+                                     + "), so this changes nothing")
+            close = difflib.get_close_matches(name, sorted((used | set(set_at)) - {name}), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise GinConfigError(f"{source.label}: no gin file sets or uses the macro {name}, "
+                                 f"so this changes nothing{hint}")
 
 
 def _unused_match(macro: str, set_at: dict, used: set, required: set = frozenset()) -> str:

@@ -61,6 +61,23 @@ def test_a_misspelled_macro_flag_is_an_error_not_a_silent_no_op():
         config.check_required_macros([QUICKSTART], (), bindings)
 
 
+def test_a_macro_flag_that_only_feeds_a_replaced_binding_is_an_error(tmp_path):
+    # pretrain.gin says TASK = %PRETRAIN_TASK; with --gin.TASK given, the objective's PRETRAIN_TASK is read by nothing.
+    message = _error([QUICKSTART], [_flag("TASK", "bundled_sentiment"), _flag("PRETRAIN_TASK", "bundled_corpus_lm")])
+    assert message.startswith("--gin.PRETRAIN_TASK: nothing uses the macro PRETRAIN_TASK (set at ")
+    assert message.endswith("objectives/span_3_15_u_u.gin:8, used only in bindings set again later), so this "
+                            "changes nothing"), message
+    # A replaced binding's macro need not be set at all, as gin never reads it.
+    bare = tmp_path / "bare.gin"
+    bare.write_text("include 'models/t5_1_1/tiny.gin'\ninclude 'experiments/objectives/pretrain.gin'\n")
+    bindings = [_flag("TASK", "bundled_corpus_iid_15_u_u"), _flag("MODEL_DIR", str(tmp_path / "run"))]
+    config.parse([str(bare)], bindings, finalize=False)
+    config.check_required_macros([str(bare)], (), bindings)
+    # The objective files no longer set an OBJECTIVE that nothing read.
+    assert _error([QUICKSTART], [_flag("OBJECTIVE", "lm")]).startswith(
+        "--gin.OBJECTIVE: no gin file sets or uses the macro OBJECTIVE")
+
+
 def test_a_macro_used_but_never_set_names_where_it_is_used(tmp_path):
     typo = tmp_path / "typo.gin"
     typo.write_text(f"include '{QUICKSTART}'\nTASK = %PRETRIAN_TASK\n")

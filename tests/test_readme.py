@@ -39,6 +39,30 @@ def test_adding_an_objective_snippet_trains_through_the_pipeline():
         TaskRegistry.remove("bundled_corpus_span_4_20_u_u")
 
 
+def test_an_added_objective_is_imported_by_the_experiment_file_or_a_binding(tmp_path, monkeypatch):
+    import sys
+
+    from t5x_lite import config
+
+    section = README.read_text().split("### Adding an objective", 1)[1]
+    (tmp_path / "my_objectives.py").write_text(_snippet("### Adding an objective"))
+    (tmp_path / "my_run.gin").write_text(re.search(r"```\n(import my_objectives\n.*?)```", section, re.S).group(1))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bindings = [f"MODEL_DIR = '{tmp_path / 'run'}'"]
+    try:
+        for files, extra in (([str(tmp_path / "my_run.gin")], []), ([], ["import my_objectives"])):
+            sys.modules.pop("my_objectives", None)
+            if "bundled_corpus_span_4_20_u_u" in TaskRegistry.names():
+                TaskRegistry.remove("bundled_corpus_span_4_20_u_u")
+            config.parse(files, bindings + extra, finalize=False)
+            if files:
+                config.check_required_macros(files, (), bindings)
+            assert TaskRegistry.get("bundled_corpus_span_4_20_u_u").objective.name == "span_4_20_u_u"
+    finally:
+        sys.modules.pop("my_objectives", None)
+        TaskRegistry.remove("bundled_corpus_span_4_20_u_u")
+
+
 def test_gin_snippet_builds_the_model():
     code = _snippet("## Gin configs")
     scope: dict = {}

@@ -9,8 +9,9 @@ in the cell's ``cell.json``), run in this process through ``t5x_lite.cli.main``:
 
 1. pretrain: ``t5x_lite train --gin_file=experiments/objectives/<objective>.gin``;
 2. fine-tune, per seed: ``t5x_lite train --gin_file=experiments/objectives/finetune.gin``
-   (``finetune_lm.gin`` for the decoder-only LM) from that checkpoint, or from
-   scratch for the no-pretraining control;
+   (``finetune_lm.gin`` for the decoder-only LM, causal as in pretraining) from
+   that checkpoint, or from scratch for the no-pretraining controls (``none``;
+   ``none_lm`` for the decoder-only model);
 3. evaluate: ``t5x_lite eval`` on the sentiment test split (accuracy).
 
 A cell whose ``cell.json`` exists is skipped, so an interrupted sweep picks up
@@ -34,9 +35,12 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 FT_LENGTHS = "{'inputs': 64, 'targets': 4}"
 
-# T5 paper numbers from shared/REFERENCES.md (T5-base size, 2^19 steps x 128 x 512 on C4): GLUE and SuperGLUE averages.
+# The T5 paper's numbers (Raffel et al. 2020, tables as named; T5-base size, 2^19 steps x 128 x 512 on C4): GLUE
+# and SuperGLUE averages. Table 2's decoder-only "Language model" row with the LM objective is 73.78 GLUE (74.70 with
+# the denoising objective); it is causal in pretraining and fine-tuning, as the lm cell is.
 PAPER = {
     "none": ("No pretraining (Table 5)", 66.22, 53.04),
+    "none_lm": ("No pretraining, decoder-only", None, None),
     "span_3_15_u_u": ("Span corruption, mean span 3 (Table 7)", None, 72.53),
     "iid_15_u_u": ("Replace corrupted spans (Table 5)", 83.28, 71.36),
     "iid_15_r10s90_f": ("BERT-style (Table 4)", 82.96, 69.85),
@@ -44,7 +48,7 @@ PAPER = {
     "iid_15_d_d": ("Drop corrupted tokens (Table 5)", 84.44, 68.67),
     "prefix_lm": ("Prefix LM (Table 4)", 80.69, 65.27),
     "all_permute": ("Deshuffling (Table 4)", 73.17, 58.47),
-    "lm": ("Decoder-only LM (Table 2)", 74.70, None),
+    "lm": ("Decoder-only causal LM (Table 2)", 73.78, None),
     "ul2": ("UL2 mixture of denoisers (not in the T5 paper)", None, None),
     "iid_10_u_u": ("Corruption rate 10% (Table 6)", 82.82, None),
     "iid_25_u_u": ("Corruption rate 25% (Table 6)", 83.00, None),
@@ -55,7 +59,7 @@ PAPER = {
 }
 SWEEPS = {
     "main": ["none", "span_3_15_u_u", "iid_15_u_u", "iid_15_r10s90_f", "iid_15_m_f", "iid_15_d_d", "prefix_lm",
-             "all_permute", "lm", "ul2"],
+             "all_permute", "none_lm", "lm", "ul2"],
     "rates": ["iid_10_u_u", "iid_15_u_u", "iid_25_u_u", "iid_50_u_u", "span_2_15_u_u", "span_3_15_u_u",
               "span_5_15_u_u", "span_10_15_u_u"],
     "smoke": ["none", "span_3_15_u_u"],
@@ -69,8 +73,12 @@ SMOKE_OVERRIDES = {
 }
 
 
+CONTROLS = ("none", "none_lm")  # fine-tuned from scratch: no pretraining cell
+
+
 def finetune_gin(objective: str) -> str:
-    return "experiments/objectives/finetune_lm.gin" if objective == "lm" else "experiments/objectives/finetune.gin"
+    decoder_only = objective in ("lm", "none_lm")
+    return f"experiments/objectives/{'finetune_lm' if decoder_only else 'finetune'}.gin"
 
 
 def pretrain_gin(objective: str) -> str:
@@ -134,7 +142,7 @@ def finetune_cell(objective: str, seed: int, out: Path, smoke: bool) -> dict:
     done = cell_dir / "cell.json"
     if done.exists():
         return json.loads(done.read_text())
-    init = "None" if objective == "none" else str(out / "pretrain" / objective)
+    init = "None" if objective in CONTROLS else str(out / "pretrain" / objective)
     argv = ["train", f"--gin_file={finetune_gin(objective)}", f"--gin.MODEL_DIR={cell_dir}",
             f"--gin.INITIAL_CHECKPOINT={init}", f"--gin.train.seed={seed}",
             *(SMOKE_OVERRIDES["finetune"] if smoke else [])]
@@ -225,10 +233,11 @@ def write_report(out: Path, report: Path, objectives: list[str], seeds: list[int
 def _setup_text(args) -> str:
     if args.smoke:
         return "smoke mode: 4 pretraining and 4 fine-tuning steps at batch 8 (checks the plumbing, measures nothing)."
-    return ("the tiny T5 1.1 (d_model 128, 2 + 2 layers, 4 heads, gated GELU, 8k vocabulary; the decoder-only LM "
-            "has 4 layers) pretrained on the bundled corpus for the same steps and batch in every cell "
+    return ("the tiny T5 1.1 (d_model 128, 2 + 2 layers, 4 heads, gated GELU, 8k vocabulary; the decoder-only "
+            "cells have 4 layers, causal in pretraining and fine-tuning, reading \"sentiment: ...\" ++ the label "
+            "with the loss on the label) pretrained on the bundled corpus for the same steps and batch in every cell "
             "(`gin_configs/experiments/objectives/pretrain.gin`), then fine-tuned on sentiment with the same "
-            "recipe for every cell (`finetune.gin`).")
+            "recipe for every cell (`finetune.gin`, `finetune_lm.gin`).")
 
 
 def _cells_minutes(table: dict) -> float:
@@ -297,18 +306,22 @@ def _plot(table: dict, path: Path, majority: float) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sweep", choices=sorted(SWEEPS), default="main")
+    p.add_argument("--sweep", choices=sorted(SWEEPS), default=None, help="default: main (smoke with --smoke)")
     p.add_argument("--objectives", default="", help="comma-separated subset of the sweep's objectives")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds per objective (default: 3; 1 with "
+                                                           "--smoke)")
     p.add_argument("--out", default=str(HERE / "runs"), help="cell directories (checkpoints, logs, cell.json)")
     p.add_argument("--report", default="", help="report path (default: REPORT.md in --out for --smoke, "
                                                  "else experiments/objectives/REPORT[_<sweep>].md)")
-    p.add_argument("--smoke", action="store_true", help="a few steps, one seed, two objectives (CI)")
+    p.add_argument("--smoke", action="store_true", help="a few steps per cell; by default one seed and two "
+                                                        "objectives (CI)")
     args = p.parse_args(argv)
-    if args.smoke:
-        args.sweep, args.seeds = "smoke", 1
-        if args.out == str(HERE / "runs"):
-            raise SystemExit("--smoke needs --out (a temporary folder): it never writes into the committed results")
+    if args.smoke and args.out == str(HERE / "runs"):
+        raise SystemExit("--smoke needs --out (a temporary folder): it never writes into the committed results")
+    if args.sweep is None:
+        args.sweep = "smoke" if args.smoke else "main"
+    if args.seeds is None:
+        args.seeds = 1 if args.smoke else 3
     objectives = [o for o in args.objectives.split(",") if o] or SWEEPS[args.sweep]
     seeds = list(range(args.seeds))
     out = Path(args.out).resolve()
@@ -320,7 +333,7 @@ def main(argv=None) -> int:
     else:
         report = HERE / ("REPORT.md" if args.sweep == "main" else f"REPORT_{args.sweep}.md")
     os.chdir(ROOT)  # gin files are found relative to the checkout as well as the package
-    cells = [("pretrain", o, None) for o in objectives if o != "none"]
+    cells = [("pretrain", o, None) for o in objectives if o not in CONTROLS]
     cells += [("finetune", o, s) for s in seeds for o in objectives]
     t0 = time.time()
     for i, (kind, o, s) in enumerate(cells, 1):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import numpy as np
 
@@ -127,6 +127,9 @@ def _int32(batch: Mapping[str, np.ndarray]) -> dict:
 class EncDecFeatureConverter:
     """inputs -> encoder, targets -> decoder (teacher forcing), loss on non-padding targets."""
 
+    model_kind: ClassVar[str] = "an encoder-decoder model"
+    pretraining_objectives: ClassVar[str] = "span_3_15_u_u or another T5-paper objective, prefix_lm, ul2"
+
     pack: bool = False
     decoder_start_id: int = 0
 
@@ -178,6 +181,10 @@ class DecoderOnlyFeatureConverter:
     """An LM on ``inputs ++ targets`` (loss on targets only): causal everywhere, or with ``prefix_lm`` a
     bidirectional prefix over the inputs. Without inputs (an LM objective), a causal LM on ``targets``."""
 
+    model_kind: ClassVar[str] = "a decoder-only model"
+    pretraining_objectives: ClassVar[str] = ("lm with a targets length only; prefix_lm or a T5-paper objective with "
+                                             "inputs and targets lengths")
+
     pack: bool = False
     prefix_lm: bool = True
     loss_on_targets_only: bool = True
@@ -215,6 +222,14 @@ class EncoderOnlyFeatureConverter:
     pack: bool = False
     classification: bool = False
     num_labels: Optional[int] = None  # the classifier's classes, to check each label against
+
+    @property
+    def model_kind(self) -> str:
+        return "an encoder-only (BERT) classifier" if self.classification else "an encoder-only (BERT) model"
+
+    @property
+    def pretraining_objectives(self) -> str:
+        return "none: a classifier fine-tunes on a labelled task" if self.classification else "bert_mlm"
 
     @property
     def passthrough_fields(self) -> dict[str, Callable[[Any], Optional[str]]]:

@@ -192,10 +192,23 @@ def _raw_length(task: Task, lengths: Mapping[str, int]) -> int:
         raw = objective.required_raw_length(dict(lengths))
     except ValueError as e:  # lengths the objective cannot fill (UL2 sizes its denoisers on binding)
         raise DataError(f"task {task.name!r}, feature lengths {dict(lengths)}: {e}") from e
+    name = getattr(objective, "name", type(objective).__name__)
     if raw < 1:
         raise DataError(f"task {task.name!r}: feature lengths {dict(lengths)} are too short for objective "
-                        f"{getattr(objective, 'name', type(objective).__name__)!r} (no text fits)")
+                        f"{name!r} (no text fits)")
+    inputs = lengths.get("inputs", 0)
+    if raw + 1 < inputs / 2 and (task.name, inputs, raw) not in _PADDING_NOTED:
+        # Full-text targets cap the text at the targets length (T5's BERT-style, MASS-style, deshuffling):
+        # with 512 / 114 most of every encoder row would be padding, computed and thrown away.
+        _PADDING_NOTED.add((task.name, inputs, raw))
+        log.warning("task %r: objective %r takes %d text tokens per example, so at most %d of the %d 'inputs' "
+                    "positions hold text and the rest is padding. An objective whose targets hold the whole text "
+                    "cuts it to fit them: give the targets the inputs' length, e.g. TASK_FEATURE_LENGTHS = "
+                    "{'inputs': %d, 'targets': %d}", task.name, name, raw, raw + 1, inputs, inputs, inputs)
     return raw
+
+
+_PADDING_NOTED: set = set()  # (task, inputs length, raw length) already warned about, once per process
 
 
 def _check_split(task: Task, split: str) -> None:
@@ -443,11 +456,49 @@ _FEATURE_NAMES = ("inputs", "targets")  # what feature_lengths may size; convert
 
 
 def _check_features(task: Task, trim_lengths: Mapping[str, int], converter) -> None:
-    """The task must make the text features the model reads (a classification task has no targets)."""
-    for name in ("inputs", "targets"):
-        if name in trim_lengths and name not in task.output_features and task.objective is None:
-            raise DataError(f"task {task.name!r} has no {name!r} feature (it has {', '.join(task.output_features)})"
-                            f", which {type(converter).__name__} reads: use a task made for this kind of model")
+    """The task must make the features the model reads (a classification task has no targets, span corruption
+    no MLM labels), and every text feature it makes that the model would read needs a length (a decoder-only
+    model given only a targets length would otherwise meet whole, uncut inputs)."""
+    model = getattr(converter, "model_kind", type(converter).__name__)
+    if task.objective is None:
+        for name in trim_lengths:
+            if name not in task.output_features:
+                raise DataError(f"task {task.name!r} has no {name!r} feature (it has "
+                                f"{', '.join(task.output_features)}), which {model} reads: use a task made for "
+                                "this kind of model")
+        _check_sized(f"task {task.name!r}", [n for n, f in task.output_features.items() if f.required],
+                     trim_lengths, converter)
+        return
+    makes = getattr(task.objective, "features", None)
+    if makes is None:  # a custom objective that does not say
+        return
+    objective = f"task {task.name!r}: objective {getattr(task.objective, 'name', type(task.objective).__name__)!r}"
+    hint = f"use an objective made for it ({getattr(converter, 'pretraining_objectives', 'see the README')})"
+    missing = [name for name in trim_lengths if name not in makes]
+    if missing:
+        try:  # a length given for a feature the model reads only when it has one (a decoder-only LM's inputs)
+            rest = converter.trim_lengths({k: v for k, v in trim_lengths.items() if k not in missing})
+            if set(missing) <= set(_FEATURE_NAMES) and set(rest) & set(makes):
+                hint = f"drop {', '.join(map(repr, missing))} from TASK_FEATURE_LENGTHS"
+        except KeyError:
+            pass
+        raise DataError(f"{objective} makes {', '.join(makes)}, not the {', '.join(missing)} that {model} reads: "
+                        f"{hint}")
+    unread = [name for name in makes if name not in trim_lengths and name not in _FEATURE_NAMES]
+    if unread:  # MLM labels for a classifier
+        raise DataError(f"{objective} makes {', '.join(unread)}, which {model} does not read: {hint}")
+    _check_sized(objective, makes, trim_lengths, converter)
+
+
+def _check_sized(what: str, makes, trim_lengths: Mapping[str, int], converter) -> None:
+    """A text feature the converter would read if it had a length (a prefix LM's inputs) must have one."""
+    unsized = [name for name in makes if name in _FEATURE_NAMES and name not in trim_lengths
+               and name in converter.trim_lengths({**trim_lengths, name: 1})]
+    if unsized:
+        example = ", ".join(f"'{k}': {max(trim_lengths.values())}" for k in _FEATURE_NAMES
+                            if k in trim_lengths or k in unsized)
+        raise DataError(f"{what} makes {', '.join(unsized)}, which TASK_FEATURE_LENGTHS gives no length "
+                        f"(it has {', '.join(trim_lengths)}): add one, e.g. {{{example}}}")
 
 
 def check_vocabulary_fits(task_or_mixture: str | Task | Mixture, model_vocab_size: int) -> None:

@@ -127,7 +127,7 @@ def _predict(*, model, params, task, split, feature_lengths, batch_size, decode,
     from t5x_lite.decoding import predict_batch
 
     if not can_decode(model):
-        raise ConfigError(f"the model ({_kind_name(model)}) cannot decode predictions (only {DECODERS} can)")
+        raise ConfigError(f"the model (kind {model.kind}) cannot decode predictions (only {DECODERS} can)")
     vocab = task.vocabulary
     rng = jax.random.key(decode.seed)
     rows: list[dict] = []
@@ -286,14 +286,15 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
 
     Without metrics to compute (a pretraining task) ``decode_without_metrics`` says
     whether to decode anyway, for the predictions; a model that cannot decode
-    (BERT's MLM, a causal LM) then reports only its loss.
+    (BERT's MLM), or a task with no inputs to prompt with (an LM objective), then
+    reports only its loss.
     """
     task = _get_task(task)
     names = list(metric_names) if metric_names else list(task.metric_names)
     check_metrics_can_be_decoded(model, task, names)
     decodes = can_decode(model)
     rows = []
-    predicted = decodes and bool(names or decode_without_metrics)
+    predicted = decodes and bool(names or (decode_without_metrics and _has_inputs(task)))
     loss = _LossTally(model)
     if predicted:
         rows = _predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
@@ -314,13 +315,18 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
 
 
 def can_decode(model) -> bool:
-    """Whether ``predict`` can decode with this model: a causal LM has no prompt, BERT's MLM no decoder."""
-    if model.kind == "decoder_only":
-        return bool(model.prefix_lm)
-    return model.kind in ("encoder_decoder", "encoder_only_classification")
+    """Whether ``predict`` can decode with this model (BERT's MLM has no decoder). A decoder-only model continues
+    its inputs: under a bidirectional prefix (``prefix_lm``) or a causal mask, as it was trained."""
+    return model.kind in ("encoder_decoder", "decoder_only", "encoder_only_classification")
 
 
-DECODERS = "encoder_decoder, prefix-LM decoder_only and encoder_only_classification models"
+DECODERS = "encoder_decoder, decoder_only and encoder_only_classification models"
+
+
+def _has_inputs(task) -> bool:
+    """Whether examples have inputs to decode from: an LM objective's have none, so every one would decode the
+    same unprompted text."""
+    return "inputs" in getattr(task.objective, "features", ("inputs",))
 
 
 def check_metrics_can_be_decoded(model, task, metric_names: Optional[Sequence[str]] = None, where: str = "") -> None:
@@ -332,12 +338,8 @@ def check_metrics_can_be_decoded(model, task, metric_names: Optional[Sequence[st
     names = list(metric_names) if metric_names else list(task.metric_names)
     if names and not can_decode(model):
         raise ConfigError(f"{where}task {task.name!r} is scored by {', '.join(names)}, which need predictions, and "
-                          f"the model ({_kind_name(model)}) cannot decode them (only {DECODERS} can; on a task "
+                          f"the model (kind {model.kind}) cannot decode them (only {DECODERS} can; on a task "
                           "without metrics, its loss is evaluated)")
-
-
-def _kind_name(model) -> str:
-    return "a causal decoder_only, prefix_lm=False" if model.kind == "decoder_only" else f"kind {model.kind}"
 
 
 def write_jsonl(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -47,8 +47,7 @@ def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: M
     from t5x_lite.data.tasks import TaskRegistry
     from t5x_lite.decoding.predict import check_decode_options
 
-    held = (f"{checkpoint} holds a causal decoder_only model (prefix_lm=False)" if model.kind == "decoder_only"
-            else f"{checkpoint} holds a model of kind {model.kind}")
+    held = f"{checkpoint} holds a model of kind {model.kind}"
     if job == "score" and model.kind not in SCORES:
         raise ConfigError(f"{held}, which cannot score targets (only {', '.join(SCORES)} models can)")
     if job == "decode" and not can_decode(model):

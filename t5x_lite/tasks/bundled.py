@@ -76,6 +76,9 @@ def corpus_task(objective_name: str, objective=None, name: Optional[str] = None)
 class UL2ForLengths:
     """UL2's mixture of denoisers, built for the feature lengths the pipeline asks for."""
 
+    name = "ul2"
+    features = ("inputs", "targets")
+
     def __init__(self, vocab):
         self.vocab_info = vocab.vocab_info()
         self.paradigm_tokens = {mode: vocab.sentinel_id(n) for mode, n in UL2_PARADIGMS.items()}

@@ -281,6 +281,7 @@ def train(
         window: list = []
         window_tokens = 0
         counted = {"truncated_tokens": 0, "dropped_examples": 0, "skipped_examples": 0}
+        truncation_noted = False  # said once on the console; metrics.jsonl counts it at every log step
         last_good = ckpt.latest_step()
         pending = None
         metrics_out: dict = {}
@@ -314,6 +315,14 @@ def train(
                     for name in counted:
                         total = int(sum(counts[name].values()))
                         metrics_out[name], counted[name] = float(total - counted[name]), total
+                    if counted["truncated_tokens"] and not truncation_noted:
+                        truncation_noted = True
+                        note = _truncation_note(counts)
+                        if progress and jax.process_index() == 0:
+                            log.info(note)
+                            bar.write(note)
+                        else:
+                            log.warning(note)
                     writer.write(step, {f"train/{k}": v for k, v in metrics_out.items()}, force=True)
                     bar.update(step, metrics_out)
                     if step_callback is not None:
@@ -337,6 +346,13 @@ def train(
             writer.close()
             bar.close()
     return TrainResult(step=step, metrics=metrics_out, model_dir=model_dir)
+
+
+def _truncation_note(counts: dict) -> str:
+    cut = ", ".join(f"{feature} in {n:,} ({counts['truncated_tokens'][feature]:,} tokens)"
+                    for feature, n in counts["truncated_examples"].items())
+    return (f"truncated so far, of {counts['examples']:,} examples read: {cut}. Longer TASK_FEATURE_LENGTHS keep "
+            "them; train/truncated_tokens counts the tokens lost per log step")
 
 
 _SAME_STREAM = ("seed", "rng", "task", "pack")  # changed, the resumed run would not continue the same run

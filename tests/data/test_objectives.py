@@ -382,8 +382,11 @@ def test_ul2_rates_and_validation():
         obj.MixtureOfDenoisers(VOCAB, {"R": 1, "X": 2}, inputs_length=512)
     with pytest.raises(ValueError, match="rates"):
         make_ul2(rates=[1, 2])
-    with pytest.raises(ValueError, match="targets"):
+    # One error with the length every denoiser fits in (X_8_0.5 needs the most), not one denoiser at a time.
+    with pytest.raises(ValueError, match=r"^ul2: inputs length 512 needs a targets length of at least 511 \(denoiser "
+                                         r"X_8_0.5 corrupts the most text\), got 114"):
         obj.MixtureOfDenoisers(VOCAB, PARADIGM, inputs_length=512, targets_length=114)
+    obj.MixtureOfDenoisers(VOCAB, PARADIGM, inputs_length=512, targets_length=511)
 
 
 # ---------------------------------------------------------------- all objectives
@@ -402,6 +405,8 @@ def test_determinism_and_dtype(objective):
     for key in first:
         np.testing.assert_array_equal(first[key], again[key])
     assert first["inputs"].dtype == np.int32
+    # What it says it makes (the pipeline checks the model reads exactly these) is what it fills.
+    assert {k for k, v in first.items() if v.size} == set(objective.features)
     if objective.name != "lm":
         others = [objective(tokens, np.random.default_rng(seed)) for seed in range(5)]
         assert any(not np.array_equal(o["inputs"], first["inputs"]) for o in others)

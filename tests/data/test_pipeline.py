@@ -5,7 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from t5x_lite.data.features import DecoderOnlyFeatureConverter, EncDecFeatureConverter, Feature
+from t5x_lite.data.features import (
+    DecoderOnlyFeatureConverter,
+    EncDecFeatureConverter,
+    EncoderOnlyFeatureConverter,
+    Feature,
+)
 from t5x_lite.data.objectives import VocabInfo, make_objective
 from t5x_lite.data.pipeline import get_dataset
 from t5x_lite.data.tasks import DataError, Mixture, Task
@@ -46,10 +51,11 @@ DOCS = [{"text": f"document number {i} says " + "abc " * (i % 7 + 1)} for i in r
 PAIRS = [{"q": f"question {i}" + "?" * (i % 5), "a": f"answer {i}"} for i in range(60)]
 
 
-def _corpus_task():
+def _corpus_task(objective="span_3_15_u_u"):
+    features = ("inputs", "mlm_targets", "mlm_weights") if objective == "bert_mlm" else ("inputs", "targets")
     return Task(name="mem_corpus", source=lambda split: ListSource(DOCS),
-                output_features={"inputs": Feature(VOCAB), "targets": Feature(VOCAB)},
-                objective=make_objective("span_3_15_u_u", VOCAB.vocab_info()))
+                output_features={name: Feature(VOCAB, add_eos=objective != "bert_mlm") for name in features},
+                objective=make_objective(objective, VOCAB.vocab_info()))
 
 
 def _qa_task(records=PAIRS):
@@ -519,7 +525,7 @@ def test_feature_lengths_are_checked_by_name_and_against_the_objective(caplog):
 
     assert checked_feature_lengths({"inputs": 16}, EncoderOnlyFeatureConverter()) == {"inputs": 16}
     assert "does not read" not in caplog.text
-    get_dataset(_corpus_task(), split="train", feature_lengths={"inputs": 16, "targets": 8}, batch_size=2,
+    get_dataset(_corpus_task("bert_mlm"), split="train", feature_lengths={"inputs": 16, "targets": 8}, batch_size=2,
                 converter=EncoderOnlyFeatureConverter(), seed=0, shard=(0, 1))
     assert "does not read" not in caplog.text  # the pipeline leaves the warning to its callers, said once
     checked_feature_lengths({"inputs": 16, "targets": 4}, EncoderOnlyFeatureConverter())
@@ -536,3 +542,60 @@ def test_a_causal_lm_reads_the_inputs_before_the_targets_with_loss_on_the_target
     text = bytes(int(t) - 3 for t in row[weights > 0] if t > 2).decode()
     prompt = bytes(int(t) - 3 for t in row[:int(np.argmax(weights > 0))] if t > 2).decode()
     assert prompt.startswith("question ") and text.startswith("answer ")
+
+
+@pytest.mark.parametrize("objective, converter, lengths, message", [
+    # an objective for another kind of model: named before any data is read, with the objectives that fit
+    ("bert_mlm", EncDecFeatureConverter(), LENGTHS, "objective 'bert_mlm' makes inputs, mlm_targets, mlm_weights, "
+     "not the targets that an encoder-decoder model reads: use an objective made for it (span_3_15_u_u"),
+    ("span_3_15_u_u", EncoderOnlyFeatureConverter(), {"inputs": 32}, "objective 'span_3_15_u_u' makes inputs, "
+     "targets, not the mlm_targets, mlm_weights that an encoder-only (BERT) model reads: use an objective made for "
+     "it (bert_mlm)"),
+    ("bert_mlm", EncoderOnlyFeatureConverter(classification=True, num_labels=2), {"inputs": 32},
+     "makes mlm_targets, mlm_weights, which an encoder-only (BERT) classifier does not read"),
+    # an LM's encoder would read nothing but padding
+    ("lm", EncDecFeatureConverter(), LENGTHS, "objective 'lm' makes targets, not the inputs that an "
+     "encoder-decoder model reads"),
+    # a decoder-only LM given an inputs length would pad every row by it
+    ("lm", DecoderOnlyFeatureConverter(), LENGTHS, "objective 'lm' makes targets, not the inputs that a "
+     "decoder-only model reads: drop 'inputs' from TASK_FEATURE_LENGTHS"),
+    # a prefix LM's prefix needs a length (it used to reach padding with "exceeds feature length")
+    ("prefix_lm", DecoderOnlyFeatureConverter(), {"targets": 32}, "objective 'prefix_lm' makes inputs, which "
+     "TASK_FEATURE_LENGTHS gives no length (it has targets): add one, e.g. {'inputs': 32, 'targets': 32}"),
+    ("span_3_15_u_u", DecoderOnlyFeatureConverter(prefix_lm=False), {"targets": 32}, "makes inputs, which "
+     "TASK_FEATURE_LENGTHS gives no length"),
+])
+def test_an_objective_must_make_what_the_model_reads(objective, converter, lengths, message):
+    with pytest.raises(DataError) as info:
+        get_dataset(_corpus_task(objective), split="train", feature_lengths=lengths, batch_size=2,
+                    converter=converter, seed=0, shard=(0, 1))
+    assert str(info.value).startswith("task 'mem_corpus': ") and message in str(info.value), info.value
+
+
+@pytest.mark.parametrize("objective, converter, lengths", [
+    ("lm", DecoderOnlyFeatureConverter(), {"targets": 32}),
+    ("prefix_lm", DecoderOnlyFeatureConverter(), {"inputs": 16, "targets": 16}),
+    ("span_3_15_u_u", DecoderOnlyFeatureConverter(), {"inputs": 32, "targets": 16}),
+    ("bert_mlm", EncoderOnlyFeatureConverter(), {"inputs": 32}),
+    ("prefix_lm", EncDecFeatureConverter(), LENGTHS),
+])
+def test_objectives_that_fit_the_model_pass_the_check(objective, converter, lengths):
+    ds, _ = get_dataset(_corpus_task(objective), split="train", feature_lengths=lengths, batch_size=2,
+                        converter=converter, seed=0, shard=(0, 1))
+    assert next(iter(ds))
+
+
+def test_full_text_targets_shorter_than_the_inputs_are_named_once(caplog):
+    # iid_15_m_f's targets are the whole text, so a 32 / 8 pair cuts the text to 7 tokens in 32 input positions.
+    task = _corpus_task("iid_15_m_f")
+    for _ in range(2):  # an evaluation every N steps builds the dataset again: said once
+        ds, _ = get_dataset(task, split="train", feature_lengths=LENGTHS, batch_size=2,
+                            converter=EncDecFeatureConverter(), seed=0, shard=(0, 1))
+    assert (next(iter(ds))["encoder_input_tokens"] != 0).sum(axis=1).max() <= 8
+    assert caplog.text.count("objective 'iid_15_m_f' takes 7 text tokens per example, so at most 8 of the 32 "
+                             "'inputs' positions hold text") == 1, caplog.text
+    assert "{'inputs': 32, 'targets': 32}" in caplog.text
+    caplog.clear()
+    get_dataset(_corpus_task("iid_15_u_u"), split="train", feature_lengths=LENGTHS, batch_size=2,
+                converter=EncDecFeatureConverter(), seed=0, shard=(0, 1))
+    assert "positions hold text" not in caplog.text  # span-style targets leave the inputs full

@@ -151,9 +151,9 @@ def test_evaluate_reads_the_split_once_for_predictions_and_loss(monkeypatch):
     np.testing.assert_allclose(metrics["loss"], alone, rtol=1e-6)  # the padding rows of the last batch left out
 
 
-def test_models_that_cannot_decode_report_their_loss():
+def test_models_or_tasks_that_cannot_decode_report_their_loss():
     from t5x_lite.errors import ConfigError
-    from t5x_lite.evaluation.evaluate import evaluate
+    from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
     from t5x_lite.models.config import BertConfig
     from t5x_lite.models.model import DecoderOnlyModel, EncoderOnlyMLMModel
 
@@ -166,11 +166,16 @@ def test_models_that_cannot_decode_report_their_loss():
         metrics, rows = evaluate(model=model, params=params, task=task, feature_lengths=lengths, batch_size=4,
                                  max_examples=8)
         assert rows == [] and metrics["num_examples"] == 8 and np.isfinite(metrics["loss"])
+    bert_params = bert.init(jax.random.key(0), bert.dummy_batch(1, {"inputs": 32}))
     with pytest.raises(ConfigError, match=r"task 'bundled_sentiment' is scored by accuracy, f1, which need "
-                                          r"predictions, and the model \(a causal decoder_only, prefix_lm=False\) "
-                                          r"cannot decode them"):
-        evaluate(model=causal, params=params, task="bundled_sentiment", feature_lengths={"targets": 8},
+                                          r"predictions, and the model \(kind encoder_only_mlm\) cannot decode them"):
+        evaluate(model=bert, params=bert_params, task="bundled_sentiment", feature_lengths={"inputs": 32},
                  batch_size=4, max_examples=4)
+    # The causal LM's LM task has no inputs to prompt with (the loss only, above); a task with inputs it decodes.
+    metrics, rows = evaluate(model=causal, params=params, task="bundled_sentiment",
+                             feature_lengths={"inputs": 16, "targets": 4}, batch_size=4, max_examples=4,
+                             decode=DecodeOptions(max_decode_length=2))
+    assert "accuracy" in metrics and len(rows) == 4 and rows[0]["inputs"].startswith("sentiment:")
 
 
 def test_a_classifier_reports_its_loss_over_the_real_rows_only():

@@ -1,5 +1,5 @@
 """Fine-tuning each model kind on the bundled sentiment task: T5 text to text (see test_train_loop),
-a BERT classification head on an MLM checkpoint, and a decoder-only prefix LM."""
+a BERT classification head on an MLM checkpoint, and a decoder-only LM (prefix or causal)."""
 
 import json
 
@@ -49,8 +49,10 @@ def test_bert_classification_head_on_an_mlm_checkpoint(tmp_path, capsys):
     assert metrics["num_examples"] == 8 and rows[0]["prediction"] in (0, 1)
 
 
-def test_decoder_only_prefix_lm_fine_tunes_and_decodes(tmp_path):
-    model = DecoderOnlyModel(config=DECODER)
+@pytest.mark.parametrize("prefix_lm", [True, False], ids=["prefix_lm", "causal"])
+def test_decoder_only_fine_tunes_and_decodes(tmp_path, prefix_lm):
+    # A causal LM continues "sentiment: ..." under its causal mask, as it was trained (T5 paper Table 2's LM).
+    model = DecoderOnlyModel(config=DECODER, prefix_lm=prefix_lm)
     lengths = {"inputs": 32, "targets": 4}
     result = _train(tmp_path, model, "bundled_sentiment", lengths)
     assert np.isfinite(result.metrics["loss"])
@@ -65,11 +67,11 @@ def test_decoder_only_prefix_lm_fine_tunes_and_decodes(tmp_path):
 def test_an_eval_task_the_model_cannot_score_is_refused_before_training(tmp_path):
     from t5x_lite.errors import ConfigError
 
-    causal = DecoderOnlyModel(config=DECODER, prefix_lm=False)
+    mlm = EncoderOnlyMLMModel(config=BERT)
     with pytest.raises(ConfigError, match=r"train.eval_task: task 'bundled_sentiment' is scored by accuracy, f1, "
-                                          r"which need predictions, and the model \(a causal decoder_only, "
-                                          r"prefix_lm=False\) cannot decode"):
-        _train(tmp_path, causal, "bundled_corpus_lm", {"targets": 16}, eval_task="bundled_sentiment", eval_every=1)
+                                          r"which need predictions, and the model \(kind encoder_only_mlm\) cannot "
+                                          r"decode"):
+        _train(tmp_path, mlm, "bundled_corpus_bert_mlm", {"inputs": 16}, eval_task="bundled_sentiment", eval_every=1)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 

@@ -113,8 +113,8 @@ def test_resuming_needs_the_same_seed_and_task_and_warns_on_a_new_batch_size(tmp
     with pytest.raises(TrainingError, match=r"checkpoints/2: was written by a run with train.seed=0, and this "
                                             r"run has 1"):
         _run(tmp_path, 4, seed=1)
-    with pytest.raises(TrainingError, match=r"train.task='bundled_corpus_span_3_15_u_u'.*'bundled_corpus_lm'"):
-        _run(tmp_path, 4, task="bundled_corpus_lm")
+    with pytest.raises(TrainingError, match=r"train.task='bundled_corpus_span_3_15_u_u'.*'bundled_corpus_iid_15_u_u'"):
+        _run(tmp_path, 4, task="bundled_corpus_iid_15_u_u")
     assert _run(tmp_path, 4, batch_size=8).step == 4
     assert "train.batch_size=8 (the checkpoint's run had 4)" in caplog.text
 
@@ -338,6 +338,18 @@ def test_the_console_says_whether_a_run_started_fresh_or_resumed(tmp_path, capsy
     assert "initialized from scratch (seed 0)" in capsys.readouterr().err
     _run(tmp_path, 4, progress=True)
     assert f"resumed from {tmp_path / 'checkpoints' / '2'}" in capsys.readouterr().err
+
+
+def test_truncation_is_said_once_on_the_console(tmp_path, capsys, caplog):
+    # i.i.d. replace-spans at 25% writes targets longer than 4 tokens: cut, and said (not only in metrics.jsonl).
+    cut = dict(task="bundled_corpus_iid_25_u_u", feature_lengths={"inputs": 32, "targets": 4})
+    _run(tmp_path / "a", 4, progress=True, **cut)
+    err = capsys.readouterr().err
+    assert err.count("truncated so far, of ") == 1 and " examples read: targets in " in err, err
+    _run(tmp_path / "b", 2, **cut)  # without a progress bar (a notebook), as a warning
+    assert "truncated so far" in caplog.text
+    records = [json.loads(line) for line in (tmp_path / "a" / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["train/truncated_tokens"] > 0 for r in records)
 
 
 def test_a_window_of_only_the_first_step_logs_no_rates(tmp_path):

@@ -19,9 +19,14 @@ class Objective(Protocol):
 
     ``required_raw_length`` says how many text tokens to cut per example for
     the given feature lengths (which count the EOS).
+
+    ``features`` names the features it fills, so that a model which reads
+    others (span corruption for BERT, an LM's empty inputs for an encoder) is
+    refused before any data is read. An objective without it is not checked.
     """
 
     name: str
+    features: tuple[str, ...]
 
     def required_raw_length(self, feature_lengths: Mapping[str, int]) -> int: ...
 

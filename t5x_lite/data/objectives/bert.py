@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 
@@ -31,6 +31,7 @@ class BertMLM:
     random_prob: float = 0.1
     keep_prob: float = 0.1
     name: str = "bert_mlm"
+    features: ClassVar[tuple[str, ...]] = ("inputs", "mlm_targets", "mlm_weights")
 
     def required_raw_length(self, feature_lengths: Mapping[str, int]) -> int:
         # Every position holds text: the MLM features get no EOS (the bundled bert_mlm task's add_eos=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Mapping, Optional
+from typing import ClassVar, Mapping, Optional
 
 import numpy as np
 
@@ -44,6 +44,7 @@ class Denoise:
     inputs_fn: enc.Encoding
     targets_fn: Optional[enc.Encoding] = None
     mean_noise_span_length: Optional[float] = None
+    features: ClassVar[tuple[str, ...]] = ("inputs", "targets")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.noise_density <= 1.0:
@@ -104,6 +105,7 @@ class PrefixLM:
 
     name: str = "prefix_lm"
     target_fraction: float = 0.5
+    features: ClassVar[tuple[str, ...]] = ("inputs", "targets")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_fraction < 1.0:
@@ -124,6 +126,7 @@ class LanguageModel:
     """Plain language modeling for a decoder-only model: no inputs, the text is the target."""
 
     name: str = "lm"
+    features: ClassVar[tuple[str, ...]] = ("targets",)  # its "inputs" is always empty
 
     def required_raw_length(self, feature_lengths: Mapping[str, int]) -> int:
         # T5's split_tokens_to_targets_length.

@@ -17,12 +17,13 @@ The paper writes the paradigm tokens [R], [S], [X]; the released UL2 20B uses
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional, Sequence, Union
+from typing import ClassVar, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from t5x_lite.data.objectives import encodings as enc
 from t5x_lite.data.objectives.base import Objective, as_tokens
+from t5x_lite.data.objectives.noise import span_corruption_input_length
 from t5x_lite.data.objectives.t5 import PrefixLM, span_corruption
 
 MODES = ("R", "S", "X")
@@ -110,6 +111,7 @@ class MixtureOfDenoisers:
     denoisers: Sequence[Denoiser] = UL2_DENOISERS
     rates: Optional[Sequence[float]] = None
     name: str = "ul2"
+    features: ClassVar[tuple[str, ...]] = ("inputs", "targets")
     _objectives: tuple = dataclasses.field(init=False, repr=False, compare=False)
     _raw_lengths: tuple = dataclasses.field(init=False, repr=False, compare=False)
     _probabilities: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
@@ -124,6 +126,7 @@ class MixtureOfDenoisers:
         sentinels = _sentinels_apart_from(self.vocab, [int(i) for m in self.paradigm_tokens
                                                         for i in self.paradigm_ids(m)])
         objectives = tuple(d.objective(sentinels) for d in self.denoisers)
+        self._check_targets_length(objectives)
         raw_lengths = tuple(
             objective.required_raw_length(self._denoiser_feature_lengths(d))
             for d, objective in zip(self.denoisers, objectives)
@@ -131,6 +134,22 @@ class MixtureOfDenoisers:
         object.__setattr__(self, "_objectives", objectives)
         object.__setattr__(self, "_raw_lengths", raw_lengths)
         object.__setattr__(self, "_probabilities", rates / rates.sum())
+
+    def _check_targets_length(self, objectives: Sequence[Objective]) -> None:
+        """One error naming the targets length every denoiser fits in, rather than one per denoiser."""
+        if self.targets_length is None:
+            return
+        needed = {}
+        for d, objective in zip(self.denoisers, objectives):
+            if d.mode != "S":  # the S-denoiser's continuation is cut to fit, as prefix_lm's is
+                inputs = self._denoiser_feature_lengths(d)["inputs"]
+                needed[objective.name] = span_corruption_input_length(inputs, d.noise_density,
+                                                                      d.mean_noise_span_length)[1]
+        worst = max(needed, key=needed.get, default=None)
+        if worst is not None and self.targets_length < needed[worst]:
+            raise ValueError(f"{self.name}: inputs length {self.inputs_length} needs a targets length of at least "
+                             f"{needed[worst]} (denoiser {worst} corrupts the most text), got "
+                             f"{self.targets_length}: raise the targets length or shorten the inputs")
 
     def paradigm_ids(self, mode: str) -> np.ndarray:
         return np.atleast_1d(np.asarray(self.paradigm_tokens[mode]))
