@@ -123,9 +123,11 @@ class GinSource:
     macros_set: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> line
     # (name, line, the binding it is in): a binding set again later leaves its macros unused
     macros_used: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
-    bindings: dict[str, int] = dataclasses.field(default_factory=dict)  # "scope/train.task", "MODEL_DIR" -> last line
     required: list[str] = dataclasses.field(default_factory=list)  # its "# REQUIRED:" header
     includes: list[str] = dataclasses.field(default_factory=list)
+    # In file order: ("include", resolved path or None) or ("bind", key, line), key as "scope/train.task"
+    statements: list[tuple] = dataclasses.field(default_factory=list)
+    top_level: bool = False  # a --gin_file or a binding, not only included
 
     def where(self, line: int) -> str:
         return f"{self.label}:{line}" if self.is_file else self.label
@@ -153,11 +155,12 @@ def _scan(text: str, label: str, is_file: bool) -> GinSource:
             line = statement.location.line_num
             if isinstance(statement, config_parser.IncludeStatement):
                 source.includes.append(statement.filename)
+                source.statements.append(("include", statement.filename))
             key = ""
             if isinstance(statement, config_parser.BindingStatement):
                 scoped = f"{statement.scope}/{statement.selector}" if statement.scope else statement.selector
                 key = f"{scoped}.{statement.arg_name}" if statement.arg_name else scoped
-                source.bindings[key] = line
+                source.statements.append(("bind", key, line))
                 if not statement.arg_name:
                     source.macros_set.setdefault(scoped, line)
             source.macros_used.extend((name, line, key) for name in recorder.used)
@@ -199,41 +202,75 @@ def _unclosed_line(text: str, error: tokenize.TokenError) -> int:
 
 def scan_sources(gin_files: Sequence[str], bindings: Sequence[str | tuple[str, str]] = (),
                  extra_search_paths: Sequence[str] = ()) -> list[GinSource]:
-    """Every file (with the files it includes, once each) and binding, scanned, in the order gin applies them:
-    an included file before the file that includes it (includes come first in a gin file), flags last.
+    """Every file (with the files it includes, once each, in the order first met) and binding, scanned.
 
-    A syntax error, an unclosed bracket or a file that is not UTF-8 text is a
+    Each source's ``statements`` name the files it includes by resolved path, so
+    ``applied_order`` can replay the order gin applies them in. A syntax error,
+    an unclosed bracket or a file that is not UTF-8 text is a
     ``GinConfigError`` naming the file and line, or the binding's flag. An
     include that cannot be found is left for gin to report.
     """
     sources: list[GinSource] = []
-    seen: set[str] = set()
+    seen: dict[str, GinSource] = {}
 
-    def visit(name: str) -> None:
+    def visit(name: str) -> str | None:
         try:
             path = resolve_gin_file(name, extra_search_paths)
         except FileNotFoundError:
-            return
+            return None
         if path in seen:
-            return
-        seen.add(path)
+            return path
         try:
             text = Path(path).read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise GinConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from e
-        source = _scan(text, path, is_file=True)
-        for include in source.includes:
-            visit(include)
+        seen[path] = source = _scan(text, path, is_file=True)
         sources.append(source)
+        _resolve_includes(source, visit)
+        return path
 
     for f in gin_files:
-        visit(f)
+        path = visit(f)
+        if path:
+            seen[path].top_level = True
     for binding in bindings:
         source = _scan(_text(binding), _label(binding), is_file=False)
-        for include in source.includes:  # gin takes ``include`` in a binding too
-            visit(include)
+        source.top_level = True
         sources.append(source)
+        _resolve_includes(source, visit)  # gin takes ``include`` in a binding too
     return sources
+
+
+def _resolve_includes(source: GinSource, visit) -> None:
+    source.statements = [("include", visit(s[1])) if s[0] == "include" else s for s in source.statements]
+
+
+def applied_order(sources: Sequence[GinSource]) -> list[tuple[GinSource, str, int]]:
+    """Every binding as gin applies it: (source, key, line), an ``include`` replayed where it stands, each time.
+
+    gin parses an included file at its ``include`` statement, again at every
+    ``include`` of it, so the binding gin keeps for a key is the last in this
+    replay, not the last file's.
+    """
+    by_path = {s.label: s for s in sources if s.is_file}
+    applied: list[tuple[GinSource, str, int]] = []
+    active: list[str] = []
+
+    def apply(source: GinSource) -> None:
+        for statement in source.statements:
+            if statement[0] == "bind":
+                applied.append((source, statement[1], statement[2]))
+            elif statement[1] in by_path and statement[1] not in active:  # gin reports a cycle itself
+                active.append(statement[1])
+                apply(by_path[statement[1]])
+                active.pop()
+
+    for source in sources:
+        if source.top_level:
+            active.append(source.label)
+            apply(source)
+            active.pop()
+    return applied
 
 
 def explain_gin_error(error: BaseException, binding_labels: Sequence[str] = (),
@@ -352,18 +389,18 @@ def check_macros(sources: Sequence[GinSource]) -> None:
     an unknown-argument error deep in gin, or an override that silently changes
     nothing.
     """
-    set_at = {}
-    for source in sources:
+    applied = applied_order(sources)
+    set_at = {key: source.where(line) for source, key, line in applied if key in source.macros_set}
+    for source in sources:  # a file gin never reaches (an include cycle) still counts as setting its macros
         for name, line in source.macros_set.items():
-            set_at[name] = source.where(line)
+            set_at.setdefault(name, source.where(line))
     used = {name for source in sources for name, _, _ in source.macros_used}
     # gin reads a macro only when the binding that holds it is used, and a later statement replaces a binding.
-    last = {key: (i, line) for i, source in enumerate(sources) for key, line in source.bindings.items()}
-    position = {id(source): i for i, source in enumerate(sources)}
+    last = {key: (id(source), line) for source, key, line in applied}
 
     def live_uses(source: GinSource):
-        i = position[id(source)]
-        return [(name, line) for name, line, key in source.macros_used if not key or last[key] == (i, line)]
+        return [(name, line) for name, line, key in source.macros_used
+                if not key or last.get(key, (id(source), line)) == (id(source), line)]
 
     missing: dict[str, str] = {}
     required = {macro for source in sources for macro in source.required}

@@ -149,6 +149,25 @@ def test_every_shipped_experiment_passes_the_macro_checks():
         config.check_required_macros([str(path)], (), bindings)
 
 
+def test_liveness_follows_gin_order_for_includes_placed_anywhere_and_included_twice(tmp_path):
+    # gin applies an include where it stands, and again each time a file is included.
+    recipe = tmp_path / "recipe.gin"
+    recipe.write_text("LR = 0.1\noptimizers.make_optimizer.learning_rate = %LR\n")
+    late = tmp_path / "late.gin"  # its own learning_rate comes first, the recipe's (reading LR) replaces it
+    late.write_text(f"include '{QUICKSTART}'\noptimizers.make_optimizer.learning_rate = 0.5\ninclude '{recipe}'\n")
+    twice = tmp_path / "twice.gin"  # replaced in between, then re-applied by the second include
+    twice.write_text(f"include '{QUICKSTART}'\ninclude '{recipe}'\noptimizers.make_optimizer.learning_rate = 0.5\n"
+                     f"include '{recipe}'\n")
+    for path in (late, twice):
+        config.parse([str(path)], [_flag("LR", "0.2")], finalize=False)
+        config.check_required_macros([str(path)], (), [_flag("LR", "0.2")])
+    first = tmp_path / "first.gin"  # the include comes first, so the file's own binding wins: LR is read by nothing
+    first.write_text(f"include '{QUICKSTART}'\ninclude '{recipe}'\noptimizers.make_optimizer.learning_rate = 0.5\n")
+    assert _error([str(first)], [_flag("LR", "0.2")]) == (
+        f"--gin.LR: nothing uses the macro LR (set at {recipe}:1, used only in bindings set again later), "
+        "so this changes nothing")
+
+
 def test_scoped_macros_and_includes_in_bindings_are_followed_like_gin(tmp_path):
     macros = tmp_path / "macros.gin"
     macros.write_text("MY_SEED = 3\n")

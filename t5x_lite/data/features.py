@@ -184,6 +184,7 @@ class DecoderOnlyFeatureConverter:
     model_kind: ClassVar[str] = "a decoder-only model"
     pretraining_objectives: ClassVar[str] = ("lm with a targets length only; prefix_lm or a T5-paper objective with "
                                              "inputs and targets lengths")
+    optional_features: ClassVar[tuple[str, ...]] = ("inputs",)  # an example without them is read as targets only
 
     pack: bool = False
     prefix_lm: bool = True

@@ -197,7 +197,8 @@ def _raw_length(task: Task, lengths: Mapping[str, int]) -> int:
         raise DataError(f"task {task.name!r}: feature lengths {dict(lengths)} are too short for objective "
                         f"{name!r} (no text fits)")
     inputs = lengths.get("inputs", 0)
-    if raw + 1 < inputs / 2 and (task.name, inputs, raw) not in _PADDING_NOTED:
+    capped = raw == lengths.get("targets", 0) - 1 and "inputs" in getattr(objective, "features", ("inputs",))
+    if capped and raw + 1 < inputs / 2 and (task.name, inputs, raw) not in _PADDING_NOTED:
         # Full-text targets cap the text at the targets length (T5's BERT-style, MASS-style, deshuffling):
         # with 512 / 114 most of every encoder row would be padding, computed and thrown away.
         _PADDING_NOTED.add((task.name, inputs, raw))
@@ -474,11 +475,16 @@ def _check_features(task: Task, trim_lengths: Mapping[str, int], converter) -> N
         return
     objective = f"task {task.name!r}: objective {getattr(task.objective, 'name', type(task.objective).__name__)!r}"
     hint = f"use an objective made for it ({getattr(converter, 'pretraining_objectives', 'see the README')})"
-    missing = [name for name in trim_lengths if name not in makes]
+    # A feature both the task and the model take as optional may be absent: an LM task's inputs on a decoder-only
+    # model (in a mixture beside a task with inputs), not on an encoder, which would read nothing.
+    optional = {name for name, f in task.output_features.items()
+                if not f.required and name in getattr(converter, "optional_features", ())}
+    missing = [name for name in trim_lengths if name not in makes and name not in optional]
     if missing:
         try:  # a length given for a feature the model reads only when it has one (a decoder-only LM's inputs)
-            rest = converter.trim_lengths({k: v for k, v in trim_lengths.items() if k not in missing})
-            if set(missing) <= set(_FEATURE_NAMES) and set(rest) & set(makes):
+            rest = {k: v for k, v in trim_lengths.items() if k not in missing}
+            converter.task_lengths(rest)
+            if set(missing) <= set(_FEATURE_NAMES) and set(makes) <= set(converter.trim_lengths(rest)):
                 hint = f"drop {', '.join(map(repr, missing))} from TASK_FEATURE_LENGTHS"
         except KeyError:
             pass
@@ -499,6 +505,15 @@ def _check_sized(what: str, makes, trim_lengths: Mapping[str, int], converter) -
                             if k in trim_lengths or k in unsized)
         raise DataError(f"{what} makes {', '.join(unsized)}, which TASK_FEATURE_LENGTHS gives no length "
                         f"(it has {', '.join(trim_lengths)}): add one, e.g. {{{example}}}")
+
+
+def check_task_fits(task_or_mixture: str | Task | Mixture, feature_lengths: Mapping[str, int], converter) -> None:
+    """Every task makes what the model reads, at lengths it has (``get_dataset`` checks this before reading data;
+    train checks its ``eval_task`` with it before the first step, not at the first evaluation)."""
+    item = get_task_or_mixture(task_or_mixture) if isinstance(task_or_mixture, str) else task_or_mixture
+    trim = converter.trim_lengths(feature_lengths)
+    for task, _ in item.resolved() if isinstance(item, Mixture) else [(item, 1.0)]:
+        _check_features(task, trim, converter)
 
 
 def check_vocabulary_fits(task_or_mixture: str | Task | Mixture, model_vocab_size: int) -> None:
@@ -545,8 +560,7 @@ def get_dataset(
     lengths = checked_feature_lengths(feature_lengths, converter, warn_unread=False)
     trim = converter.trim_lengths(lengths)
     parts = item.resolved() if isinstance(item, Mixture) else [(item, 1.0)]
-    for task, _ in parts:
-        _check_features(task, trim, converter)
+    check_task_fits(item, lengths, converter)
     passthrough = dict(getattr(converter, "passthrough_fields", {}))
     datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
                               shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text)

@@ -294,7 +294,7 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     check_metrics_can_be_decoded(model, task, names)
     decodes = can_decode(model)
     rows = []
-    predicted = decodes and bool(names or (decode_without_metrics and _has_inputs(task)))
+    predicted = decodes and bool(names or (decode_without_metrics and has_inputs(task)))
     loss = _LossTally(model)
     if predicted:
         rows = _predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
@@ -323,10 +323,10 @@ def can_decode(model) -> bool:
 DECODERS = "encoder_decoder, decoder_only and encoder_only_classification models"
 
 
-def _has_inputs(task) -> bool:
+def has_inputs(task) -> bool:
     """Whether examples have inputs to decode from: an LM objective's have none, so every one would decode the
     same unprompted text."""
-    return "inputs" in getattr(task.objective, "features", ("inputs",))
+    return "inputs" in task.output_features and "inputs" in getattr(task.objective, "features", ("inputs",))
 
 
 def check_metrics_can_be_decoded(model, task, metric_names: Optional[Sequence[str]] = None, where: str = "") -> None:

@@ -13,6 +13,7 @@ is numbered (``metrics-<task>-<split>-2.json``, ``...-step<N>-2.json``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import abc
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Mapping, Optional
 
 from t5x_lite.errors import ConfigError, check_at_least, check_types
 from t5x_lite.evaluation.evaluate import (DECODERS, DecodeOptions, can_decode, check_metrics_can_be_decoded, evaluate,
-                                         predict, score, write_jsonl)
+                                         has_inputs, predict, score, write_jsonl)
+
+log = logging.getLogger(__name__)
 
 # What infer --score can do with each kind of model (decoding: evaluate.can_decode).
 SCORES = ("encoder_decoder", "decoder_only")
@@ -58,6 +61,9 @@ def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: M
             raise ConfigError(f"{held}, a bare encoder with neither a loss nor a decoder to evaluate")
     checked_feature_lengths(feature_lengths, model.feature_converter())
     check_vocabulary_fits(task, model.config.vocab_size)
+    if job == "decode" and decode is not None and decode.method != "sample" and not has_inputs(TaskRegistry.get(task)):
+        log.warning("task %r has no inputs, so %s decoding writes the same unprompted text for every example; "
+                    "sample (evaluation.DecodeOptions.method = 'sample') for different texts", task, decode.method)
     if decode is not None and can_decode(model) and model.kind != "encoder_only_classification":
         check_decode_options(model.config.vocab_size, method=decode.method, max_decode_length=decode.max_decode_length,
                              num_beams=decode.num_beams, alpha=decode.alpha, num_decodes=1,

@@ -218,7 +218,7 @@ def train(
     feature_lengths = checked_feature_lengths(feature_lengths, converter)
     check_vocabulary_fits(task, model.config.vocab_size)
     if eval_task and eval_every > 0:
-        _check_eval_task(model, eval_task)
+        _check_eval_task(model, eval_task, feature_lengths)
     dataset, truncation = get_dataset(task, split="train", feature_lengths=feature_lengths, batch_size=batch_size,
                                       converter=converter, seed=seed, pack=pack)
     data_iter = iter(dataset)
@@ -318,7 +318,9 @@ def train(
                     if counted["truncated_tokens"] and not truncation_noted:
                         truncation_noted = True
                         note = _truncation_note(counts)
-                        if progress and jax.process_index() == 0:
+                        if jax.process_index() != 0:  # each host counts its own rows; the console is process 0's
+                            log.info(note)
+                        elif progress:
                             log.info(note)
                             bar.write(note)
                         else:
@@ -446,16 +448,20 @@ def _restore_data_position(data_iter, state: Any, where: Path) -> None:
             "mixture). Train on in a new MODEL_DIR, starting from this one with INITIAL_CHECKPOINT") from e
 
 
-def _check_eval_task(model, eval_task) -> None:
+def _check_eval_task(model, eval_task, feature_lengths: Mapping[str, int]) -> None:
     """Say now, not at the first evaluation after ``eval_every`` steps, that it cannot work."""
     import t5x_lite.tasks  # noqa: F401  (registers the task providers)
-    from t5x_lite.data.pipeline import check_vocabulary_fits
-    from t5x_lite.data.tasks import TaskRegistry
+    from t5x_lite.data.pipeline import check_task_fits, check_vocabulary_fits
+    from t5x_lite.data.tasks import DataError, TaskRegistry
     from t5x_lite.evaluation.evaluate import check_metrics_can_be_decoded
 
     task = TaskRegistry.get(eval_task) if isinstance(eval_task, str) else eval_task
     check_metrics_can_be_decoded(model, task, where="train.eval_task: ")
     check_vocabulary_fits(task.name, model.config.vocab_size)
+    try:
+        check_task_fits(task, feature_lengths, model.feature_converter())
+    except DataError as e:
+        raise DataError(f"train.eval_task: {e}") from e
 
 
 def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examples, decode) -> dict:

@@ -564,12 +564,42 @@ def test_a_causal_lm_reads_the_inputs_before_the_targets_with_loss_on_the_target
      "TASK_FEATURE_LENGTHS gives no length (it has targets): add one, e.g. {'inputs': 32, 'targets': 32}"),
     ("span_3_15_u_u", DecoderOnlyFeatureConverter(prefix_lm=False), {"targets": 32}, "makes inputs, which "
      "TASK_FEATURE_LENGTHS gives no length"),
+    # the hint drops a length only where the model still gets what the objective makes (not BERT's MLM here)
+    ("bert_mlm", DecoderOnlyFeatureConverter(), LENGTHS, "objective 'bert_mlm' makes inputs, mlm_targets, "
+     "mlm_weights, not the targets that a decoder-only model reads: use an objective made for it (lm with"),
 ])
 def test_an_objective_must_make_what_the_model_reads(objective, converter, lengths, message):
     with pytest.raises(DataError) as info:
         get_dataset(_corpus_task(objective), split="train", feature_lengths=lengths, batch_size=2,
                     converter=converter, seed=0, shard=(0, 1))
     assert str(info.value).startswith("task 'mem_corpus': ") and message in str(info.value), info.value
+
+
+def test_an_lm_task_with_optional_inputs_mixes_with_a_task_with_inputs_on_a_decoder_only_model(caplog):
+    # The bundled LM task declares its inputs optional, so a mixture (or an eval_task) beside a task with inputs
+    # reads it as targets only; an encoder would read nothing, so there it is still refused.
+    from t5x_lite.data.tasks import TaskRegistry
+
+    lm = _corpus_task("lm")
+    lm = Task(**{**lm.__dict__, "name": "mem_lm", "output_features": {
+        "inputs": Feature(VOCAB, add_eos=False, required=False), "targets": Feature(VOCAB)}})
+    TaskRegistry.add(lm, overwrite=True)
+    TaskRegistry.add(_qa_task(), overwrite=True)
+    try:
+        ds, _ = get_dataset(Mixture("mem_mix", [("mem_lm", 1.0), ("mem_qa", 1.0)]), split="train",
+                            feature_lengths=LENGTHS, batch_size=8,
+                            converter=DecoderOnlyFeatureConverter(prefix_lm=False), seed=0, shard=(0, 1))
+        rows = [row for b in _batches(ds, 2) for row in b["decoder_target_tokens"]]
+        questions = sum(list(r[:8]) == VOCAB.encode("question") for r in rows)
+        documents = sum(int((r != 0).sum()) == 8 for r in rows)  # 7 tokens of text + EOS from position 0
+        assert questions > 0 and documents > 0 and questions + documents == len(rows)
+        assert "padding" not in caplog.text  # the LM makes no inputs, so none are "mostly padding"
+        with pytest.raises(DataError, match="objective 'lm' makes targets, not the inputs that an encoder-decoder"):
+            get_dataset(lm, split="train", feature_lengths=LENGTHS, batch_size=2,
+                        converter=EncDecFeatureConverter(), seed=0, shard=(0, 1))
+    finally:
+        TaskRegistry.remove("mem_lm")
+        TaskRegistry.remove("mem_qa")
 
 
 @pytest.mark.parametrize("objective, converter, lengths", [

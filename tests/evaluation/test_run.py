@@ -131,7 +131,7 @@ def test_a_run_config_for_another_command_is_named_as_the_fix(tmp_path, capsys):
                         "'feature_lengths' (a run config binds them: --gin_file=runs/infer.gin)")
 
 
-def test_a_causal_lm_scores_the_targets_after_its_inputs(tmp_path, capsys):
+def test_a_causal_lm_scores_the_targets_after_its_inputs(tmp_path, capsys, caplog):
     causal = DecoderOnlyModel(config=TINY.replace(num_encoder_layers=0), prefix_lm=False)
     checkpoints.save_params(tmp_path / "lm", causal.init(jax.random.key(0), causal.dummy_batch(1, {"targets": 8})),
                             causal)
@@ -139,3 +139,9 @@ def test_a_causal_lm_scores_the_targets_after_its_inputs(tmp_path, capsys):
                      *FLAGS, "--gin.infer_checkpoint.max_examples=3"]) == 0
     out = capsys.readouterr().out
     assert "wrote 3 scores" in out, out
+    # with no inputs to continue, greedy decoding would write one text for every example: said before decoding
+    assert cli.main(["infer", "--gin_file=runs/infer.gin", f"--gin.CHECKPOINT={tmp_path / 'lm'}",
+                     "--gin.TASK=bundled_corpus_lm", "--gin.TASK_FEATURE_LENGTHS={'targets': 8}",
+                     "--gin.infer_checkpoint.max_examples=2", "--gin.evaluation.DecodeOptions.max_decode_length=4"]) == 0
+    assert ("task 'bundled_corpus_lm' has no inputs, so greedy decoding writes the same unprompted text for every "
+            "example") in caplog.text

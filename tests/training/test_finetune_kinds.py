@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from t5x_lite.data.tasks import DataError
 from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
 from t5x_lite.models.config import BertConfig, T5Config
 from t5x_lite.models.model import DecoderOnlyModel, EncoderOnlyClassificationModel, EncoderOnlyMLMModel
@@ -73,6 +74,22 @@ def test_an_eval_task_the_model_cannot_score_is_refused_before_training(tmp_path
                                           r"decode"):
         _train(tmp_path, mlm, "bundled_corpus_bert_mlm", {"inputs": 16}, eval_task="bundled_sentiment", eval_every=1)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+    # an eval task whose objective the model cannot read: refused now, not at the first evaluation
+    causal = DecoderOnlyModel(config=DECODER, prefix_lm=False)
+    with pytest.raises(DataError, match=r"^train.eval_task: task 'bundled_corpus_bert_mlm': objective 'bert_mlm' "
+                                        r"makes inputs, mlm_targets, mlm_weights, not the targets that a "
+                                        r"decoder-only model reads: use an objective made for it \(lm with"):
+        _train(tmp_path, causal, "bundled_sentiment", {"inputs": 32, "targets": 4},
+               eval_task="bundled_corpus_bert_mlm", eval_every=1)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_decoder_only_model_fine_tuning_with_inputs_evaluates_on_the_lm_task(tmp_path):
+    # The bundled LM task's inputs are optional: beside a task with inputs it is read as targets only.
+    causal = DecoderOnlyModel(config=DECODER, prefix_lm=False)
+    result = _train(tmp_path, causal, "bundled_sentiment", {"inputs": 32, "targets": 4},
+                    eval_task="bundled_corpus_lm", eval_every=2, eval_max_examples=4)
+    assert np.isfinite(result.metrics["eval_loss"]) and result.metrics["eval_num_examples"] == 4, result.metrics
 
 
 def test_the_bert_experiments_pretrain_then_fine_tune_through_the_cli(tmp_path, monkeypatch):
