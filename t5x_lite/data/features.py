@@ -68,20 +68,30 @@ class TruncationStats:
                 "skipped_examples": dict(self.skipped_examples)}
 
 
+CUT_SUFFIX = "_tokens_cut"  # per-example truncation count, beside the features (``trim_and_append_eos``)
+# Fields a batch carries beside the model's features: the text before tokenizing (seqio's name) and the cut counts.
+BOOKKEEPING_SUFFIXES = ("_pretokenized", CUT_SUFFIX)
+
+
 def trim_and_append_eos(
     example: Mapping[str, Any],
     lengths: Mapping[str, int],
     add_eos: Mapping[str, bool],
     eos_id: int,
     stats: Optional[TruncationStats] = None,
+    count_cut: bool = False,
 ) -> dict:
     """Cut each token feature to its length (keeping room for EOS) and append EOS.
 
     Truncation is counted, never silent: ``stats`` records how many examples and
-    tokens each feature lost.
+    tokens each feature lost (of those read, which a pipeline reading ahead makes
+    more than those used); ``count_cut`` also writes the example's own count as
+    ``<feature>_tokens_cut``, for a reader that stops early to sum what it used.
     """
     out = dict(example)
     for key, length in lengths.items():
+        if count_cut:
+            out[key + CUT_SUFFIX] = np.int32(0)
         if key not in example:
             continue
         tokens = np.asarray(example[key], dtype=np.int32)
@@ -90,6 +100,8 @@ def trim_and_append_eos(
         if tokens.shape[0] > room:
             if stats is not None:
                 stats.record(key, int(tokens.shape[0] - room))
+            if count_cut:
+                out[key + CUT_SUFFIX] = np.int32(tokens.shape[0] - room)
             tokens = tokens[:room]
         if eos:
             tokens = np.concatenate([tokens, np.array([eos_id], np.int32)])

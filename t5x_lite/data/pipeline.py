@@ -22,6 +22,7 @@ import grain
 import numpy as np
 
 from t5x_lite.data.features import (
+    BOOKKEEPING_SUFFIXES,
     DecoderOnlyFeatureConverter,
     TruncationStats,
     concat_for_decoder_only,
@@ -409,7 +410,7 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[i
 
 def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, shuffle: bool, repeat: bool,
                   shard: tuple[int, int], stats: TruncationStats, passthrough: Mapping[str, Callable] = _NONE,
-                  keep_text: bool = False) -> grain.MapDataset | grain.IterDataset:
+                  keep_text: bool = False, count_cut: bool = False) -> grain.MapDataset | grain.IterDataset:
     if task.streaming:
         if task.objective is None:
             raise DataError(f"task {task.name!r}: streaming is for pretraining tasks (it has no objective)")
@@ -423,7 +424,7 @@ def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, s
         ds = ds.random_map(lambda piece, rng: objective(piece, rng), seed=seed)
     add_eos = {k: f.add_eos for k, f in task.output_features.items()}
     eos = task.vocabulary.eos_id
-    return ds.map(lambda ex: trim_and_append_eos(ex, trim_lengths, add_eos, eos, stats))
+    return ds.map(lambda ex: trim_and_append_eos(ex, trim_lengths, add_eos, eos, stats, count_cut))
 
 
 def checked_feature_lengths(feature_lengths: Any, converter, *, warn_unread: bool = True) -> dict[str, int]:
@@ -540,6 +541,7 @@ def get_dataset(
     shard: Optional[tuple[int, int]] = None,
     drop_remainder: Optional[bool] = None,
     keep_text: bool = False,
+    count_cut: bool = False,
 ) -> tuple[grain.IterDataset, TruncationStats]:
     """A batched ``grain.IterDataset`` of model features for this host, plus truncation stats.
 
@@ -547,10 +549,14 @@ def get_dataset(
     equal slice of the examples and builds ``batch_size / hosts`` rows.
     ``keep_text`` (not with ``pack``) adds ``inputs_pretokenized`` and
     ``targets_pretokenized``: the text before tokenizing and truncation, which
-    evaluation scores against as seqio does.
+    evaluation scores against as seqio does. ``count_cut`` (not with ``pack``)
+    adds ``<feature>_tokens_cut``, the tokens truncation took from each row's
+    example, so a reader that stops early (evaluation's ``max_examples``) counts
+    only the rows it used; the stats count every example read, read-ahead too.
     """
-    if keep_text and pack:
-        raise ValueError("get_dataset: keep_text needs pack=False (a packed row holds several examples)")
+    if (keep_text or count_cut) and pack:
+        raise ValueError("get_dataset: keep_text and count_cut need pack=False (a packed row holds several "
+                         "examples)")
     item = get_task_or_mixture(task_or_mixture) if isinstance(task_or_mixture, str) else task_or_mixture
     index, count = shard if shard is not None else process_shard()
     if batch_size % count:
@@ -563,7 +569,8 @@ def get_dataset(
     check_task_fits(item, lengths, converter)
     passthrough = dict(getattr(converter, "passthrough_fields", {}))
     datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
-                              shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text)
+                              shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text,
+                              count_cut=count_cut)
                 for i, (t, _) in enumerate(parts)]
     if not isinstance(item, Mixture):
         ds = datasets[0]
@@ -586,20 +593,20 @@ def get_dataset(
     if drop_remainder is None:
         drop_remainder = repeat
     iter_ds = iter_ds.batch(per_host, drop_remainder=drop_remainder)
-    iter_ds = iter_ds.map(functools.partial(_convert, converter=converter) if keep_text else converter)
+    iter_ds = iter_ds.map(functools.partial(_convert, converter=converter) if keep_text or count_cut else converter)
     return iter_ds, stats
 
 
 def _convert(batch: Mapping[str, Any], converter) -> dict:
-    """The converter's features plus the text it does not read."""
-    return {**converter(batch), **{k: v for k, v in batch.items() if k.endswith("_pretokenized")}}
+    """The converter's features plus the text and cut counts it does not read."""
+    return {**converter(batch), **{k: v for k, v in batch.items() if k.endswith(BOOKKEEPING_SUFFIXES)}}
 
 
 def _prepare_for_converter(example: dict, converter) -> dict:
     """Decoder-only converters read one concatenated sequence; build it before packing."""
     if isinstance(converter, DecoderOnlyFeatureConverter):
-        text = {k: v for k, v in example.items() if k.endswith("_pretokenized")}
-        return {**concat_for_decoder_only(example, converter.loss_on_targets_only), **text}
+        kept = {k: v for k, v in example.items() if k.endswith(BOOKKEEPING_SUFFIXES)}
+        return {**concat_for_decoder_only(example, converter.loss_on_targets_only), **kept}
     return example
 
 

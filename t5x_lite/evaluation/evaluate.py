@@ -61,12 +61,15 @@ def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, convert
     ``keep_text`` the batch also holds the text features before tokenizing (``*_pretokenized``).
     Once read through, logs the records dropped, skipped or cut.
     """
+    from t5x_lite.data.features import CUT_SUFFIX
     from t5x_lite.data.pipeline import get_dataset
 
     ds, stats = get_dataset(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
                             converter=converter, shuffle=False, repeat=False, drop_remainder=False, shard=(0, 1),
-                            keep_text=keep_text)
+                            keep_text=keep_text, count_cut=True)
     seen = 0
+    cut_examples: dict[str, int] = {}
+    cut_tokens: dict[str, int] = {}
     for batch in ds:
         n = len(next(iter(batch.values())))
         if max_examples is not None:
@@ -74,12 +77,20 @@ def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, convert
             if n <= 0:
                 break
         seen += n
+        # grain reads ahead of max_examples: count the cuts of the rows evaluated, not of every record read
+        for key in [k for k in batch if k.endswith(CUT_SUFFIX)]:
+            cut = np.asarray(batch.pop(key))[:n]
+            feature = key[:-len(CUT_SUFFIX)]
+            if cut.any():
+                cut_examples[feature] = cut_examples.get(feature, 0) + int((cut > 0).sum())
+                cut_tokens[feature] = cut_tokens.get(feature, 0) + int(cut.sum())
         yield {k: _pad_rows(np.asarray(v), batch_size) for k, v in batch.items()}, n
-    _report(getattr(task, "name", task), split, stats.as_dict(), max_examples)
+    _report(getattr(task, "name", task), split, stats.as_dict(), max_examples, seen, cut_examples, cut_tokens)
 
 
-def _report(task: str, split: str, counts: Mapping[str, Any], max_examples: Optional[int]) -> None:
-    # grain reads ahead of max_examples: the counts are of the records read, not only of those evaluated
+def _report(task: str, split: str, counts: Mapping[str, Any], max_examples: Optional[int], evaluated: int,
+            cut_examples: Mapping[str, int], cut_tokens: Mapping[str, int]) -> None:
+    # grain reads ahead of max_examples: dropped and skipped records are counted as read, not only as needed
     of = "the records read" if max_examples is None else "the records read (grain reads ahead of max_examples)"
     for name, count in counts["dropped_examples"].items():  # the split's score leaves these out
         log.warning("task %r split %r: its preprocessors dropped %d of %s; those are not evaluated",
@@ -87,9 +98,9 @@ def _report(task: str, split: str, counts: Mapping[str, Any], max_examples: Opti
     for name, count in counts["skipped_examples"].items():
         log.warning("task %r split %r: %d of %s were skipped as bad (on_error='skip'); those are not evaluated",
                     name, split, count, of)
-    for feature, count in counts["truncated_examples"].items():
-        log.warning("task %r split %r: %r was cut to its feature length in %d of %s (%d tokens lost)",
-                    task, split, feature, count, of, counts["truncated_tokens"][feature])
+    for feature, count in cut_examples.items():
+        log.warning("task %r split %r: %r was cut to its feature length in %d of the %d examples evaluated "
+                    "(%d tokens lost)", task, split, feature, count, evaluated, cut_tokens[feature])
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:

@@ -629,3 +629,18 @@ def test_full_text_targets_shorter_than_the_inputs_are_named_once(caplog):
     get_dataset(_corpus_task("iid_15_u_u"), split="train", feature_lengths=LENGTHS, batch_size=2,
                 converter=EncDecFeatureConverter(), seed=0, shard=(0, 1))
     assert "positions hold text" not in caplog.text  # span-style targets leave the inputs full
+
+
+@pytest.mark.parametrize("converter", [EncDecFeatureConverter(), DecoderOnlyFeatureConverter()],
+                         ids=["encdec", "decoder_only"])
+def test_count_cut_says_per_row_what_truncation_took(converter):
+    # Evaluation stops at max_examples while grain reads ahead: per-row counts let it count only the rows used.
+    ds, stats = get_dataset(_qa_task(), split="train", feature_lengths={"inputs": 8, "targets": 8}, batch_size=4,
+                            converter=converter, shuffle=False, repeat=False, count_cut=True, shard=(0, 1))
+    batches = list(ds)
+    cut = {f: np.concatenate([b[f"{f}_tokens_cut"] for b in batches]) for f in ("inputs", "targets")}
+    # EOS leaves room for 7 bytes: "question 2??" (12) loses 5, "answer 2" (8) loses 1
+    assert cut["inputs"][:3].tolist() == [3, 4, 5] and cut["targets"][:3].tolist() == [1, 1, 1]
+    counts = stats.as_dict()
+    assert int(cut["inputs"].sum()) == counts["truncated_tokens"]["inputs"]
+    assert int((cut["inputs"] > 0).sum()) == counts["truncated_examples"]["inputs"] == len(PAIRS)

@@ -111,16 +111,18 @@ def test_metrics_score_against_the_target_text_not_its_truncated_tokens(caplog):
             return f"mem.jsonl:{i + 1}"
 
     target = "Die Größe des Hauses überrascht, sagte François… ½"  # long, and NFKC rewrites … and ½
-    records = Records([{"inputs": "translate: the size", "targets": target}])
+    records = Records([{"inputs": "translate: the size", "targets": target}] * 20)
     task = Task(name="mem_translate", source=lambda split: records,
                 output_features={"inputs": Feature(vocabulary()), "targets": Feature(vocabulary())})
     model = EncoderDecoderModel(config=TINY)
     with caplog.at_level("WARNING"):
         rows = predict(model=model, params=_tiny_params(model), task=task,
-                       feature_lengths={"inputs": 8, "targets": 4}, batch_size=2, decode=DecodeOptions(method="greedy", max_decode_length=3))
-    assert rows[0]["targets"] == target
-    assert "task 'mem_translate' split 'validation': 'targets' was cut to its feature length in 1 of the records " \
-           "read" in caplog.text
+                       feature_lengths={"inputs": 8, "targets": 4}, batch_size=2, max_examples=3,
+                       decode=DecodeOptions(method="greedy", max_decode_length=3))
+    assert len(rows) == 3 and rows[0]["targets"] == target
+    # counted over the examples evaluated, though grain read ahead of max_examples
+    assert "task 'mem_translate' split 'validation': 'targets' was cut to its feature length in 3 of the 3 " \
+           "examples evaluated" in caplog.text
 
 
 def test_validation_loss_is_per_token_whatever_the_normalizer_and_batch_size():
