@@ -83,7 +83,7 @@ def parse(
     extra_search_paths: Sequence[str] = (),
     *,
     finalize: bool = True,
-) -> list[GinSource]:
+) -> GinSources:
     """Clear gin, then parse files (resolved on the search paths) and bindings.
 
     A binding is gin text, or ``(label, text)`` where the label names its origin
@@ -124,10 +124,8 @@ class GinSource:
     # (name, line, the binding it is in): a binding set again later leaves its macros unused
     macros_used: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
     required: list[str] = dataclasses.field(default_factory=list)  # its "# REQUIRED:" header
-    includes: list[str] = dataclasses.field(default_factory=list)
-    # In file order: ("include", resolved path or None) or ("bind", key, line), key as "scope/train.task"
+    # In file order: ("include", resolved path or None, line) or ("bind", key, line), key as "scope/train.task"
     statements: list[tuple] = dataclasses.field(default_factory=list)
-    top_level: bool = False  # a --gin_file or a binding, not only included
 
     def where(self, line: int) -> str:
         return f"{self.label}:{line}" if self.is_file else self.label
@@ -154,8 +152,7 @@ def _scan(text: str, label: str, is_file: bool) -> GinSource:
         for statement in parser:
             line = statement.location.line_num
             if isinstance(statement, config_parser.IncludeStatement):
-                source.includes.append(statement.filename)
-                source.statements.append(("include", statement.filename))
+                source.statements.append(("include", statement.filename, line))
             key = ""
             if isinstance(statement, config_parser.BindingStatement):
                 scoped = f"{statement.scope}/{statement.selector}" if statement.scope else statement.selector
@@ -200,24 +197,36 @@ def _unclosed_line(text: str, error: tokenize.TokenError) -> int:
     return opened[0] if opened else error.args[1][0]
 
 
+class GinSources(list):
+    """The scanned sources, each once, plus ``applied``: the top-level ones in the order gin applies them (the
+    ``--gin_file`` list as given, repeats included, then the bindings)."""
+
+    applied: list[GinSource]
+
+
 def scan_sources(gin_files: Sequence[str], bindings: Sequence[str | tuple[str, str]] = (),
-                 extra_search_paths: Sequence[str] = ()) -> list[GinSource]:
+                 extra_search_paths: Sequence[str] = ()) -> GinSources:
     """Every file (with the files it includes, once each, in the order first met) and binding, scanned.
 
     Each source's ``statements`` name the files it includes by resolved path, so
     ``applied_order`` can replay the order gin applies them in. A syntax error,
-    an unclosed bracket or a file that is not UTF-8 text is a
+    an unclosed bracket, an include cycle or a file that is not UTF-8 text is a
     ``GinConfigError`` naming the file and line, or the binding's flag. An
     include that cannot be found is left for gin to report.
     """
-    sources: list[GinSource] = []
+    sources = GinSources()
+    sources.applied = []
     seen: dict[str, GinSource] = {}
+    opened: list[str] = []  # the include chain being read, to name a cycle (gin would recurse without end)
 
-    def visit(name: str) -> str | None:
+    def visit(name: str, by: GinSource | None = None, line: int = 0) -> str | None:
         try:
             path = resolve_gin_file(name, extra_search_paths)
         except FileNotFoundError:
             return None
+        if path in opened:
+            raise GinConfigError(f"{by.where(line)}: include '{name}' is a cycle ("
+                                 + " -> ".join(opened[opened.index(path):] + [path]) + ")")
         if path in seen:
             return path
         try:
@@ -226,26 +235,29 @@ def scan_sources(gin_files: Sequence[str], bindings: Sequence[str | tuple[str, s
             raise GinConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from e
         seen[path] = source = _scan(text, path, is_file=True)
         sources.append(source)
+        opened.append(path)
         _resolve_includes(source, visit)
+        opened.pop()
         return path
 
     for f in gin_files:
         path = visit(f)
         if path:
-            seen[path].top_level = True
+            sources.applied.append(seen[path])
     for binding in bindings:
         source = _scan(_text(binding), _label(binding), is_file=False)
-        source.top_level = True
         sources.append(source)
+        sources.applied.append(source)
         _resolve_includes(source, visit)  # gin takes ``include`` in a binding too
     return sources
 
 
 def _resolve_includes(source: GinSource, visit) -> None:
-    source.statements = [("include", visit(s[1])) if s[0] == "include" else s for s in source.statements]
+    source.statements = [("include", visit(s[1], source, s[2]), s[2]) if s[0] == "include" else s
+                         for s in source.statements]
 
 
-def applied_order(sources: Sequence[GinSource]) -> list[tuple[GinSource, str, int]]:
+def applied_order(sources: GinSources) -> list[tuple[GinSource, str, int]]:
     """Every binding as gin applies it: (source, key, line), an ``include`` replayed where it stands, each time.
 
     gin parses an included file at its ``include`` statement, again at every
@@ -254,22 +266,16 @@ def applied_order(sources: Sequence[GinSource]) -> list[tuple[GinSource, str, in
     """
     by_path = {s.label: s for s in sources if s.is_file}
     applied: list[tuple[GinSource, str, int]] = []
-    active: list[str] = []
 
     def apply(source: GinSource) -> None:
         for statement in source.statements:
             if statement[0] == "bind":
                 applied.append((source, statement[1], statement[2]))
-            elif statement[1] in by_path and statement[1] not in active:  # gin reports a cycle itself
-                active.append(statement[1])
+            elif statement[1] in by_path:  # scan_sources refused cycles
                 apply(by_path[statement[1]])
-                active.pop()
 
-    for source in sources:
-        if source.top_level:
-            active.append(source.label)
-            apply(source)
-            active.pop()
+    for source in sources.applied:
+        apply(source)
     return applied
 
 
@@ -381,7 +387,7 @@ def check_required_macros(gin_files: Sequence[str], extra_search_paths: Sequence
     check_macros(scan_sources(gin_files, bindings, extra_search_paths))
 
 
-def check_macros(sources: Sequence[GinSource]) -> None:
+def check_macros(sources: GinSources) -> None:
     """Every REQUIRED macro set, every macro used set, every macro a binding sets used.
 
     One ``GinConfigError`` naming the file and line (or flag) at fault, with the
@@ -391,9 +397,6 @@ def check_macros(sources: Sequence[GinSource]) -> None:
     """
     applied = applied_order(sources)
     set_at = {key: source.where(line) for source, key, line in applied if key in source.macros_set}
-    for source in sources:  # a file gin never reaches (an include cycle) still counts as setting its macros
-        for name, line in source.macros_set.items():
-            set_at.setdefault(name, source.where(line))
     used = {name for source in sources for name, _, _ in source.macros_used}
     # gin reads a macro only when the binding that holds it is used, and a later statement replaces a binding.
     last = {key: (id(source), line) for source, key, line in applied}

@@ -161,11 +161,30 @@ def test_liveness_follows_gin_order_for_includes_placed_anywhere_and_included_tw
     for path in (late, twice):
         config.parse([str(path)], [_flag("LR", "0.2")], finalize=False)
         config.check_required_macros([str(path)], (), [_flag("LR", "0.2")])
+    # gin applies the --gin_file list as given, a file given again (or one an earlier file included) included
+    plain = str(first_binding(tmp_path))
+    for files in ([str(late), plain, str(recipe)], [str(recipe), plain, str(recipe)]):
+        config.parse(files, [_flag("LR", "0.2")], finalize=False)
+        config.check_required_macros(files, (), [_flag("LR", "0.2")])
     first = tmp_path / "first.gin"  # the include comes first, so the file's own binding wins: LR is read by nothing
     first.write_text(f"include '{QUICKSTART}'\ninclude '{recipe}'\noptimizers.make_optimizer.learning_rate = 0.5\n")
     assert _error([str(first)], [_flag("LR", "0.2")]) == (
         f"--gin.LR: nothing uses the macro LR (set at {recipe}:1, used only in bindings set again later), "
         "so this changes nothing")
+
+
+def first_binding(tmp_path):
+    plain = tmp_path / "plain.gin"
+    plain.write_text(f"include '{QUICKSTART}'\noptimizers.make_optimizer.learning_rate = 0.5\n")
+    return plain
+
+
+def test_an_include_cycle_is_named_not_a_recursion_error(tmp_path):
+    (tmp_path / "a.gin").write_text(f"include '{QUICKSTART}'\ninclude '{tmp_path / 'b.gin'}'\n")
+    (tmp_path / "b.gin").write_text(f"TRAIN_STEPS = 3\ninclude '{tmp_path / 'a.gin'}'\n")
+    assert _error([str(tmp_path / "a.gin")]) == (f"{tmp_path / 'b.gin'}:2: include '{tmp_path / 'a.gin'}' is a cycle "
+                                                 f"({tmp_path / 'a.gin'} -> {tmp_path / 'b.gin'} -> "
+                                                 f"{tmp_path / 'a.gin'})")
 
 
 def test_scoped_macros_and_includes_in_bindings_are_followed_like_gin(tmp_path):

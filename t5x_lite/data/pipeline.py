@@ -457,10 +457,16 @@ def checked_feature_lengths(feature_lengths: Any, converter, *, warn_unread: boo
 _FEATURE_NAMES = ("inputs", "targets")  # what feature_lengths may size; converters derive the rest
 
 
-def _check_features(task: Task, trim_lengths: Mapping[str, int], converter) -> None:
+def _check_features(task: Task, trim_lengths: Mapping[str, int], converter, beside: set[str] = frozenset(),
+                    strict: bool = False) -> None:
     """The task must make the features the model reads (a classification task has no targets, span corruption
-    no MLM labels), and every text feature it makes that the model would read needs a length (a decoder-only
-    model given only a targets length would otherwise meet whole, uncut inputs)."""
+    no MLM labels or class labels), and every text feature it makes that the model would read needs a length
+    (a decoder-only model given only a targets length would otherwise meet whole, uncut inputs).
+
+    ``beside``: the features the other tasks read with it make (a mixture's, or the training task for an
+    ``eval_task``); a feature the task leaves out as optional is padding unless one of them makes it: said
+    once, or with ``strict`` refused.
+    """
     model = getattr(converter, "model_kind", type(converter).__name__)
     if task.objective is None:
         for name in trim_lengths:
@@ -477,10 +483,11 @@ def _check_features(task: Task, trim_lengths: Mapping[str, int], converter) -> N
     objective = f"task {task.name!r}: objective {getattr(task.objective, 'name', type(task.objective).__name__)!r}"
     hint = f"use an objective made for it ({getattr(converter, 'pretraining_objectives', 'see the README')})"
     # A feature both the task and the model take as optional may be absent: an LM task's inputs on a decoder-only
-    # model (in a mixture beside a task with inputs), not on an encoder, which would read nothing.
+    # model, not on an encoder, which would read nothing.
     optional = {name for name, f in task.output_features.items()
                 if not f.required and name in getattr(converter, "optional_features", ())}
     missing = [name for name in trim_lengths if name not in makes and name not in optional]
+    missing += [name for name in getattr(converter, "passthrough_fields", {}) if name not in makes]  # a label
     if missing:
         try:  # a length given for a feature the model reads only when it has one (a decoder-only LM's inputs)
             rest = {k: v for k, v in trim_lengths.items() if k not in missing}
@@ -494,7 +501,26 @@ def _check_features(task: Task, trim_lengths: Mapping[str, int], converter) -> N
     unread = [name for name in makes if name not in trim_lengths and name not in _FEATURE_NAMES]
     if unread:  # MLM labels for a classifier
         raise DataError(f"{objective} makes {', '.join(unread)}, which {model} does not read: {hint}")
+    for name in optional & set(trim_lengths) - set(makes) - set(beside):
+        message = (f"{objective} makes no {name}, so the {trim_lengths[name]} {name!r} positions of every row it "
+                   f"fills are padding: drop {name!r} from TASK_FEATURE_LENGTHS, or mix it with a task that has "
+                   f"{name}")
+        if strict:
+            raise DataError(message)
+        if (task.name, name, trim_lengths[name]) not in _ABSENT_NOTED:
+            _ABSENT_NOTED.add((task.name, name, trim_lengths[name]))
+            log.warning(message)
     _check_sized(objective, makes, trim_lengths, converter)
+
+
+_ABSENT_NOTED: set = set()  # (task, feature, length) said or excused (beside a task that makes it), once
+
+
+def _makes(task: Task) -> set[str]:
+    features = getattr(task.objective, "features", None) if task.objective is not None else None
+    if features is not None:
+        return set(features)
+    return {name for name, f in task.output_features.items() if f.required}
 
 
 def _check_sized(what: str, makes, trim_lengths: Mapping[str, int], converter) -> None:
@@ -508,13 +534,28 @@ def _check_sized(what: str, makes, trim_lengths: Mapping[str, int], converter) -
                         f"(it has {', '.join(trim_lengths)}): add one, e.g. {{{example}}}")
 
 
-def check_task_fits(task_or_mixture: str | Task | Mixture, feature_lengths: Mapping[str, int], converter) -> None:
+def check_task_fits(task_or_mixture: str | Task | Mixture, feature_lengths: Mapping[str, int], converter, *,
+                    beside: str | Task | Mixture | None = None, strict: bool = False) -> None:
     """Every task makes what the model reads, at lengths it has (``get_dataset`` checks this before reading data;
-    train checks its ``eval_task`` with it before the first step, not at the first evaluation)."""
-    item = get_task_or_mixture(task_or_mixture) if isinstance(task_or_mixture, str) else task_or_mixture
+    train checks its task with ``strict`` and its ``eval_task`` ``beside`` it before the first step).
+
+    A task that leaves out an optional feature the lengths size (an LM task's inputs on a decoder-only model) is
+    fine beside a task that makes it (the other tasks of a mixture, or ``beside``); alone, its rows are that
+    much padding, which is said once, or with ``strict`` refused.
+    """
+    tasks = _tasks_of(task_or_mixture)
+    others = _tasks_of(beside) if beside is not None else []
     trim = converter.trim_lengths(feature_lengths)
-    for task, _ in item.resolved() if isinstance(item, Mixture) else [(item, 1.0)]:
-        _check_features(task, trim, converter)
+    for task in tasks:
+        made = set().union(*(_makes(t) for t in tasks + others if t is not task))
+        if beside is not None:  # the evaluation that reads it later need not say it again
+            _ABSENT_NOTED.update((task.name, name, length) for name, length in trim.items() if name in made)
+        _check_features(task, trim, converter, made, strict)
+
+
+def _tasks_of(item: str | Task | Mixture) -> list[Task]:
+    item = get_task_or_mixture(item) if isinstance(item, str) else item
+    return [task for task, _ in item.resolved()] if isinstance(item, Mixture) else [item]
 
 
 def check_vocabulary_fits(task_or_mixture: str | Task | Mixture, model_vocab_size: int) -> None:

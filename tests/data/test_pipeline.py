@@ -1,6 +1,7 @@
 """The grain pipeline: determinism, exact resume, host sharding, packing, bad input."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from t5x_lite.data.features import (
     Feature,
 )
 from t5x_lite.data.objectives import VocabInfo, make_objective
-from t5x_lite.data.pipeline import get_dataset
+from t5x_lite.data.pipeline import check_task_fits, get_dataset
 from t5x_lite.data.tasks import DataError, Mixture, Task
 
 
@@ -552,7 +553,8 @@ def test_a_causal_lm_reads_the_inputs_before_the_targets_with_loss_on_the_target
      "targets, not the mlm_targets, mlm_weights that an encoder-only (BERT) model reads: use an objective made for "
      "it (bert_mlm)"),
     ("bert_mlm", EncoderOnlyFeatureConverter(classification=True, num_labels=2), {"inputs": 32},
-     "makes mlm_targets, mlm_weights, which an encoder-only (BERT) classifier does not read"),
+     "makes inputs, mlm_targets, mlm_weights, not the label that an encoder-only (BERT) classifier reads: use an "
+     "objective made for it (none: a classifier fine-tunes on a labelled task)"),
     # an LM's encoder would read nothing but padding
     ("lm", EncDecFeatureConverter(), LENGTHS, "objective 'lm' makes targets, not the inputs that an "
      "encoder-decoder model reads"),
@@ -564,6 +566,9 @@ def test_a_causal_lm_reads_the_inputs_before_the_targets_with_loss_on_the_target
      "TASK_FEATURE_LENGTHS gives no length (it has targets): add one, e.g. {'inputs': 32, 'targets': 32}"),
     ("span_3_15_u_u", DecoderOnlyFeatureConverter(prefix_lm=False), {"targets": 32}, "makes inputs, which "
      "TASK_FEATURE_LENGTHS gives no length"),
+    # a classifier reads a label that no pretraining objective makes (it failed at the first batch)
+    ("span_3_15_u_u", EncoderOnlyFeatureConverter(classification=True, num_labels=2), {"inputs": 32},
+     "objective 'span_3_15_u_u' makes inputs, targets, not the label that an encoder-only (BERT) classifier reads"),
     # the hint drops a length only where the model still gets what the objective makes (not BERT's MLM here)
     ("bert_mlm", DecoderOnlyFeatureConverter(), LENGTHS, "objective 'bert_mlm' makes inputs, mlm_targets, "
      "mlm_weights, not the targets that a decoder-only model reads: use an objective made for it (lm with"),
@@ -593,7 +598,17 @@ def test_an_lm_task_with_optional_inputs_mixes_with_a_task_with_inputs_on_a_deco
         questions = sum(list(r[:8]) == VOCAB.encode("question") for r in rows)
         documents = sum(int((r != 0).sum()) == 8 for r in rows)  # 7 tokens of text + EOS from position 0
         assert questions > 0 and documents > 0 and questions + documents == len(rows)
-        assert "padding" not in caplog.text  # the LM makes no inputs, so none are "mostly padding"
+        assert "padding" not in caplog.text  # beside the QA task, its rows' empty inputs are not waste
+        # alone, every row's inputs are padding: said once, and training (strict) refuses it
+        for _ in range(2):
+            get_dataset(lm, split="train", feature_lengths=LENGTHS, batch_size=2,
+                        converter=DecoderOnlyFeatureConverter(prefix_lm=False), seed=0, shard=(0, 1))
+        message = ("task 'mem_lm': objective 'lm' makes no inputs, so the 32 'inputs' positions of every row it "
+                   "fills are padding: drop 'inputs' from TASK_FEATURE_LENGTHS, or mix it with a task that has inputs")
+        assert caplog.text.count(message) == 1, caplog.text
+        with pytest.raises(DataError, match=re.escape(message)):
+            check_task_fits(lm, LENGTHS, DecoderOnlyFeatureConverter(), strict=True)
+        check_task_fits(lm, LENGTHS, DecoderOnlyFeatureConverter(), strict=True, beside="mem_qa")
         with pytest.raises(DataError, match="objective 'lm' makes targets, not the inputs that an encoder-decoder"):
             get_dataset(lm, split="train", feature_lengths=LENGTHS, batch_size=2,
                         converter=EncDecFeatureConverter(), seed=0, shard=(0, 1))

@@ -84,12 +84,17 @@ def test_an_eval_task_the_model_cannot_score_is_refused_before_training(tmp_path
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
-def test_a_decoder_only_model_fine_tuning_with_inputs_evaluates_on_the_lm_task(tmp_path):
+def test_a_decoder_only_model_fine_tuning_with_inputs_evaluates_on_the_lm_task(tmp_path, caplog):
     # The bundled LM task's inputs are optional: beside a task with inputs it is read as targets only.
     causal = DecoderOnlyModel(config=DECODER, prefix_lm=False)
-    result = _train(tmp_path, causal, "bundled_sentiment", {"inputs": 32, "targets": 4},
+    result = _train(tmp_path / "ft", causal, "bundled_sentiment", {"inputs": 32, "targets": 4},
                     eval_task="bundled_corpus_lm", eval_every=2, eval_max_examples=4)
     assert np.isfinite(result.metrics["eval_loss"]) and result.metrics["eval_num_examples"] == 4, result.metrics
+    assert "padding" not in caplog.text
+    # trained alone with an inputs length, every row would be half padding
+    with pytest.raises(DataError, match=r"objective 'lm' makes no inputs, so the 32 'inputs' positions of every "
+                                        r"row it fills are padding: drop 'inputs' from TASK_FEATURE_LENGTHS"):
+        _train(tmp_path / "lm", causal, "bundled_corpus_lm", {"inputs": 32, "targets": 32})
 
 
 def test_the_bert_experiments_pretrain_then_fine_tune_through_the_cli(tmp_path, monkeypatch):
