@@ -458,14 +458,13 @@ _FEATURE_NAMES = ("inputs", "targets")  # what feature_lengths may size; convert
 
 
 def _check_features(task: Task, trim_lengths: Mapping[str, int], converter, beside: set[str] = frozenset(),
-                    strict: bool = False) -> None:
+                    absent: str = "ignore") -> None:
     """The task must make the features the model reads (a classification task has no targets, span corruption
     no MLM labels or class labels), and every text feature it makes that the model would read needs a length
     (a decoder-only model given only a targets length would otherwise meet whole, uncut inputs).
 
-    ``beside``: the features the other tasks read with it make (a mixture's, or the training task for an
-    ``eval_task``); a feature the task leaves out as optional is padding unless one of them makes it: said
-    once, or with ``strict`` refused.
+    ``beside``: the features the other tasks of its mixture make. A feature the task leaves out as optional is
+    padding in its rows unless one of them makes it; ``absent`` says what then: "ignore", "warn" or "error".
     """
     model = getattr(converter, "model_kind", type(converter).__name__)
     if task.objective is None:
@@ -503,17 +502,13 @@ def _check_features(task: Task, trim_lengths: Mapping[str, int], converter, besi
         raise DataError(f"{objective} makes {', '.join(unread)}, which {model} does not read: {hint}")
     for name in optional & set(trim_lengths) - set(makes) - set(beside):
         message = (f"{objective} makes no {name}, so the {trim_lengths[name]} {name!r} positions of every row it "
-                   f"fills are padding: drop {name!r} from TASK_FEATURE_LENGTHS, or mix it with a task that has "
-                   f"{name}")
-        if strict:
+                   f"fills are padding: drop {name!r} from TASK_FEATURE_LENGTHS if nothing else needs it, or mix "
+                   f"the task with one that has {name}")
+        if absent == "error":
             raise DataError(message)
-        if (task.name, name, trim_lengths[name]) not in _ABSENT_NOTED:
-            _ABSENT_NOTED.add((task.name, name, trim_lengths[name]))
+        if absent == "warn":
             log.warning(message)
     _check_sized(objective, makes, trim_lengths, converter)
-
-
-_ABSENT_NOTED: set = set()  # (task, feature, length) said or excused (beside a task that makes it), once
 
 
 def _makes(task: Task) -> set[str]:
@@ -535,22 +530,19 @@ def _check_sized(what: str, makes, trim_lengths: Mapping[str, int], converter) -
 
 
 def check_task_fits(task_or_mixture: str | Task | Mixture, feature_lengths: Mapping[str, int], converter, *,
-                    beside: str | Task | Mixture | None = None, strict: bool = False) -> None:
-    """Every task makes what the model reads, at lengths it has (``get_dataset`` checks this before reading data;
-    train checks its task with ``strict`` and its ``eval_task`` ``beside`` it before the first step).
+                    absent: str = "ignore") -> None:
+    """Every task makes what the model reads, at lengths it has (``get_dataset`` checks this before reading data,
+    train and eval before loading anything).
 
     A task that leaves out an optional feature the lengths size (an LM task's inputs on a decoder-only model) is
-    fine beside a task that makes it (the other tasks of a mixture, or ``beside``); alone, its rows are that
-    much padding, which is said once, or with ``strict`` refused.
+    fine in a mixture with a task that makes it; alone, that feature is padding in every row, and ``absent``
+    says what to do about it: "ignore" (``get_dataset``), "warn" or "error" (train, where it costs steps).
     """
     tasks = _tasks_of(task_or_mixture)
-    others = _tasks_of(beside) if beside is not None else []
     trim = converter.trim_lengths(feature_lengths)
     for task in tasks:
-        made = set().union(*(_makes(t) for t in tasks + others if t is not task))
-        if beside is not None:  # the evaluation that reads it later need not say it again
-            _ABSENT_NOTED.update((task.name, name, length) for name, length in trim.items() if name in made)
-        _check_features(task, trim, converter, made, strict)
+        made = set().union(*(_makes(t) for t in tasks if t is not task))
+        _check_features(task, trim, converter, made, absent)
 
 
 def _tasks_of(item: str | Task | Mixture) -> list[Task]:
@@ -560,8 +552,7 @@ def _tasks_of(item: str | Task | Mixture) -> list[Task]:
 
 def check_vocabulary_fits(task_or_mixture: str | Task | Mixture, model_vocab_size: int) -> None:
     """Every task's token ids must index the model's embedding table (past it, XLA reads garbage, no error)."""
-    item = get_task_or_mixture(task_or_mixture) if isinstance(task_or_mixture, str) else task_or_mixture
-    for task, _ in item.resolved() if isinstance(item, Mixture) else [(item, 1.0)]:
+    for task in _tasks_of(task_or_mixture):
         size = getattr(task.vocabulary, "vocab_size", None)  # a custom vocabulary may not say
         if size is not None and size > model_vocab_size:
             raise DataError(f"task {task.name!r} has {size} token ids, more than the model's vocab_size "

@@ -217,9 +217,10 @@ def train(
     converter = model.feature_converter(pack)
     feature_lengths = checked_feature_lengths(feature_lengths, converter)
     check_vocabulary_fits(task, model.config.vocab_size)
-    check_task_fits(task, feature_lengths, converter, strict=True)  # rows of padding would cost real steps
+    # Rows of padding would cost real steps: refused, unless the eval_task needs the length (said, then).
+    check_task_fits(task, feature_lengths, converter, absent="warn" if eval_task and eval_every > 0 else "error")
     if eval_task and eval_every > 0:
-        _check_eval_task(model, eval_task, feature_lengths, task)
+        _check_eval_task(model, eval_task, feature_lengths)
     dataset, truncation = get_dataset(task, split="train", feature_lengths=feature_lengths, batch_size=batch_size,
                                       converter=converter, seed=seed, pack=pack)
     data_iter = iter(dataset)
@@ -449,19 +450,18 @@ def _restore_data_position(data_iter, state: Any, where: Path) -> None:
             "mixture). Train on in a new MODEL_DIR, starting from this one with INITIAL_CHECKPOINT") from e
 
 
-def _check_eval_task(model, eval_task, feature_lengths: Mapping[str, int], task) -> None:
+def _check_eval_task(model, eval_task, feature_lengths: Mapping[str, int]) -> None:
     """Say now, not at the first evaluation after ``eval_every`` steps, that it cannot work."""
     import t5x_lite.tasks  # noqa: F401  (registers the task providers)
     from t5x_lite.data.pipeline import check_task_fits, check_vocabulary_fits
     from t5x_lite.data.tasks import DataError, TaskRegistry
     from t5x_lite.evaluation.evaluate import check_metrics_can_be_decoded
 
-    training_task = task
     task = TaskRegistry.get(eval_task) if isinstance(eval_task, str) else eval_task
     check_metrics_can_be_decoded(model, task, where="train.eval_task: ")
     check_vocabulary_fits(task.name, model.config.vocab_size)
     try:
-        check_task_fits(task, feature_lengths, model.feature_converter(), beside=training_task)
+        check_task_fits(task, feature_lengths, model.feature_converter())
     except DataError as e:
         raise DataError(f"train.eval_task: {e}") from e
 

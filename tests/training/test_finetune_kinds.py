@@ -2,6 +2,7 @@
 a BERT classification head on an MLM checkpoint, and a decoder-only LM (prefix or causal)."""
 
 import json
+import re
 
 import jax
 import numpy as np
@@ -91,10 +92,16 @@ def test_a_decoder_only_model_fine_tuning_with_inputs_evaluates_on_the_lm_task(t
                     eval_task="bundled_corpus_lm", eval_every=2, eval_max_examples=4)
     assert np.isfinite(result.metrics["eval_loss"]) and result.metrics["eval_num_examples"] == 4, result.metrics
     assert "padding" not in caplog.text
-    # trained alone with an inputs length, every row would be half padding
-    with pytest.raises(DataError, match=r"objective 'lm' makes no inputs, so the 32 'inputs' positions of every "
-                                        r"row it fills are padding: drop 'inputs' from TASK_FEATURE_LENGTHS"):
-        _train(tmp_path / "lm", causal, "bundled_corpus_lm", {"inputs": 32, "targets": 32})
+    # trained alone with an inputs length, every row would be half padding: refused, unless the eval_task needs it
+    message = ("objective 'lm' makes no inputs, so the 16 'inputs' positions of every row it fills are padding: "
+               "drop 'inputs' from TASK_FEATURE_LENGTHS if nothing else needs it")
+    with pytest.raises(DataError, match=re.escape(message)):
+        _train(tmp_path / "lm", causal, "bundled_corpus_lm", {"inputs": 16, "targets": 16})
+    assert message not in caplog.text
+    _train(tmp_path / "lm", causal, "bundled_corpus_lm", {"inputs": 16, "targets": 16},
+           eval_task="bundled_sentiment", eval_every=2, eval_max_examples=4,
+           eval_decode=DecodeOptions(max_decode_length=2))
+    assert caplog.text.count(message) == 1
 
 
 def test_the_bert_experiments_pretrain_then_fine_tune_through_the_cli(tmp_path, monkeypatch):
