@@ -142,6 +142,7 @@ def test_a_causal_lm_scores_the_targets_after_its_inputs(tmp_path, capsys, caplo
     # with no inputs to continue, greedy decoding would write one text for every example: said before decoding
     assert cli.main(["infer", "--gin_file=runs/infer.gin", f"--gin.CHECKPOINT={tmp_path / 'lm'}",
                      "--gin.TASK=bundled_corpus_lm", "--gin.TASK_FEATURE_LENGTHS={'targets': 8}",
-                     "--gin.infer_checkpoint.max_examples=2", "--gin.evaluation.DecodeOptions.max_decode_length=4"]) == 0
+                     "--gin.infer_checkpoint.max_examples=2",
+                     "--gin.evaluation.DecodeOptions.max_decode_length=4"]) == 0
     assert ("task 'bundled_corpus_lm' has no inputs, so greedy decoding writes the same unprompted text for every "
             "example") in caplog.text
