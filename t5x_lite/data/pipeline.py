@@ -531,8 +531,8 @@ def _check_sized(what: str, makes, trim_lengths: Mapping[str, int], converter) -
 
 def check_task_fits(task_or_mixture: str | Task | Mixture, feature_lengths: Mapping[str, int], converter, *,
                     absent: str = "ignore") -> None:
-    """Every task makes what the model reads, at lengths it has (``get_dataset`` checks this before reading data,
-    train and eval before loading anything).
+    """Every task makes what the model reads, at lengths it has (``get_dataset`` checks this before reading data;
+    eval and train's ``eval_task`` before loading anything).
 
     A task that leaves out an optional feature the lengths size (an LM task's inputs on a decoder-only model) is
     fine in a mixture with a task that makes it; alone, that feature is padding in every row, and ``absent``
@@ -574,6 +574,7 @@ def get_dataset(
     drop_remainder: Optional[bool] = None,
     keep_text: bool = False,
     count_cut: bool = False,
+    absent: str = "ignore",
 ) -> tuple[grain.IterDataset, TruncationStats]:
     """A batched ``grain.IterDataset`` of model features for this host, plus truncation stats.
 
@@ -585,6 +586,8 @@ def get_dataset(
     adds ``<feature>_tokens_cut``, the tokens truncation took from each row's
     example, so a reader that stops early (evaluation's ``max_examples``) counts
     only the rows it used; the stats count every example read, read-ahead too.
+    ``absent``: what to do about a task whose rows leave a sized feature empty
+    (``check_task_fits``), checked with the rest before any data is read.
     """
     if (keep_text or count_cut) and pack:
         raise ValueError("get_dataset: keep_text and count_cut need pack=False (a packed row holds several "
@@ -598,7 +601,7 @@ def get_dataset(
     lengths = checked_feature_lengths(feature_lengths, converter, warn_unread=False)
     trim = converter.trim_lengths(lengths)
     parts = item.resolved() if isinstance(item, Mixture) else [(item, 1.0)]
-    check_task_fits(item, lengths, converter)
+    check_task_fits(item, lengths, converter, absent=absent)
     passthrough = dict(getattr(converter, "passthrough_fields", {}))
     datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
                               shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text,

@@ -59,8 +59,8 @@ def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: M
         check_metrics_can_be_decoded(model, TaskRegistry.get(task), where=f"{checkpoint}: ")
         if model.kind == "encoder_only":
             raise ConfigError(f"{held}, a bare encoder with neither a loss nor a decoder to evaluate")
-    check_task_fits(task, checked_feature_lengths(feature_lengths, model.feature_converter()),
-                    model.feature_converter(), absent="warn")
+    converter = model.feature_converter()
+    check_task_fits(task, checked_feature_lengths(feature_lengths, converter), converter, absent="warn")
     check_vocabulary_fits(task, model.config.vocab_size)
     if job == "decode" and decode is not None and decode.method != "sample" and not has_inputs(TaskRegistry.get(task)):
         log.warning("task %r has no inputs, so %s decoding writes the same unprompted text for every example; "

@@ -185,7 +185,7 @@ def train(
     restored or initialized: a run refused for a bad setting or a checkpoint
     that does not fit leaves an existing run's files as they were.
     """
-    from t5x_lite.data.pipeline import check_task_fits, check_vocabulary_fits, checked_feature_lengths, get_dataset
+    from t5x_lite.data.pipeline import check_vocabulary_fits, checked_feature_lengths, get_dataset
     from t5x_lite.training.flops import train_flops_per_example
     from t5x_lite.training.metrics import MetricsWriter, ProgressBar, StepTimer, summarize_metrics
 
@@ -217,12 +217,12 @@ def train(
     converter = model.feature_converter(pack)
     feature_lengths = checked_feature_lengths(feature_lengths, converter)
     check_vocabulary_fits(task, model.config.vocab_size)
-    # Rows of padding would cost real steps: refused, unless the eval_task needs the length (said, then).
-    check_task_fits(task, feature_lengths, converter, absent="warn" if eval_task and eval_every > 0 else "error")
     if eval_task and eval_every > 0:
         _check_eval_task(model, eval_task, feature_lengths)
+    # Rows of padding would cost real steps: refused, unless the eval_task needs the length (said, then).
+    absent = "warn" if eval_task and eval_every > 0 else "error"
     dataset, truncation = get_dataset(task, split="train", feature_lengths=feature_lengths, batch_size=batch_size,
-                                      converter=converter, seed=seed, pack=pack)
+                                      converter=converter, seed=seed, pack=pack, absent=absent)
     data_iter = iter(dataset)
     first_batch = next(data_iter)  # also tells the step its shapes
     shardings = trainer.state_shardings(first_batch)
