@@ -192,7 +192,7 @@ def decode_option_problems(*, method: str, max_decode_length: int, num_beams: in
     problems = [
         (max_decode_length >= 1, f"max_decode_length must be >= 1, got {max_decode_length}"),
         (num_decodes >= 1, f"num_decodes must be >= 1, got {num_decodes}"),
-        (num_beams >= 1, f"num_beams must be >= 1, got {num_beams}"),
+        (method != "beam" or num_beams >= 1, f"num_beams must be >= 1 for beam search, got {num_beams}"),
         (vocab_size is None or method != "beam" or 2 * num_beams <= vocab_size,
          f"num_beams={num_beams} needs a vocabulary of at least 2 x num_beams tokens; the model has {vocab_size}"),
         (alpha >= 0, f"alpha must be >= 0, got {alpha}"),

@@ -32,12 +32,14 @@ def _cli_error(capsys, *args):
                                             "validation, test"),
     ("--gin.TASK=bundled_sentiment_classification", "task 'bundled_sentiment_classification' has no 'targets' "
                                                     "feature"),
-    ("--gin.evaluation.DecodeOptions.num_beams=0", "DecodeOptions.num_beams must be >= 1, got 0"),
+    (("--gin.evaluation.DecodeOptions.method=beam", "--gin.evaluation.DecodeOptions.num_beams=0"),
+     "DecodeOptions.num_beams must be >= 1 for beam search, got 0"),
     ("--gin.evaluation.DecodeOptions.max_decode_length=-5", "DecodeOptions.max_decode_length must be >= 1, got -5"),
 ])
 def test_bad_eval_settings_are_one_line_errors(tmp_path, capsys, flag, message):
     ckpt = _our_checkpoint(tmp_path / "ckpt")
-    err = _cli_error(capsys, "eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={ckpt}", *FLAGS, flag)
+    flags = flag if isinstance(flag, tuple) else (flag,)
+    err = _cli_error(capsys, "eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={ckpt}", *FLAGS, *flags)
     assert message in err
     assert not (ckpt / "eval").exists()  # refused before writing anything
 
@@ -108,8 +110,10 @@ def test_results_are_numbered_not_overwritten_and_step_results_live_beside_the_c
 def test_decode_options_are_checked_where_they_are_made():
     DecodeOptions(method="sample", temperature=0.7, top_k=40, top_p=0.9)
     DecodeOptions(method="sample", temperature=0.0)  # argmax, as decoding documents
+    DecodeOptions(method="greedy", num_beams=0)  # beams are beam search's alone
     for bad, message in ((dict(method="foo"), "method must be one of"), (dict(temperature=-0.5), "temperature"),
-                         (dict(top_p=1.5), "top_p must be in"), (dict(top_k=-2), "top_k must be >= 0")):
+                         (dict(top_p=1.5), "top_p must be in"), (dict(top_k=-2), "top_k must be >= 0"),
+                         (dict(method="beam", num_beams=0), "num_beams must be >= 1 for beam search")):
         with pytest.raises(ValueError, match=message):
             DecodeOptions(**bad)
 
