@@ -24,3 +24,36 @@ def test_finetune_glue_experiment_runs_under_mock_data(task, tmp_path):
     expected = {"glue_mrpc": ("eval/accuracy", "eval/f1"), "super_glue_cb": ("eval/accuracy", "eval/mean_3class_f1")}[task]
     for name in expected:
         assert name in evals[-1], sorted(evals[-1])
+
+
+@pytest.mark.parametrize("task, num_labels, expected", [
+    ("glue_stsb_classification", 1, ("eval/pearson", "eval/spearman")),  # a regression head
+    ("super_glue_cb_classification", 3, ("eval/accuracy", "eval/mean_3class_f1")),
+])
+def test_bert_finetune_glue_experiment_runs_under_mock_data(task, num_labels, expected, tmp_path):
+    from t5x_lite import cli
+
+    with tfds.testing.mock_data(num_examples=16):
+        rc = cli.main(["train", "--gin_file=experiments/bert_finetune_glue.gin", f"--gin.TASK={task}",
+                       f"--gin.models.BertConfig.num_labels={num_labels}", "--gin.INITIAL_CHECKPOINT=None",
+                       f"--gin.MODEL_DIR={tmp_path}", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=4",
+                       "--gin.WARMUP_STEPS=1", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32}",
+                       "--gin.train.eval_every=2", "--gin.train.eval_max_examples=8", "--gin.train.log_every=1",
+                       "--gin.train.progress=False"])
+    assert rc == 0
+    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/loss" in r]
+    assert evals and evals[-1]["step"] == 2
+    for name in expected:
+        assert name in evals[-1], sorted(evals[-1])
+
+
+def test_a_classifier_with_the_wrong_number_of_labels_is_refused_before_reading(tmp_path, capsys):
+    from t5x_lite import cli
+
+    rc = cli.main(["train", "--gin_file=experiments/bert_finetune_glue.gin", "--gin.TASK=glue_mnli_classification",
+                   "--gin.INITIAL_CHECKPOINT=None", f"--gin.MODEL_DIR={tmp_path}"])  # no TFDS data: never read
+    assert rc == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "task 'glue_mnli_classification' has 3 classes, and the classifier's head has BertConfig.num_labels = 2: "
+        "set it to 3")

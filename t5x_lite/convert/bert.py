@@ -148,6 +148,8 @@ def bert_config_to_hf(cfg: BertConfig, architectures: Optional[list[str]] = None
     }
     if architectures:
         out["architectures"] = list(architectures)
+        if "BertForSequenceClassification" in architectures and cfg.num_labels == 1:
+            out["problem_type"] = "regression"  # what HF infers from one label; said, so that no reader guesses
     return out
 
 
@@ -323,18 +325,17 @@ def bert_params_from_hf(
 
 
 def _check_classification_head(cfg: BertConfig, config_json: Mapping, source: str) -> None:
-    """A head we train and score as single-label classification (softmax cross-entropy over >= 2 classes).
+    """A head we train as HF does: softmax cross-entropy over >= 2 classes, or regression with one label.
 
-    HF reads ``num_labels=1`` as regression and ``problem_type`` may say multi-label:
-    other losses, which would import without complaint and train as nonsense.
+    ``problem_type`` may say multi-label (a sigmoid per class) or multi-output regression: other losses,
+    which would import without complaint and train as nonsense.
     """
     problem = config_json.get("problem_type")
-    if problem not in (None, "single_label_classification"):
-        raise BertConversionError(f"{source}: problem_type {problem!r} is not supported (only single-label "
-                                  "classification, trained with softmax cross-entropy)")
-    if cfg.num_labels < 2:
-        raise BertConversionError(f"{source}: num_labels={cfg.num_labels} is a regression head (HF), which is not "
-                                  "supported; a classification head needs >= 2 labels")
+    expected = "regression" if cfg.num_labels == 1 else "single_label_classification"
+    if problem not in (None, expected):
+        raise BertConversionError(f"{source}: problem_type {problem!r} with num_labels={cfg.num_labels} is not "
+                                  f"supported (only single-label classification over >= 2 labels, or regression "
+                                  "with num_labels=1)")
 
 
 def _check_tied(remaining: dict, config_json: Mapping, params: dict, source: str) -> None:

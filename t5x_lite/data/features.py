@@ -234,7 +234,7 @@ class EncoderOnlyFeatureConverter:
 
     pack: bool = False
     classification: bool = False
-    num_labels: Optional[int] = None  # the classifier's classes, to check each label against
+    num_labels: Optional[int] = None  # the classifier's classes, to check each label against; 1: regression
 
     @property
     def model_kind(self) -> str:
@@ -250,9 +250,19 @@ class EncoderOnlyFeatureConverter:
         that says what is wrong with a value (None: fine)."""
         return {"label": self._label_problem} if self.classification else {}
 
+    @property
+    def regression(self) -> bool:
+        return self.num_labels == 1  # Hugging Face's convention for a regression head
+
     def _label_problem(self, value: Any) -> Optional[str]:
-        # A float label would be cut to an int, and one past the classes indexes the logits out of range.
         label = np.asarray(value)
+        if self.regression:
+            if label.ndim != 0 or not np.issubdtype(label.dtype, np.floating) or not np.isfinite(label):
+                # An integer is most likely a class id meant for a classifier with num_labels > 1.
+                return (f"must be one finite float (num_labels = 1 is a regression head), got {value!r:.80}; "
+                        "for classes, set BertConfig.num_labels to their number")
+            return None
+        # A float label would be cut to an int, and one past the classes indexes the logits out of range.
         if label.ndim != 0 or not (np.issubdtype(label.dtype, np.integer) or label.dtype == bool):
             return f"must be one integer class id, got {value!r:.80}"
         if int(label) < 0 or (self.num_labels is not None and int(label) >= self.num_labels):
@@ -271,7 +281,7 @@ class EncoderOnlyFeatureConverter:
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict:
         out = {"input_tokens": batch["inputs"]}
         if self.classification:
-            out["labels"] = np.asarray(batch["label"]).reshape(-1)
+            out["labels"] = np.asarray(batch["label"], np.float32 if self.regression else None).reshape(-1)
         else:
             out["mlm_targets"] = batch["mlm_targets"]
             out["mlm_weights"] = np.asarray(batch["mlm_weights"], np.float32)

@@ -467,6 +467,11 @@ def _check_features(task: Task, trim_lengths: Mapping[str, int], converter, besi
     padding in its rows unless one of them makes it; ``absent`` says what then: "ignore", "warn" or "error".
     """
     model = getattr(converter, "model_kind", type(converter).__name__)
+    head = getattr(converter, "num_labels", None) if getattr(converter, "classification", False) else None
+    if head is not None and task.num_labels is not None and head != task.num_labels:
+        said = "a regression target" if task.num_labels == 1 else f"{task.num_labels} classes"
+        raise DataError(f"task {task.name!r} has {said}, and the classifier's head has BertConfig.num_labels = "
+                        f"{head}: set it to {task.num_labels}")
     if task.objective is None:
         for name in trim_lengths:
             if name not in task.output_features:

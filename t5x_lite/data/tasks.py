@@ -49,6 +49,9 @@ class Task:
     # "skip": a record that fails in the preprocessors or tokenizing (an empty target, a token id past the
     # vocabulary, a missing feature) is skipped and counted instead of stopping the run.
     on_error: str = "raise"
+    # A classification task's number of classes (1: a regression target), checked against a BERT classifier's
+    # BertConfig.num_labels before any data is read; None: not said (checked per record against the head).
+    num_labels: Optional[int] = None
 
     def __post_init__(self):
         if self.on_error not in ("raise", "skip"):

@@ -210,6 +210,10 @@ def _classify(*, model, params, task, split, feature_lengths, batch_size, max_ex
         if loss is not None:
             loss.add(params, batch, n)
         logits = np.asarray(logits_fn(params, batch))
+        if model.regression:  # the head's one output is the prediction; there is no likelihood to score it by
+            rows += [{"inputs": _text(task.vocabulary, batch["input_tokens"][r]), "targets": float(batch["labels"][r]),
+                      "prediction": float(logits[r, 0]), "score": None} for r in range(n)]
+            continue
         log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
         for r in range(n):
             pred = int(np.argmax(logits[r]))

@@ -233,17 +233,25 @@ class EncoderOnlyMLMModel(_BertModel):
 
 @dataclasses.dataclass(frozen=True)
 class EncoderOnlyClassificationModel(_BertModel):
-    """BERT-style sequence classification on the pooled first token; one example per row."""
+    """BERT-style sequence classification on the pooled first token; one example per row.
+
+    ``BertConfig.num_labels`` >= 2 classes train with softmax cross-entropy on an integer ``label``;
+    ``num_labels = 1`` is Hugging Face's regression head (STS-B's similarity score, a cross-encoder's
+    relevance): mean squared error on a float ``label``, for which ``z_loss`` (a softmax's normalizer)
+    does not apply.
+    """
 
     kind = "encoder_only_classification"
     module_name = "BertForClassification"
 
     def __post_init__(self):
-        # One label is HF's regression head (num_labels=1), which a softmax cross-entropy cannot train;
-        # a bare or MLM checkpoint's config may say 1 (an embedding model's id2label), and that is harmless.
-        if self.config.num_labels < 2:
-            raise ConfigError(f"EncoderOnlyClassificationModel needs BertConfig.num_labels >= 2 (classes), got "
-                              f"{self.config.num_labels}")
+        if self.regression and self.label_smoothing:
+            raise ConfigError(f"label_smoothing={self.label_smoothing} smooths classes; BertConfig.num_labels = 1 "
+                              "is a regression head, which has none: set it to 0")
+
+    @property
+    def regression(self) -> bool:
+        return self.config.num_labels == 1
 
     def feature_converter(self, pack: bool = False):
         from t5x_lite.data.features import EncoderOnlyFeatureConverter
@@ -252,11 +260,28 @@ class EncoderOnlyClassificationModel(_BertModel):
             raise ValueError("classification reads the pooled first token: one example per row, pack=False")
         return EncoderOnlyFeatureConverter(classification=True, num_labels=self.config.num_labels)
 
+    def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
+        batch = super().dummy_batch(batch_size, lengths)
+        if self.regression:
+            batch["labels"] = jnp.zeros((batch_size,), jnp.float32)
+        return batch
+
     def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
-        logits = self.logits(params, batch, dropout_rng)[:, None, :]  # one "token" per example
-        labels = batch["labels"][:, None]
-        return weighted_mean_loss(logits, labels, jnp.ones(labels.shape, jnp.float32), z_loss=self.z_loss,
-                                  label_smoothing=self.label_smoothing, normalizer=self.loss_normalizer)
+        logits = self.logits(params, batch, dropout_rng)
+        if self.regression:
+            return _squared_error_loss(logits[:, 0], batch["labels"], self.loss_normalizer)
+        labels = batch["labels"][:, None]  # one "token" per example
+        return weighted_mean_loss(logits[:, None, :], labels, jnp.ones(labels.shape, jnp.float32),
+                                  z_loss=self.z_loss, label_smoothing=self.label_smoothing,
+                                  normalizer=self.loss_normalizer)
+
+
+def _squared_error_loss(predictions: Array, labels: Array, normalizer: Optional[float]):
+    """HF's regression loss (``MSELoss``, a mean over the batch), or the sum over a fixed ``normalizer``."""
+    squared = jnp.square(predictions.astype(jnp.float32) - labels.astype(jnp.float32))
+    count = jnp.float32(squared.shape[0])
+    loss = jnp.sum(squared) / (jnp.float32(normalizer) if normalizer is not None else count)
+    return loss, {"loss": loss, "num_tokens": count}
 
 
 @dataclasses.dataclass(frozen=True)

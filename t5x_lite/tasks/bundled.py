@@ -113,4 +113,5 @@ def register() -> None:
         output_features={"inputs": Feature(vocab)},
         metric_names=("accuracy", "f1"),
         splits=("train", "validation", "test"),
+        num_labels=len(LABELS),
     ), overwrite=True)

@@ -5,6 +5,10 @@ lazy). The datasets must already be prepared in ``data_dir`` (``tfds build``);
 nothing is downloaded here. The inputs follow T5's ``glue`` / ``super_glue``
 preprocessors: ``"<task> <field>: <value> ..."`` -> the label's name.
 
+Each GLUE and SuperGLUE task also comes as ``<task>_classification`` for a BERT
+classifier: the same input text, the label as a class id (STS-B: its 0-5 score as a
+float, for a regression head), scored by the same metrics.
+
 These tasks use the bundled vocabulary by default. To use your own (T5's
 ``spiece.model``), call :func:`register` with it before the first lookup.
 """
@@ -65,6 +69,21 @@ def text_to_text(benchmark: str, fields: Sequence[str], labels: Optional[Sequenc
             target = labels[int(label)]
         inputs = " ".join([benchmark] + [f"{f}: {ex[f]}" for f in ordered])
         return {"inputs": inputs, "targets": target, "label": label}
+
+    return preprocess
+
+
+def to_class(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[str]]) -> Callable:
+    """For a BERT classifier: T5's input text and the label as a class id (unlabelled test rows dropped), or
+    STS-B's score as a float, unrounded, for a regression head (num_labels = 1)."""
+    text = text_to_text(benchmark, fields, labels)
+
+    def preprocess(ex: dict) -> Optional[dict]:
+        out = text(ex)
+        if out is None or float(out["label"]) < 0:  # STS-B's unlabelled test rows say -1 too
+            return None
+        label = np.float32(out["label"]) if labels is None else int(out["label"])
+        return {"inputs": out["inputs"], "label": label}
 
     return preprocess
 
@@ -148,6 +167,14 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
                 output_features={"inputs": feature, "targets": feature},
                 metric_names=METRIC_NAMES.get(f"{benchmark}_{name}", ("accuracy",)),
                 postprocess_fn=label_postprocessor(labels),
+            ), overwrite=True)
+            TaskRegistry.add(Task(
+                name=f"{benchmark}_{name}_classification",
+                source=_source(f"{tfds_prefix}/{name}", validation, data_dir),
+                preprocessors=(to_class(name, fields, labels),),
+                output_features={"inputs": feature},
+                metric_names=METRIC_NAMES.get(f"{benchmark}_{name}", ("accuracy",)),
+                num_labels=len(labels) if labels is not None else 1,
             ), overwrite=True)
 
 

@@ -260,17 +260,20 @@ def test_heads_and_settings_that_would_be_silently_wrong_are_refused(hf, tmp_pat
     with pytest.raises(BertConversionError, match=r"src: 'classifier\.\*' without 'bert\.pooler\.\*' is a "
                                                   r"per-token head"):
         bert_params_from_hf(_state(tagger), config, source="src")
-    # a classification head is trained as single-label softmax: HF's regression and multi-label heads are not
-    for change, message in [(dict(num_labels=1, problem_type="regression"), "problem_type 'regression'"),
-                            (dict(problem_type="multi_label_classification"), "problem_type 'multi_label_classification'"),
-                            (dict(num_labels=1), "num_labels=1 is a regression head")]:
+    # a head is trained as HF trains it: softmax over >= 2 classes, or regression with one label (the next test);
+    # multi-label and multi-output regression heads are refused
+    for change, message in [(dict(problem_type="multi_label_classification"),
+                             "problem_type 'multi_label_classification' with num_labels=3 is not supported"),
+                            (dict(problem_type="regression"), "problem_type 'regression' with num_labels=3"),
+                            (dict(num_labels=1, problem_type="single_label_classification"),
+                             "problem_type 'single_label_classification' with num_labels=1")]:
         with pytest.raises(BertConversionError, match=r"^src: " + message):
             bert_params_from_hf(_state(hf["cls"]), {**hf["cls"].config.to_dict(), **change}, source="src")
     # ... while a bare encoder's config may say one label (embedding models ship id2label={"0": "LABEL_0"})
     cfg, _ = bert_params_from_hf(_state(hf["base"]), {**hf["base"].config.to_dict(), "num_labels": 1})
     assert cfg.num_labels == 1
-    with pytest.raises(ConfigError, match="num_labels >= 2"):
-        EncoderOnlyClassificationModel(config=cfg)
+    with pytest.raises(ConfigError, match="BertConfig.num_labels must be >= 1, got 0"):
+        EncoderOnlyClassificationModel(config=cfg.replace(num_labels=0))
     for change, message in [(dict(type_vocab_size=0), "type_vocab_size must be >= 1, got 0"),
                             (dict(classifier_dropout="x"), "classifier_dropout_rate must be a float or None")]:
         with pytest.raises(BertConversionError, match=r"^cfg\.json: .*" + message):
@@ -285,3 +288,32 @@ def test_export_names_the_hf_class(hf, kind, architecture, tmp_path):
     wrapper, params = import_hf(tmp_path / "hf")
     export_hf(wrapper, params, tmp_path / "back")
     assert hf_io.read_config(tmp_path / "back")["architectures"] == [architecture]
+
+
+def test_regression_head_matches_hf_and_exports_as_one(batch, tmp_path):
+    # HF's num_labels=1 head: MSE on the pooled output's one value (STS-B, cross-encoder rerankers)
+    from t5x_lite.models.model import EncoderOnlyClassificationModel
+
+    torch.manual_seed(3)
+    model = transformers.BertForSequenceClassification(transformers.BertConfig(**{**HF_TINY, "num_labels": 1}))
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    labels = np.array([0.4, 3.2, 4.8], np.float32)
+    want = _torch_out(model, batch, labels=torch.from_numpy(labels))
+    assert model.config.problem_type == "regression"  # what HF inferred from one label and float labels
+    cfg, params = bert_params_from_hf(_state(model), model.config.to_dict())
+    wrapper = EncoderOnlyClassificationModel(config=cfg)
+    assert wrapper.regression
+    features = {"input_tokens": jnp.asarray(batch["ids"]), "token_type_ids": jnp.asarray(batch["types"]),
+                "labels": jnp.asarray(labels)}
+    logits = np.asarray(wrapper.logits(params, features))
+    assert logits.shape == (3, 1) and np.abs(logits - want.logits.numpy()).max() < 1e-4
+    loss, metrics = wrapper.loss_fn(params, features)
+    assert abs(float(loss) - want.loss.item()) < 1e-4 * max(1.0, want.loss.item())
+    assert float(metrics["num_tokens"]) == 3
+    save_hf_bert(tmp_path, params, cfg)
+    reloaded = transformers.BertForSequenceClassification.from_pretrained(str(tmp_path)).eval()
+    assert reloaded.config.problem_type == "regression" and reloaded.config.num_labels == 1
+    np.testing.assert_allclose(_torch_out(reloaded, batch).logits.numpy(), want.logits.numpy(), atol=1e-6)

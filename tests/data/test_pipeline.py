@@ -349,6 +349,27 @@ def test_only_the_fields_the_model_reads_pass_through():
                             converter=EncoderOnlyFeatureConverter(classification=True, num_labels=2))
         with pytest.raises(DataError, match=r"mem\.jsonl:\d+: 'label' in task 'mem_labels' " + message):
             next(iter(ds))
+    # a regression head (num_labels = 1) reads one finite float; an integer is likely a class id
+    scored = Task(**{**with_labels.__dict__, "preprocessors": (lambda ex: {"inputs": ex["q"], "label": 0.25},)})
+    regression = EncoderOnlyFeatureConverter(classification=True, num_labels=1)
+    ds, _ = get_dataset(scored, split="train", feature_lengths={"inputs": 16}, batch_size=4, seed=0, shard=(0, 1),
+                        converter=regression)
+    labels = next(iter(ds))["labels"]
+    assert labels.dtype == np.float32 and (labels == 0.25).all()
+    for label, message in [(1, r"must be one finite float \(num_labels = 1 is a regression head\), got 1; for "
+                               r"classes, set BertConfig.num_labels to their number"),
+                           (float("nan"), r"must be one finite float .*got nan")]:
+        bad = Task(**{**with_labels.__dict__, "preprocessors": (lambda ex, v=label: {"inputs": ex["q"], "label": v},)})
+        ds, _ = get_dataset(bad, split="train", feature_lengths={"inputs": 16}, batch_size=4, seed=0, shard=(0, 1),
+                            converter=regression)
+        with pytest.raises(DataError, match=r"mem\.jsonl:\d+: 'label' in task 'mem_labels' " + message):
+            next(iter(ds))
+    # a task that says its classes is checked against the head before any record is read
+    three = Task(**{**with_labels.__dict__, "num_labels": 3})
+    with pytest.raises(DataError, match=r"^task 'mem_labels' has 3 classes, and the classifier's head has "
+                                        r"BertConfig.num_labels = 2: set it to 3$"):
+        get_dataset(three, split="train", feature_lengths={"inputs": 16}, batch_size=4, seed=0, shard=(0, 1),
+                    converter=EncoderOnlyFeatureConverter(classification=True, num_labels=2))
 
 
 def test_a_task_may_skip_and_count_records_it_cannot_use(caplog):

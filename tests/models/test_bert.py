@@ -207,3 +207,25 @@ def test_label_names_name_every_class_once():
     for bad in (("no",), ("no", "no"), ("no", ""), ("no", 1)):
         with pytest.raises(ConfigError, match=r"label_names must be 2 \(num_labels\) distinct non-empty strings"):
             BertConfig(num_labels=2, label_names=bad)
+
+
+def test_one_label_is_a_regression_head():
+    # Hugging Face's convention: num_labels = 1 trains with mean squared error (its HF parity: tests/convert)
+    from t5x_lite.errors import ConfigError
+    from t5x_lite.models.model import EncoderOnlyClassificationModel
+
+    model = EncoderOnlyClassificationModel(config=TINY.replace(num_labels=1, dropout_rate=0.0), z_loss=0.0)
+    assert model.regression and not EncoderOnlyClassificationModel(config=TINY).regression
+    batch = model.dummy_batch(2, {"inputs": 8})
+    assert batch["labels"].dtype == jnp.float32
+    params = model.init(jax.random.key(0), batch)
+    predictions = model.logits(params, batch)[:, 0]
+    batch["labels"] = jnp.array([0.5, 4.0], jnp.float32)
+    loss, metrics = model.loss_fn(params, batch)
+    np.testing.assert_allclose(loss, np.mean((np.asarray(predictions) - [0.5, 4.0]) ** 2), rtol=1e-6)
+    assert set(metrics) == {"loss", "num_tokens"} and float(metrics["num_tokens"]) == 2
+    fixed, _ = EncoderOnlyClassificationModel(config=model.config, loss_normalizer=10.0).loss_fn(params, batch)
+    np.testing.assert_allclose(fixed, loss * 2 / 10, rtol=1e-6)  # the sum over a fixed normalizer
+    with pytest.raises(ConfigError, match="label_smoothing=0.1 smooths classes; BertConfig.num_labels = 1 is a "
+                                          "regression head"):
+        EncoderOnlyClassificationModel(config=model.config, label_smoothing=0.1)

@@ -11,7 +11,7 @@ from t5x_lite.data.features import EncDecFeatureConverter
 from t5x_lite.data.pipeline import get_dataset
 from t5x_lite.data.tasks import TaskRegistry
 from t5x_lite.tasks.bundled import vocabulary
-from t5x_lite.tasks.tfds_tasks import GLUE, SUPER_GLUE, label_postprocessor, text_to_text
+from t5x_lite.tasks.tfds_tasks import GLUE, SUPER_GLUE, label_postprocessor, text_to_text, to_class
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -57,6 +57,23 @@ def test_text_to_text_format_and_postprocess():
     post = label_postprocessor(("entailment", "not_entailment"))
     assert post("not_entailment") == 1 and post("maybe") == -1
     assert np.isnan(label_postprocessor(None)("n/a"))
+
+
+def test_classification_format_for_bert():
+    # T5's input text; the label as a class id, STS-B's score unrounded as a float (a regression head's target)
+    rte = to_class("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"))
+    assert rte({"sentence1": "A man.", "sentence2": "A person.", "label": 1}) == {
+        "inputs": "rte sentence1: A man. sentence2: A person.", "label": 1}
+    assert rte({"sentence1": "x", "sentence2": "y", "label": -1}) is None
+    stsb = to_class("stsb", ("sentence1", "sentence2"), None)
+    out = stsb({"sentence1": "a", "sentence2": "b", "label": np.float32(3.27)})
+    assert out["label"] == np.float32(3.27) and out["label"].dtype == np.float32
+    assert stsb({"sentence1": "a", "sentence2": "b", "label": np.float32(-1)}) is None  # unlabelled test rows
+    from t5x_lite.data.tasks import TaskRegistry
+
+    assert TaskRegistry.get("glue_mnli_classification").num_labels == 3
+    assert TaskRegistry.get("glue_stsb_classification").num_labels == 1
+    assert TaskRegistry.get("glue_stsb_classification").metric_names == ("pearson", "spearman")
 
 
 def test_registering_tasks_imports_no_tensorflow():
