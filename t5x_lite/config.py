@@ -37,9 +37,9 @@ class GinConfigError(ConfigError):
 
 
 def register_configurables() -> None:
-    """Expose models, optimizers, partitioning and ``train`` to gin (idempotent).
+    """Expose models, optimizers, partitioning, task vocabularies and ``train`` to gin (idempotent).
 
-    Namespaces: ``models.*``, ``optimizers.*``, ``partitioning.*`` and ``train``.
+    Namespaces: ``models.*``, ``optimizers.*``, ``partitioning.*``, ``tasks.*`` and ``train``.
     """
     global _REGISTERED
     if _REGISTERED:
@@ -54,6 +54,11 @@ def register_configurables() -> None:
     for fn in (optimizers.make_optimizer, optimizers.make_schedule):
         gin.external_configurable(fn, module="optimizers")
     gin.external_configurable(partitioning.MeshConfig, module="partitioning")
+    from t5x_lite.data.wordpiece import WordPieceVocabulary
+    from t5x_lite.tasks import tfds_tasks
+
+    gin.external_configurable(WordPieceVocabulary, module="tasks")
+    gin.external_configurable(tfds_tasks.with_vocabulary, module="tasks")
     CONFIGURED["train"] = gin.external_configurable(train, name="train")
     from t5x_lite.evaluation.evaluate import DecodeOptions
     from t5x_lite.evaluation.run import evaluate_checkpoint, infer_checkpoint

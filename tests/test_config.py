@@ -139,7 +139,7 @@ def test_a_dict_over_several_lines_of_a_file_gets_the_dict_hint(tmp_path):
 
 def test_every_shipped_experiment_passes_the_macro_checks():
     # No false alarms: each experiment sets every macro it uses (given what its header leaves to the user).
-    user = {"MODEL_DIR": "'/tmp/run'", "INITIAL_CHECKPOINT": "'/tmp/ckpt'"}
+    user = {"MODEL_DIR": "'/tmp/run'", "INITIAL_CHECKPOINT": "'/tmp/ckpt'", "HF_TOKENIZER": "'/tmp/hf'"}
     for path in sorted(config.GIN_CONFIGS.glob("experiments/**/*.gin")):
         required = config.required_macros([str(path)])
         if not any("MODEL" in source.macros_set for source in config.scan_sources([str(path)])):

