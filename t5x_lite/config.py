@@ -54,11 +54,11 @@ def register_configurables() -> None:
     for fn in (optimizers.make_optimizer, optimizers.make_schedule):
         gin.external_configurable(fn, module="optimizers")
     gin.external_configurable(partitioning.MeshConfig, module="partitioning")
+    from t5x_lite import tasks
     from t5x_lite.data.wordpiece import WordPieceVocabulary
-    from t5x_lite.tasks import tfds_tasks
 
     gin.external_configurable(WordPieceVocabulary, module="tasks")
-    gin.external_configurable(tfds_tasks.with_vocabulary, module="tasks")
+    gin.external_configurable(tasks.with_vocabulary, module="tasks")
     CONFIGURED["train"] = gin.external_configurable(train, name="train")
     from t5x_lite.evaluation.evaluate import DecodeOptions
     from t5x_lite.evaluation.run import evaluate_checkpoint, infer_checkpoint

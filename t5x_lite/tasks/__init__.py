@@ -1,9 +1,24 @@
 """Registered tasks. Importing this package registers providers; tasks are built on first lookup."""
 
+from __future__ import annotations
+
+from typing import Optional
+
 from t5x_lite.data.tasks import MixtureRegistry, TaskRegistry
 from t5x_lite.tasks import bundled, tfds_tasks
 
 TaskRegistry.add_provider(bundled.register)
 TaskRegistry.add_provider(tfds_tasks.register_default)
 
-__all__ = ["MixtureRegistry", "TaskRegistry", "bundled", "tfds_tasks"]
+
+def with_vocabulary(task: str, vocabulary, data_dir: Optional[str] = None) -> str:
+    """``task``'s name, once the classification tasks (bundled sentiment, GLUE, SuperGLUE) are registered with
+    ``vocabulary``: how a gin file names a task together with the tokenizer its model reads
+    (``TASK = @tasks.with_vocabulary()``; a converted BERT's ``@tasks.WordPieceVocabulary()``). A SentencePiece
+    vocabulary re-registers the TFDS text-to-text tasks too (``tfds_tasks.register``)."""
+    tfds_tasks.register(vocabulary, data_dir)
+    bundled.register_classification(vocabulary)
+    return task
+
+
+__all__ = ["MixtureRegistry", "TaskRegistry", "bundled", "tfds_tasks", "with_vocabulary"]

@@ -106,11 +106,17 @@ def register() -> None:
         postprocess_fn=postprocess_sentiment,
         splits=("train", "validation", "test"),
     ), overwrite=True)
+    register_classification(vocab)
+
+
+def register_classification(vocabulary) -> None:
+    """(Re-)register ``bundled_sentiment_classification`` with ``vocabulary`` (a converted BERT's WordPiece
+    tokenizer, say), which its model reads."""
     TaskRegistry.add(Task(
         name="bundled_sentiment_classification",
         source=_sentiment,
         preprocessors=(sentiment_to_class,),
-        output_features={"inputs": Feature(vocab)},
+        output_features={"inputs": Feature(vocabulary)},
         metric_names=("accuracy", "f1"),
         splits=("train", "validation", "test"),
         num_labels=len(LABELS),

@@ -169,14 +169,6 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
             ), overwrite=True)
 
 
-def with_vocabulary(task: str, vocabulary, data_dir: Optional[str] = None) -> str:
-    """``task``'s name, once the TFDS tasks are registered with ``vocabulary`` (``register``): how a gin file
-    names a task together with the tokenizer it reads (``TASK = @tasks.with_vocabulary()``; a converted BERT's
-    ``@tasks.WordPieceVocabulary()``), where Python would call ``register`` first."""
-    register(vocabulary, data_dir)
-    return task
-
-
 def _register_text_to_text(feature: Feature, vocabulary, data_dir: Optional[str]) -> None:
     TaskRegistry.add(Task(
         name="c4_span_corruption",
