@@ -61,7 +61,7 @@ PAPER = {
 SWEEPS = {
     "main": ["none", "span_3_15_u_u", "iid_15_u_u", "iid_15_r10s90_f", "iid_15_m_f", "iid_15_d_d", "prefix_lm",
              "all_permute", "none_lm", "lm", "ul2"],
-    "rates": ["iid_10_u_u", "iid_15_u_u", "iid_25_u_u", "iid_50_u_u", "span_2_15_u_u", "span_3_15_u_u",
+    "rates": ["none", "iid_10_u_u", "iid_15_u_u", "iid_25_u_u", "iid_50_u_u", "span_2_15_u_u", "span_3_15_u_u",
               "span_5_15_u_u", "span_10_15_u_u"],
     "smoke": ["none", "span_3_15_u_u"],
 }
