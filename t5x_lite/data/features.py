@@ -16,6 +16,8 @@ from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import numpy as np
 
+from t5x_lite.data.sources import DataError
+
 PAD_ID = 0
 
 
@@ -129,8 +131,10 @@ def _trim_pair(tokens: np.ndarray, second: int, room: int) -> tuple[np.ndarray, 
     """``[CLS] a [SEP] b`` cut to ``room`` as Hugging Face's ``tokenizers`` cuts a pair (``longest_first``: the
     shorter text keeps what it can up to half the room; the longer, or the second of two equal ones, takes the
     rest), and its token types (0 up to the first ``[SEP]``, 1 after)."""
+    if room < 2:
+        raise DataError(f"a length of {room + 1} cannot hold a pair of texts: [CLS] and two [SEP] take 3 tokens")
     head, a, b = tokens[:1], tokens[1:second - 1], tokens[second:]
-    budget = max(room - 2, 0)  # [CLS] and the middle [SEP]; the closing [SEP] is the EOS outside room
+    budget = room - 2  # [CLS] and the middle [SEP]; the closing [SEP] is the EOS outside room
     n1, n2 = len(a), len(b)
     if n1 + n2 > budget:
         swap = n1 > n2
@@ -272,6 +276,7 @@ class EncoderOnlyFeatureConverter:
     pack: bool = False
     classification: bool = False
     num_labels: Optional[int] = None  # the classifier's classes, to check each label against; 1: regression
+    type_vocab_size: int = 2  # the model's token types: a pair of texts needs two
 
     @property
     def model_kind(self) -> str:
@@ -286,6 +291,11 @@ class EncoderOnlyFeatureConverter:
         """Fields besides the token features that examples must carry to the converter, each with a check
         that says what is wrong with a value (None: fine)."""
         return {"label": self._label_problem} if self.classification else {}
+
+    @property
+    def reads_token_types(self) -> bool:
+        """Whether a task may give a pair of texts (BERT's ``[CLS] a [SEP] b [SEP]``, token types 0 and 1)."""
+        return self.classification and self.type_vocab_size >= 2
 
     @property
     def regression(self) -> bool:
@@ -314,7 +324,7 @@ class EncoderOnlyFeatureConverter:
 
     def task_lengths(self, lengths: Mapping[str, int]) -> dict:
         out = self.trim_lengths(lengths)
-        if self.classification:  # a pair's token types (a classifier never packs, so absent ones cost nothing)
+        if self.reads_token_types:  # a pair's token types (a classifier never packs, so absent ones cost nothing)
             out["inputs" + TOKEN_TYPES_SUFFIX] = lengths["inputs"]
         return out
 

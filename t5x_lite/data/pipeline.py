@@ -103,14 +103,15 @@ def _pair_ids(value: tuple[str, str], feature, origin: str, task: str, key: str)
     if encode_pair is None:
         raise DataError(f"{origin}: {key!r} in task {task!r} is a pair of texts, which "
                         f"{type(feature.vocabulary).__name__} cannot join (a WordPieceVocabulary can)")
-    if feature.required and not (value[0].strip() and value[1].strip()):
-        raise DataError(f"{origin}: {key!r} in task {task!r} has an empty text in its pair {value!r:.80}")
+    if feature.required and not (value[0].strip() or value[1].strip()):  # one empty text is [CLS] a [SEP] [SEP]
+        raise DataError(f"{origin}: {key!r} in task {task!r} is a pair of empty texts")
     ids, second = encode_pair(*value)
     return np.asarray(ids, np.int32), np.int32(second)
 
 
 def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
-                     passthrough: Mapping[str, Callable] = _NONE, keep_text: bool = False) -> Optional[dict]:
+                     passthrough: Mapping[str, Callable] = _NONE, keep_text: bool = False,
+                     pairs: bool = False) -> Optional[dict]:
     """Preprocess one record and tokenize its text features; errors name file:line.
 
     Of the other fields only ``passthrough`` (what the converter reads, such as a
@@ -130,6 +131,9 @@ def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
             continue
         value = example[key]
         if _is_pair(value):  # BERT's two segments: the vocabulary joins them, trimming cuts the longer first
+            if not pairs:
+                raise DataError(f"{source.origin(index)}: {key!r} in task {task.name!r} is a pair of texts, which "
+                                "only a BERT classifier (type_vocab_size >= 2) reads")
             out[key], out[key + PAIR_START_SUFFIX] = _pair_ids(value, feature, source.origin(index), task.name, key)
             continue
         out[key] = _token_ids(value, feature,
@@ -406,7 +410,7 @@ class _RecordCounter:
 
 def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[int, int] = (0, 1),
               stats: Optional[TruncationStats] = None, passthrough: Mapping[str, Callable] = _NONE,
-              keep_text: bool = False) -> grain.MapDataset:
+              keep_text: bool = False, pairs: bool = False) -> grain.MapDataset:
     """Tokenized examples before corruption (pretraining) or as they are (everything else)."""
     _check_split(task, split)
     if task.objective is not None:
@@ -421,7 +425,7 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[i
 
     def tokenized(i: int, record) -> Optional[dict]:
         i %= n  # grain's index counts on past the end once the dataset repeats
-        return counter.read(i, lambda: _tokenize_record(task, source, i, record, passthrough, keep_text))
+        return counter.read(i, lambda: _tokenize_record(task, source, i, record, passthrough, keep_text, pairs))
 
     return grain.MapDataset.source(source).map_with_index(tokenized).filter(lambda ex: ex is not None)
 
@@ -431,15 +435,16 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[i
 
 def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, shuffle: bool, repeat: bool,
                   shard: tuple[int, int], stats: TruncationStats, passthrough: Mapping[str, Callable] = _NONE,
-                  keep_text: bool = False, count_cut: bool = False) -> grain.MapDataset | grain.IterDataset:
+                  keep_text: bool = False, count_cut: bool = False, pairs: bool = False
+                  ) -> grain.MapDataset | grain.IterDataset:
     if task.streaming:
         if task.objective is None:
             raise DataError(f"task {task.name!r}: streaming is for pretraining tasks (it has no objective)")
         ds = _streamed_pieces(task, split, lengths, shard=shard, seed=seed, shuffle=shuffle, repeat=repeat,
                               stats=stats)
     else:
-        ds = _host_order(_examples(task, split, lengths, shard, stats, passthrough, keep_text), shard, seed, shuffle,
-                         repeat)
+        ds = _host_order(_examples(task, split, lengths, shard, stats, passthrough, keep_text, pairs), shard, seed,
+                         shuffle, repeat)
     if task.objective is not None:
         objective = bound_objective(task, lengths)
         ds = ds.random_map(lambda piece, rng: objective(piece, rng), seed=seed)
@@ -585,6 +590,19 @@ def check_vocabulary_fits(task_or_mixture: str | Task | Mixture, model_vocab_siz
                             f"{model_vocab_size}")
 
 
+def describe_tokenizer(task_or_mixture: str | Task | Mixture) -> str:
+    """What turns the task's text into ids, as a run records it (``"WordPieceVocabulary, 30522 ids"``): the class
+    and size, not a path, so that a moved checkpoint still matches and another tokenizer does not."""
+    described = []
+    for task in _tasks_of(task_or_mixture):
+        vocabulary = task.vocabulary
+        size = getattr(vocabulary, "vocab_size", None)
+        text = type(vocabulary).__name__ + (f", {size} ids" if size is not None else "")
+        if text not in described:
+            described.append(text)
+    return " + ".join(described)
+
+
 def get_dataset(
     task_or_mixture: str | Task | Mixture,
     *,
@@ -631,7 +649,7 @@ def get_dataset(
     passthrough = dict(getattr(converter, "passthrough_fields", {}))
     datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
                               shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text,
-                              count_cut=count_cut)
+                              count_cut=count_cut, pairs=getattr(converter, "reads_token_types", False))
                 for i, (t, _) in enumerate(parts)]
     if not isinstance(item, Mixture):
         ds = datasets[0]

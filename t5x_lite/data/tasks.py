@@ -56,6 +56,10 @@ class Task:
     def __post_init__(self):
         if self.on_error not in ("raise", "skip"):
             raise DataError(f"task {self.name!r}: on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.num_labels is not None and (not isinstance(self.num_labels, int) or isinstance(self.num_labels, bool)
+                                            or self.num_labels < 1):
+            raise DataError(f"task {self.name!r}: num_labels must be an int >= 1 (1: a regression target) or None, "
+                            f"got {self.num_labels!r}")
 
     @property
     def vocabulary(self):

@@ -2,7 +2,8 @@
 
 Backed by Hugging Face's ``tokenizers`` (the Rust tokenizer behind transformers'
 ``BertTokenizerFast``), loaded from a checkpoint directory's ``tokenizer.json`` or,
-without one, from its ``vocab.txt`` and ``tokenizer_config.json`` (``do_lower_case``).
+without one, from its ``vocab.txt`` and ``tokenizer_config.json`` (``do_lower_case``,
+``strip_accents``, ``tokenize_chinese_chars``).
 
 BERT's layout, built by the pipeline from what this vocabulary gives it:
 
@@ -133,7 +134,7 @@ def _load(path: Path):
         if path.name.endswith(".json"):
             tokenizer = Tokenizer.from_file(str(path))
         else:
-            tokenizer = BertWordPieceTokenizer(str(path), lowercase=_lowercase(directory))._tokenizer
+            tokenizer = BertWordPieceTokenizer(str(path), **_normalization(directory))._tokenizer
     except Exception as e:  # noqa: BLE001  (tokenizers' messages name neither the file nor the problem's place)
         raise DataError(f"{path}: cannot load a WordPiece tokenizer: {e}") from e
     tokenizer.no_truncation()
@@ -141,12 +142,14 @@ def _load(path: Path):
     return tokenizer
 
 
-def _lowercase(directory: Path) -> bool:
-    """``do_lower_case`` from ``tokenizer_config.json`` (BERT's uncased default when it does not say)."""
-    config = directory / "tokenizer_config.json"
-    if not config.exists():
-        return True
-    try:
-        return bool(json.loads(config.read_text()).get("do_lower_case", True))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{config}: not valid JSON ({e})") from e
+def _normalization(directory: Path) -> dict:
+    """BertTokenizer's text normalization from ``tokenizer_config.json`` beside a ``vocab.txt`` (its defaults, as
+    transformers', where the file does not say: lowercase, accents stripped when lowercasing, CJK split)."""
+    config, settings = directory / "tokenizer_config.json", {}
+    if config.exists():
+        try:
+            settings = json.loads(config.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{config}: not valid JSON ({e})") from e
+    return {"lowercase": bool(settings.get("do_lower_case", True)), "strip_accents": settings.get("strip_accents"),
+            "handle_chinese_chars": bool(settings.get("tokenize_chinese_chars", True))}

@@ -46,9 +46,10 @@ def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: M
     """Whether the checkpoint's model can do ``job`` on ``task`` with these lengths: ``"evaluate"`` (decode for
     the task's metrics, or with none, its loss), ``"decode"`` or ``"score"``; checked before any params load."""
     import t5x_lite.tasks  # noqa: F401  (registers the task providers)
-    from t5x_lite.data.pipeline import check_task_fits, check_vocabulary_fits, checked_feature_lengths
+    from t5x_lite.data.pipeline import check_task_fits, check_vocabulary_fits, checked_feature_lengths, describe_tokenizer
     from t5x_lite.data.tasks import TaskRegistry
     from t5x_lite.decoding.predict import check_decode_options
+    from t5x_lite.training import checkpoints
 
     held = f"{checkpoint} holds a model of kind {model.kind}"
     if job == "score" and model.kind not in SCORES:
@@ -62,6 +63,11 @@ def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: M
     converter = model.feature_converter()
     check_task_fits(task, checked_feature_lengths(feature_lengths, converter), converter, absent="warn")
     check_vocabulary_fits(task, model.config.vocab_size)
+    trained_on, reads = checkpoints.recorded_tokenizer(checkpoint), describe_tokenizer(task)
+    if trained_on is not None and trained_on != reads:
+        raise ConfigError(f"{checkpoint} was trained on text tokenized by {trained_on}, and task {task!r} tokenizes "
+                          f"with {reads}: register the task with the training run's vocabulary "
+                          "(tasks.with_vocabulary)")
     if job == "decode" and decode is not None and decode.method != "sample" and not has_inputs(TaskRegistry.get(task)):
         log.warning("task %r has no inputs, so %s decoding writes the same unprompted text for every example; "
                     "sample (evaluation.DecodeOptions.method = 'sample') for different texts", task, decode.method)

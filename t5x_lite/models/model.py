@@ -20,7 +20,7 @@ from t5x_lite.models.config import BertConfig, T5Config
 from t5x_lite.models.decoder_only import DecoderOnly
 from t5x_lite.models.stacking import stack_layer_params, unstack_layer_params
 from t5x_lite.models.t5 import T5
-from t5x_lite.training.losses import weighted_mean_loss
+from t5x_lite.training.losses import squared_error_loss, weighted_mean_loss
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -258,7 +258,8 @@ class EncoderOnlyClassificationModel(_BertModel):
 
         if pack:
             raise ValueError("classification reads the pooled first token: one example per row, pack=False")
-        return EncoderOnlyFeatureConverter(classification=True, num_labels=self.config.num_labels)
+        return EncoderOnlyFeatureConverter(classification=True, num_labels=self.config.num_labels,
+                                           type_vocab_size=self.config.type_vocab_size)
 
     def dummy_batch(self, batch_size: int, lengths: Mapping[str, int]) -> dict:
         batch = super().dummy_batch(batch_size, lengths)
@@ -269,19 +270,11 @@ class EncoderOnlyClassificationModel(_BertModel):
     def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
         logits = self.logits(params, batch, dropout_rng)
         if self.regression:
-            return _squared_error_loss(logits[:, 0], batch["labels"], self.loss_normalizer)
+            return squared_error_loss(logits[:, 0], batch["labels"], normalizer=self.loss_normalizer)
         labels = batch["labels"][:, None]  # one "token" per example
         return weighted_mean_loss(logits[:, None, :], labels, jnp.ones(labels.shape, jnp.float32),
                                   z_loss=self.z_loss, label_smoothing=self.label_smoothing,
                                   normalizer=self.loss_normalizer)
-
-
-def _squared_error_loss(predictions: Array, labels: Array, normalizer: Optional[float]):
-    """HF's regression loss (``MSELoss``, a mean over the batch), or the sum over a fixed ``normalizer``."""
-    squared = jnp.square(predictions.astype(jnp.float32) - labels.astype(jnp.float32))
-    count = jnp.float32(squared.shape[0])
-    loss = jnp.sum(squared) / (jnp.float32(normalizer) if normalizer is not None else count)
-    return loss, {"loss": loss, "num_tokens": count}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from t5x_lite.data.tasks import MixtureRegistry, TaskRegistry
+from t5x_lite.data.tasks import DataError, MixtureRegistry, TaskRegistry
 from t5x_lite.tasks import bundled, tfds_tasks
 
 TaskRegistry.add_provider(bundled.register)
@@ -18,6 +18,10 @@ def with_vocabulary(task: str, vocabulary, data_dir: Optional[str] = None) -> st
     vocabulary re-registers the TFDS text-to-text tasks too (``tfds_tasks.register``)."""
     tfds_tasks.register(vocabulary, data_dir)
     bundled.register_classification(vocabulary)
+    if TaskRegistry.get(task).vocabulary is not vocabulary:  # a name it does not cover: say so, not train on
+        covered = [name for name in TaskRegistry.names() if TaskRegistry.get(name).vocabulary is vocabulary]
+        raise DataError(f"tasks.with_vocabulary: task {task!r} is not one it registers with {vocabulary!r}; it "
+                        f"registers {', '.join(covered)}")
     return task
 
 

@@ -77,8 +77,9 @@ def to_class(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[st
              ) -> Callable:
     """For a BERT classifier: T5's input text and the label as a class id (unlabelled test rows dropped), or
     STS-B's score as a float, unrounded, for a regression head (num_labels = 1). With ``pairs`` (a vocabulary
-    that joins two texts, as BERT reads them), a two-field task's inputs are its two texts in GLUE's order
-    (premise before hypothesis, as Hugging Face's ``run_glue`` gives them)."""
+    that joins two texts, as BERT reads them), the inputs are what Hugging Face's ``run_glue`` gives: a one-field
+    task's bare text, a two-field task's two texts in GLUE's order (premise before hypothesis); tasks with more
+    fields (WiC, COPA) keep T5's text."""
     text = text_to_text(benchmark, fields, labels)
 
     def preprocess(ex: dict) -> Optional[dict]:
@@ -86,14 +87,13 @@ def to_class(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[st
         if out is None or float(out["label"]) < 0:  # STS-B's unlabelled test rows say -1 too
             return None
         label = np.float32(out["label"]) if labels is None else int(out["label"])
-        inputs = tuple(_text(ex[f]) for f in fields) if pairs and len(fields) == 2 else out["inputs"]
+        if pairs and len(fields) <= 2:  # as run_glue: the bare sentence, or the two texts
+            inputs = ex[fields[0]] if len(fields) == 1 else (ex[fields[0]], ex[fields[1]])
+        else:
+            inputs = out["inputs"]
         return {"inputs": inputs, "label": label}
 
     return preprocess
-
-
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def translate(source: str, target: str) -> Callable:

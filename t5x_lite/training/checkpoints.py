@@ -55,15 +55,28 @@ def save_params(directory: str | Path, params: Any, model) -> Path:
     return directory
 
 
-def write_model_description(directory: str | Path, model) -> None:
-    """``model.gin`` + ``t5x_lite.json`` beside a run's checkpoints, so the directory describes itself."""
+def write_model_description(directory: str | Path, model, tokenizer: Optional[str] = None) -> None:
+    """``model.gin`` + ``t5x_lite.json`` beside a run's checkpoints, so the directory describes itself; with the
+    ``tokenizer`` its training text went through (``pipeline.describe_tokenizer``), for eval to check."""
     from t5x_lite.config import model_to_gin
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _write_atomically(directory / MODEL_GIN, model_to_gin(model))
-    _write_atomically(directory / META_FILE,
-                      json.dumps({"format_version": FORMAT_VERSION, "kind": model.kind}, indent=2) + "\n")
+    meta = {"format_version": FORMAT_VERSION, "kind": model.kind}
+    if tokenizer is not None:
+        meta["tokenizer"] = tokenizer
+    _write_atomically(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
+
+
+def recorded_tokenizer(directory: str | Path) -> Optional[str]:
+    """The tokenizer a run trained with, as ``write_model_description`` recorded it (None: not recorded, as for a
+    converted checkpoint or one written before runs recorded it)."""
+    path = _located(directory)[0] / META_FILE
+    try:
+        return json.loads(path.read_text()).get("tokenizer")
+    except (OSError, ValueError):
+        return None
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -138,3 +138,13 @@ def weighted_mean_loss(
         "num_tokens": num_tokens,
     }
     return loss, metrics
+
+
+def squared_error_loss(predictions: Array, labels: Array, *, normalizer: Optional[float] = None
+                       ) -> tuple[Array, dict[str, Array]]:
+    """A regression head's loss: Hugging Face's ``MSELoss`` (the mean over the batch), or the sum divided by a
+    fixed ``normalizer``; ``num_tokens`` counts the examples, which weigh microbatches as tokens do."""
+    squared = jnp.square(predictions.astype(jnp.float32) - labels.astype(jnp.float32))
+    count = jnp.float32(squared.size)
+    loss = jnp.sum(squared) / (jnp.float32(normalizer) if normalizer is not None else count)
+    return loss, {"loss": loss, "num_tokens": count}

@@ -185,7 +185,7 @@ def train(
     restored or initialized: a run refused for a bad setting or a checkpoint
     that does not fit leaves an existing run's files as they were.
     """
-    from t5x_lite.data.pipeline import check_vocabulary_fits, checked_feature_lengths, get_dataset
+    from t5x_lite.data.pipeline import check_vocabulary_fits, checked_feature_lengths, describe_tokenizer, get_dataset
     from t5x_lite.training.flops import train_flops_per_example
     from t5x_lite.training.metrics import MetricsWriter, ProgressBar, StepTimer, summarize_metrics
 
@@ -230,8 +230,8 @@ def train(
 
     # What the checkpoint must agree with to continue this run's data and rng streams exactly.
     run_info = {"seed": seed, "rng": np.asarray(jax.random.key_data(trainer.base_rng)).ravel().tolist(),
-                "task": task, "pack": pack, "batch_size": batch_size, "feature_lengths": feature_lengths,
-                "processes": jax.process_count()}
+                "task": task, "tokenizer": describe_tokenizer(task), "pack": pack, "batch_size": batch_size,
+                "feature_lengths": feature_lengths, "processes": jax.process_count()}
     found = set(os.listdir(model_dir)) if os.path.isdir(model_dir) else None
     with contextlib.ExitStack() as cleanup:
         # One run per MODEL_DIR, released however this ends. Only the lock's holder may tidy up after a refusal:
@@ -254,6 +254,7 @@ def train(
             state = trainer.init(seed, first_batch)
             start_note = f"initialized from scratch (seed {seed})"
             if init_checkpoint:
+                _warn_if_other_tokenizer(init_checkpoint, run_info["tokenizer"])
                 params, fresh, unused = _restore_params_only(init_checkpoint, model, abstract.params, state.params,
                                                      tuple(init_checkpoint_allow_missing))
                 state = jax.device_put(trainer.fresh_state(params), shardings)
@@ -265,7 +266,7 @@ def train(
             raise TrainingError(f"{ckpt.directory} holds step {start}, past train_steps={train_steps}; "
                                 f"give train_steps > {start} to train further")
         if jax.process_index() == 0:
-            checkpoints.write_model_description(model_dir, model)
+            checkpoints.write_model_description(model_dir, model, run_info["tokenizer"])
             if config_text is not None:
                 (Path(model_dir) / "config.gin").write_text(config_text)
 
@@ -404,6 +405,14 @@ def _check_same_model(model_dir: Path, model) -> None:
         log.warning("resuming %s with %s", model_dir, shown(changed))
 
 
+def _warn_if_other_tokenizer(init_checkpoint: str, tokenizer: str) -> None:
+    before = checkpoints.recorded_tokenizer(init_checkpoint)
+    if before is not None and before != tokenizer:
+        log.warning("%s was trained on text tokenized by %s; this run's task tokenizes with %s, so the same ids "
+                    "mean other text (register the task with the same vocabulary: tasks.with_vocabulary)",
+                    init_checkpoint, before, tokenizer)
+
+
 def _resumable_data_state(saved: Mapping[str, Any], run_info: Mapping[str, Any], where: Path) -> Any:
     """The data iterator's state from a checkpoint, once its run's settings are checked against this run's.
 
@@ -422,6 +431,10 @@ def _resumable_data_state(saved: Mapping[str, Any], run_info: Mapping[str, Any],
             raise TrainingError(f"{where}: was written with another JAX PRNG implementation (its rng key "
                                 f"{before[key]}, this run's {run_info[key]}); resume with the same "
                                 "jax_default_prng_impl, or use a new MODEL_DIR")
+        if key == "tokenizer":
+            raise TrainingError(f"{where}: was trained on text tokenized by {before[key]}, and this run's task "
+                                f"{run_info['task']!r} tokenizes with {run_info[key]}; resume with the same "
+                                "tokenizer (tasks.with_vocabulary), or use a new MODEL_DIR")
         if key in _SAME_STREAM:
             raise TrainingError(f"{where}: was written by a run with train.{key}={before[key]!r}, and this run "
                                 f"has {run_info[key]!r}; resume with the same {key}, or use a new MODEL_DIR "

@@ -147,10 +147,43 @@ def test_a_pair_task_mixes_with_a_one_text_task(hf_dir, tmp_path):
                      overwrite=True)
     TaskRegistry.add(Task(name="wp_one", preprocessors=(lambda ex: {"inputs": ex["a"], "label": ex["label"]},),
                           **common), overwrite=True)
-    ds, _ = get_dataset(Mixture("wp_mix", [("wp_pairs", 1.0), ("wp_one", 1.0)]), split="train",
-                        feature_lengths={"inputs": 12}, batch_size=8, seed=0, shard=(0, 1),
-                        converter=EncoderOnlyFeatureConverter(classification=True, num_labels=2))
-    batch = next(iter(ds))
+    try:
+        ds, _ = get_dataset(Mixture("wp_mix", [("wp_pairs", 1.0), ("wp_one", 1.0)]), split="train",
+                            feature_lengths={"inputs": 12}, batch_size=8, seed=0, shard=(0, 1),
+                            converter=EncoderOnlyFeatureConverter(classification=True, num_labels=2))
+        batch = next(iter(ds))
+    finally:
+        TaskRegistry.remove("wp_pairs")
+        TaskRegistry.remove("wp_one")
     pairs = (batch["input_tokens"] == vocab.sep_id).sum(axis=1) == 2
     assert 0 < pairs.sum() < 8
     assert (batch["token_type_ids"][~pairs] == 0).all() and (batch["token_type_ids"][pairs].max(axis=1) == 1).all()
+
+
+def test_pairs_only_where_a_model_reads_token_types_and_lengths_that_hold_them(hf_dir, tmp_path):
+    from t5x_lite.data.features import EncDecFeatureConverter
+
+    vocab = WordPieceVocabulary(hf_dir)
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"a": "one", "b": "", "label": 1}) + "\n")
+    task = Task(name="wp_pairs", source=lambda split: JsonlSource(str(path)),
+                preprocessors=(lambda ex: {"inputs": (ex["a"], ex["b"]), "targets": "x", "label": ex["label"]},),
+                output_features={"inputs": Feature(vocab), "targets": Feature(vocab, required=False)})
+    for converter, length, message in [
+            (EncDecFeatureConverter(), {"inputs": 16, "targets": 4},
+             r"pairs\.jsonl:1: 'inputs' in task 'wp_pairs' is a pair of texts, which only a BERT classifier "
+             r"\(type_vocab_size >= 2\) reads"),
+            (EncoderOnlyFeatureConverter(classification=True, num_labels=2, type_vocab_size=1), {"inputs": 16},
+             r"only a BERT classifier \(type_vocab_size >= 2\) reads"),
+            (EncoderOnlyFeatureConverter(classification=True, num_labels=2), {"inputs": 2},
+             r"a length of 2 cannot hold a pair of texts: \[CLS\] and two \[SEP\] take 3 tokens")]:
+        ds, _ = get_dataset(task, split="train", feature_lengths=length, batch_size=1, shard=(0, 1),
+                            converter=converter)
+        with pytest.raises(DataError, match=message):
+            next(iter(ds))
+    # one empty text is what transformers makes of it: [CLS] one [SEP] [SEP]
+    ds, _ = get_dataset(task, split="train", feature_lengths={"inputs": 8}, batch_size=1, shard=(0, 1),
+                        converter=EncoderOnlyFeatureConverter(classification=True, num_labels=2))
+    batch = next(iter(ds))
+    np.testing.assert_array_equal(batch["input_tokens"][0], [101, 2028, 102, 102, 0, 0, 0, 0])
+    np.testing.assert_array_equal(batch["token_type_ids"][0], [0, 0, 0, 1, 0, 0, 0, 0])
