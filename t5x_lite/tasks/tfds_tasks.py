@@ -156,17 +156,21 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
     pairs = hasattr(vocabulary, "encode_pair")
     if not pairs:
         _register_text_to_text(feature, vocabulary, data_dir)
-    for benchmark, table, tfds_prefix in (("glue", GLUE, "glue"), ("super_glue", SUPER_GLUE, "super_glue")):
+    for task, name, fields, labels, source, metrics in _benchmark_tasks(data_dir):
+        TaskRegistry.add(Task(name=f"{task}_classification", source=source,
+                              preprocessors=(to_class(name, fields, labels, pairs),), output_features={"inputs": feature},
+                              metric_names=metrics, num_labels=len(labels) if labels is not None else 1),
+                         overwrite=True)
+
+
+def _benchmark_tasks(data_dir: Optional[str]):
+    """(task name, TFDS config name, fields, label names, source, metric names) of each GLUE and SuperGLUE task."""
+    for benchmark, table in (("glue", GLUE), ("super_glue", SUPER_GLUE)):
         for name, (fields, labels) in table.items():
             validation = GLUE_VALIDATION.get(name, "validation") if benchmark == "glue" else "validation"
-            TaskRegistry.add(Task(
-                name=f"{benchmark}_{name}_classification",
-                source=_source(f"{tfds_prefix}/{name}", validation, data_dir),
-                preprocessors=(to_class(name, fields, labels, pairs),),
-                output_features={"inputs": feature},
-                metric_names=METRIC_NAMES.get(f"{benchmark}_{name}", ("accuracy",)),
-                num_labels=len(labels) if labels is not None else 1,
-            ), overwrite=True)
+            task = f"{benchmark}_{name}"
+            yield (task, name, fields, labels, _source(f"{benchmark}/{name}", validation, data_dir),
+                   METRIC_NAMES.get(task, ("accuracy",)))
 
 
 def _register_text_to_text(feature: Feature, vocabulary, data_dir: Optional[str]) -> None:
@@ -186,17 +190,10 @@ def _register_text_to_text(feature: Feature, vocabulary, data_dir: Optional[str]
             output_features={"inputs": feature, "targets": feature},
             metric_names=("bleu",),
         ), overwrite=True)
-    for benchmark, table, tfds_prefix in (("glue", GLUE, "glue"), ("super_glue", SUPER_GLUE, "super_glue")):
-        for name, (fields, labels) in table.items():
-            validation = GLUE_VALIDATION.get(name, "validation") if benchmark == "glue" else "validation"
-            TaskRegistry.add(Task(
-                name=f"{benchmark}_{name}",
-                source=_source(f"{tfds_prefix}/{name}", validation, data_dir),
-                preprocessors=(text_to_text(name, fields, labels),),
-                output_features={"inputs": feature, "targets": feature},
-                metric_names=METRIC_NAMES.get(f"{benchmark}_{name}", ("accuracy",)),
-                postprocess_fn=label_postprocessor(labels),
-            ), overwrite=True)
+    for task, name, fields, labels, source, metrics in _benchmark_tasks(data_dir):
+        TaskRegistry.add(Task(name=task, source=source, preprocessors=(text_to_text(name, fields, labels),),
+                              output_features={"inputs": feature, "targets": feature}, metric_names=metrics,
+                              postprocess_fn=label_postprocessor(labels)), overwrite=True)
 
 
 register_default = functools.partial(register, None, None)
