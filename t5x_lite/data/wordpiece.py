@@ -42,32 +42,28 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 class WordPieceVocabulary:
     """A BERT WordPiece tokenizer: a directory (``tokenizer.json``, else ``vocab.txt``), or either file itself.
 
-    Pickling keeps only the path; the tokenizer is loaded again on first use.
+    ``tokenizer`` is the ``tokenizers.Tokenizer``, without truncation or padding (the pipeline does both).
+    Pickling keeps only the path; unpickling loads the file again.
     """
 
     def __init__(self, path: Union[str, os.PathLike]) -> None:
         self.path = os.fspath(path)
-        self._tokenizer: Any = None
-        self.tokenizer  # load and validate now: a bad file fails here, not in a worker
+        self._load()  # a bad file fails here, not in a worker
 
-    @property
-    def tokenizer(self):
-        """The ``tokenizers.Tokenizer`` (no truncation or padding: the pipeline does both)."""
-        if self._tokenizer is None:
-            self._tokenizer = _load(Path(self.path))
-            ids = {token: self._tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
-            missing = [token for token, i in ids.items() if i is None]
-            if missing:
-                raise DataError(f"{self.path}: not a BERT WordPiece vocabulary: no {', '.join(missing)} token")
-            self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (ids[t] for t in SPECIAL_TOKENS)
-        return self._tokenizer
+    def _load(self) -> None:
+        self.tokenizer = _load_tokenizer(Path(self.path))
+        ids = {token: self.tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+        missing = [token for token, i in ids.items() if i is None]
+        if missing:
+            raise DataError(f"{self.path}: not a BERT WordPiece vocabulary: no {', '.join(missing)} token")
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (ids[t] for t in SPECIAL_TOKENS)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.path, self._tokenizer = state["path"], None
-        self.tokenizer
+        self.path = state["path"]
+        self._load()
 
     def __repr__(self) -> str:
         return f"WordPieceVocabulary({self.path!r})"
@@ -103,7 +99,7 @@ class WordPieceVocabulary:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` without ``[CLS]`` and padding; a pair's texts joined by `` [SEP] ``."""
-        array = np.asarray(list(ids) if not hasattr(ids, "__len__") else ids).astype(np.int64).reshape(-1)
+        array = np.asarray(ids if hasattr(ids, "__len__") else list(ids)).astype(np.int64).reshape(-1)
         array = np.where((array >= 0) & (array < self.vocab_size), array, self.unk_id)
         segments, run = [], []
         for i in array.tolist():
@@ -120,7 +116,7 @@ class WordPieceVocabulary:
         return [self.decode(row) for row in batch]
 
 
-def _load(path: Path):
+def _load_tokenizer(path: Path):
     from tokenizers import Tokenizer
     from tokenizers.implementations import BertWordPieceTokenizer
 
