@@ -591,13 +591,15 @@ def check_vocabulary_fits(task_or_mixture: str | Task | Mixture, model_vocab_siz
 
 
 def describe_tokenizer(task_or_mixture: str | Task | Mixture) -> str:
-    """What turns the task's text into ids, as a run records it (``"WordPieceVocabulary, 30522 ids"``): the class
-    and size, not a path, so that a moved checkpoint still matches and another tokenizer does not."""
+    """What turns the task's text into ids, as a run records it (``"WordPieceVocabulary, 30522 ids, sha256
+    1f2e3d4c5b6a"``): the class, size and a hash of the contents, not a path, so that a moved checkpoint still
+    matches and another tokenizer does not."""
     described = []
     for task in _tasks_of(task_or_mixture):
         vocabulary = task.vocabulary
-        size = getattr(vocabulary, "vocab_size", None)
-        text = type(vocabulary).__name__ + (f", {size} ids" if size is not None else "")
+        size, fingerprint = getattr(vocabulary, "vocab_size", None), getattr(vocabulary, "fingerprint", None)
+        text = (type(vocabulary).__name__ + (f", {size} ids" if size is not None else "")
+                + (f", sha256 {fingerprint}" if fingerprint is not None else ""))
         if text not in described:
             described.append(text)
     return " + ".join(described)

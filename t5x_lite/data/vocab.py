@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -104,6 +105,11 @@ class SentencePieceVocabulary:
         if not 0 <= i < self.extra_ids:
             raise ValueError(f"sentinel {i} out of range: this vocabulary has {self.extra_ids} extra ids")
         return self.vocab_size - 1 - i
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the SentencePiece model's contents (not its path), which a run records."""
+        return hashlib.sha256(self.tokenizer.serialized_model_proto()).hexdigest()[:12]
 
     def vocab_info(self) -> VocabInfo:
         """What the objectives need: size, extra ids, reserved ids (pad/eos/unk)."""

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -71,6 +72,15 @@ class WordPieceVocabulary:
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of what decides the ids (normalization, pre-tokenization, the WordPiece vocabulary; not the
+        path, nor the file it came from: a directory's tokenizer.json and its vocab.txt agree), which a run
+        records."""
+        definition = json.loads(self.tokenizer.to_str())
+        decides = {part: definition.get(part) for part in ("normalizer", "pre_tokenizer", "model")}
+        return hashlib.sha256(json.dumps(decides, sort_keys=True).encode("utf-8")).hexdigest()[:12]
 
     @property
     def eos_id(self) -> int:

@@ -187,3 +187,26 @@ def test_pairs_only_where_a_model_reads_token_types_and_lengths_that_hold_them(h
     batch = next(iter(ds))
     np.testing.assert_array_equal(batch["input_tokens"][0], [101, 2028, 102, 102, 0, 0, 0, 0])
     np.testing.assert_array_equal(batch["token_type_ids"][0], [0, 0, 0, 1, 0, 0, 0, 0])
+
+
+def test_the_recorded_tokenizer_tells_same_sized_vocabularies_apart(hf_dir, tmp_path):
+    from t5x_lite.data.pipeline import describe_tokenizer
+
+    words = (hf_dir / "vocab.txt").read_text().splitlines()
+    words[2000], words[2001] = words[2001], words[2000]  # the same 30,522 ids, two of them swapped
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    ours, theirs = (Task(name=f"wp_{i}", source=lambda split: None, output_features={"inputs": Feature(v)})
+                    for i, v in enumerate([WordPieceVocabulary(hf_dir / "vocab.txt"),
+                                           WordPieceVocabulary(tmp_path / "vocab.txt")]))
+    assert describe_tokenizer(ours).startswith("WordPieceVocabulary, 30522 ids, sha256 ")
+    assert describe_tokenizer(ours) != describe_tokenizer(theirs)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "vocab.txt").write_bytes((hf_dir / "vocab.txt").read_bytes())
+    (moved / "tokenizer_config.json").write_bytes((hf_dir / "tokenizer_config.json").read_bytes())
+    same = Task(name="wp_moved", source=lambda split: None,
+                output_features={"inputs": Feature(WordPieceVocabulary(moved / "vocab.txt"))})
+    assert describe_tokenizer(same) == describe_tokenizer(ours)  # a path is not part of it
+    whole = Task(name="wp_dir", source=lambda split: None, output_features={"inputs": Feature(WordPieceVocabulary(
+        hf_dir))})
+    assert describe_tokenizer(whole) == describe_tokenizer(ours)  # nor which of the directory's files was read
