@@ -103,22 +103,18 @@ def trim_and_append_eos(
         tokens = np.asarray(example[key], dtype=np.int32)
         eos = bool(add_eos.get(key, False))
         room = length - int(eos)
+        read = tokens.shape[0]
         if key + PAIR_START_SUFFIX in example:
-            second = int(out.pop(key + PAIR_START_SUFFIX))
-            tokens, types = _trim_pair(tokens, second, room)
+            tokens, types = _trim_pair(tokens, int(out.pop(key + PAIR_START_SUFFIX)), room)
             out[key + TOKEN_TYPES_SUFFIX] = np.concatenate([types, [1]] if eos else [types]).astype(np.int32)
-            cut = int(np.asarray(example[key]).shape[0] - tokens.shape[0])
-            if cut:
-                if stats is not None:
-                    stats.record(key, cut)
-                if count_cut:
-                    out[key + CUT_SUFFIX] = np.int32(cut)
-        elif tokens.shape[0] > room:
-            if stats is not None:
-                stats.record(key, int(tokens.shape[0] - room))
-            if count_cut:
-                out[key + CUT_SUFFIX] = np.int32(tokens.shape[0] - room)
+        else:
             tokens = tokens[:room]
+        cut = read - tokens.shape[0]
+        if cut:
+            if stats is not None:
+                stats.record(key, int(cut))
+            if count_cut:
+                out[key + CUT_SUFFIX] = np.int32(cut)
         if eos:
             tokens = np.concatenate([tokens, np.array([eos_id], np.int32)])
         out[key] = tokens

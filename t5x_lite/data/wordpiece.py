@@ -1,4 +1,4 @@
-"""A Hugging Face BERT tokenizer (WordPiece) as a task vocabulary, so that a converted BERT reads text as it was trained.
+"""A Hugging Face BERT tokenizer (WordPiece) as a task vocabulary: a converted BERT reads text as it was trained.
 
 Backed by Hugging Face's ``tokenizers`` (the Rust tokenizer behind transformers'
 ``BertTokenizerFast``), loaded from a checkpoint directory's ``tokenizer.json`` or,

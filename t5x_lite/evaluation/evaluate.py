@@ -210,16 +210,15 @@ def _classify(*, model, params, task, split, feature_lengths, batch_size, max_ex
         if loss is not None:
             loss.add(params, batch, n)
         logits = np.asarray(logits_fn(params, batch))
-        if model.regression:  # the head's one output is the prediction; there is no likelihood to score it by
-            rows += [{"inputs": _text(task.vocabulary, batch["input_tokens"][r]), "targets": float(batch["labels"][r]),
-                      "prediction": float(logits[r, 0]), "score": None} for r in range(n)]
-            continue
-        log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+        log_probs = None if model.regression else logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
         for r in range(n):
-            pred = int(np.argmax(logits[r]))
-            rows.append({"inputs": _text(task.vocabulary, batch["input_tokens"][r]),
-                         "targets": int(batch["labels"][r]), "prediction": pred,
-                         "score": float(log_probs[r, pred])})
+            row = {"inputs": _text(task.vocabulary, batch["input_tokens"][r])}
+            if model.regression:  # the head's one output is the prediction; no likelihood scores it
+                row.update(targets=float(batch["labels"][r]), prediction=float(logits[r, 0]), score=None)
+            else:
+                pred = int(np.argmax(logits[r]))
+                row.update(targets=int(batch["labels"][r]), prediction=pred, score=float(log_probs[r, pred]))
+            rows.append(row)
     return rows
 
 

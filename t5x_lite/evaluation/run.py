@@ -46,7 +46,8 @@ def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: M
     """Whether the checkpoint's model can do ``job`` on ``task`` with these lengths: ``"evaluate"`` (decode for
     the task's metrics, or with none, its loss), ``"decode"`` or ``"score"``; checked before any params load."""
     import t5x_lite.tasks  # noqa: F401  (registers the task providers)
-    from t5x_lite.data.pipeline import check_task_fits, check_vocabulary_fits, checked_feature_lengths, describe_tokenizer
+    from t5x_lite.data.pipeline import (check_task_fits, check_vocabulary_fits, checked_feature_lengths,
+                                        describe_tokenizer)
     from t5x_lite.data.tasks import TaskRegistry
     from t5x_lite.decoding.predict import check_decode_options
     from t5x_lite.training import checkpoints

@@ -83,14 +83,13 @@ def to_class(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[st
     text = text_to_text(benchmark, fields, labels)
 
     def preprocess(ex: dict) -> Optional[dict]:
-        out = text(ex)
-        if out is None or float(out["label"]) < 0:  # STS-B's unlabelled test rows say -1 too
+        if float(ex["label"]) < 0:  # unlabelled test rows (STS-B's say -1 too)
             return None
-        label = np.float32(out["label"]) if labels is None else int(out["label"])
+        label = np.float32(ex["label"]) if labels is None else int(ex["label"])
         if pairs and len(fields) <= 2:  # as run_glue: the bare sentence, or the two texts
             inputs = ex[fields[0]] if len(fields) == 1 else (ex[fields[0]], ex[fields[1]])
         else:
-            inputs = out["inputs"]
+            inputs = text(ex)["inputs"]
         return {"inputs": inputs, "label": label}
 
     return preprocess
@@ -158,9 +157,9 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
         _register_text_to_text(feature, vocabulary, data_dir)
     for task, name, fields, labels, source, metrics in _benchmark_tasks(data_dir):
         TaskRegistry.add(Task(name=f"{task}_classification", source=source,
-                              preprocessors=(to_class(name, fields, labels, pairs),), output_features={"inputs": feature},
-                              metric_names=metrics, num_labels=len(labels) if labels is not None else 1),
-                         overwrite=True)
+                              preprocessors=(to_class(name, fields, labels, pairs),),
+                              output_features={"inputs": feature}, metric_names=metrics,
+                              num_labels=len(labels) if labels is not None else 1), overwrite=True)
 
 
 def _benchmark_tasks(data_dir: Optional[str]):
