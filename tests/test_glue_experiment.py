@@ -9,7 +9,7 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 
-@pytest.mark.parametrize("task", ["glue_mrpc", "super_glue_cb"])
+@pytest.mark.parametrize("task", ["glue_mrpc", "super_glue_cb", "super_glue_record"])
 def test_finetune_glue_experiment_runs_under_mock_data(task, tmp_path):
     from t5x_lite import cli
 
@@ -23,7 +23,8 @@ def test_finetune_glue_experiment_runs_under_mock_data(task, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval/loss" in r]
     assert evals and evals[-1]["step"] == 2
-    expected = {"glue_mrpc": ("eval/accuracy", "eval/f1"), "super_glue_cb": ("eval/accuracy", "eval/mean_3class_f1")}[task]
+    expected = {"glue_mrpc": ("eval/accuracy", "eval/f1"), "super_glue_cb": ("eval/accuracy", "eval/mean_3class_f1"),
+                "super_glue_record": ("eval/em", "eval/f1")}[task]
     for name in expected:
         assert name in evals[-1], sorted(evals[-1])
 

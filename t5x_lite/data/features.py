@@ -75,8 +75,11 @@ CUT_SUFFIX = "_tokens_cut"  # per-example truncation count, beside the features 
 # that into the feature's token types, which the encoder-only converter reads.
 PAIR_START_SUFFIX = "_pair_start"
 TOKEN_TYPES_SUFFIX = "_token_types"
-# Fields a batch carries beside the model's features: the text before tokenizing (seqio's name) and the cut counts.
-BOOKKEEPING_SUFFIXES = ("_pretokenized", CUT_SUFFIX)
+# A task's eval_fields, as one JSON text per example (a batch holds strings, not ragged lists or dicts).
+EVAL_FIELDS_KEY = "eval_fields_json"
+# Keys a batch carries beside the model's features (matched as suffixes): the text before tokenizing (seqio's
+# name), the cut counts and the eval fields.
+BOOKKEEPING_SUFFIXES = ("_pretokenized", CUT_SUFFIX, EVAL_FIELDS_KEY)
 
 
 def trim_and_append_eos(

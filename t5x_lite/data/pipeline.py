@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import json
 import logging
 import numbers
 from typing import Any, Callable, Mapping, Optional
@@ -23,6 +24,7 @@ import numpy as np
 
 from t5x_lite.data.features import (
     BOOKKEEPING_SUFFIXES,
+    EVAL_FIELDS_KEY,
     PAIR_START_SUFFIX,
     TOKEN_TYPES_SUFFIX,
     DecoderOnlyFeatureConverter,
@@ -117,7 +119,8 @@ def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
     Of the other fields only ``passthrough`` (what the converter reads, such as a
     classifier's ``label``) is kept: a field some records lack would fail at batching.
     ``keep_text`` adds each text feature as it was before tokenizing, as
-    ``<feature>_pretokenized`` (seqio's name), for metrics to score against.
+    ``<feature>_pretokenized`` (seqio's name), for metrics to score against, and
+    the task's ``eval_fields`` as one JSON text (``EVAL_FIELDS_KEY``).
     """
     example = _preprocessed(task, source, index, record)
     if example is None:
@@ -140,6 +143,8 @@ def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
                               lambda: f"{source.origin(index)}: {key!r} in task {task.name!r}")  # noqa: B023
         if keep_text and isinstance(example[key], str):
             out[f"{key}_pretokenized"] = example[key]
+    if keep_text and task.eval_fields:
+        out[EVAL_FIELDS_KEY] = _eval_fields_json(task, example, lambda: source.origin(index))
     for key, problem in passthrough.items():
         if key not in example:
             raise DataError(f"{source.origin(index)}: task {task.name!r} produced no {key!r} field, which the model "
@@ -149,6 +154,24 @@ def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
             raise DataError(f"{source.origin(index)}: {key!r} in task {task.name!r} {wrong}")
         out[key] = np.asarray(example[key])
     return out
+
+
+def _eval_fields_json(task: Task, example: Mapping[str, Any], origin: Callable[[], str]) -> str:
+    missing = [f for f in task.eval_fields if f not in example]
+    if missing:
+        raise DataError(f"{origin()}: task {task.name!r} produced no {missing[0]!r} field, which it keeps for "
+                        f"evaluation (eval_fields; record keys: {sorted(example)})")
+    try:
+        return json.dumps({f: example[f] for f in task.eval_fields}, default=_json_value)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{origin()}: task {task.name!r}: an eval field is not JSON: {e}") from e
+
+
+def _json_value(value: Any) -> Any:
+    """NumPy scalars and arrays (what TFDS records hold) as plain JSON values."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} {value!r}")
 
 
 _TOKEN_CACHE: dict[tuple[str, str], tuple[Task, "_Corpus"]] = {}

@@ -134,6 +134,60 @@ class Source(abc.ABC):
         return f"<{type(self).__name__} {self.description}>"
 
 
+class ExpandedSource(Source):
+    """``base`` with each record replaced by the list ``expand(record)`` returns: none (a filter), one, or
+    several. For a split whose examples are not its records one to one: ReCoRD trains on one example per
+    answer, WSC only on its correct referents.
+
+    The index is built on first use by reading every record of ``base`` once; ``origin`` names the base
+    record (and which of its expansions). ``expand`` must be picklable (a module-level function or a
+    ``functools.partial`` of one) for grain's worker processes.
+    """
+
+    def __init__(self, base: Source, expand, what: str) -> None:
+        super().__init__()
+        self.base, self.expand = base, expand
+        self.description = f"{base.description}, {what}"
+        self._records: Optional[array.array] = None  # per example: its base record
+        self._offsets: Optional[array.array] = None  # per example: which of the record's expansions
+
+    def _index_map(self) -> tuple[array.array, array.array]:
+        if self._records is None:
+            records, offsets = array.array("q"), array.array("l")
+            for i in range(len(self.base)):
+                n = len(self._expanded(i))
+                records.extend([i] * n)
+                offsets.extend(range(n))
+            self._records, self._offsets = records, offsets
+        return self._records, self._offsets
+
+    def _expanded(self, i: int) -> list:
+        try:
+            out = self.expand(self.base[i])
+        except DataError:
+            raise
+        except Exception as e:
+            raise DataError(f"{self.base.origin(i)}: {getattr(self.expand, '__name__', self.expand)!s} failed: "
+                            f"{type(e).__name__}: {e}") from e
+        if not isinstance(out, (list, tuple)):
+            raise DataError(f"{self.base.origin(i)}: {getattr(self.expand, '__name__', self.expand)!s} returned a "
+                            f"{type(out).__name__}, not a list of records")
+        return list(out)
+
+    def __len__(self) -> int:
+        return len(self._index_map()[0])
+
+    def _get(self, index: int) -> dict[str, Any]:
+        records, offsets = self._index_map()
+        return self._expanded(records[index])[offsets[index]]
+
+    def _origin(self, index: int) -> str:
+        records, offsets = self._index_map()
+        i = records[index]
+        several = offsets[index] > 0 or (index + 1 < len(records) and records[index + 1] == i)
+        return f"{self.base.origin(i)} (its example {offsets[index] + 1})" if several else self.base.origin(i)
+
+
 # --------------------------------------------------------------------------------------
 # Local files
 # --------------------------------------------------------------------------------------

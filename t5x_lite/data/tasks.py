@@ -40,7 +40,13 @@ class Task:
     objective: Optional[Any] = None  # a t5x_lite.data.objectives objective, for pretraining tasks
     text_field: str = "text"
     metric_names: Sequence[str] = ()  # names in t5x_lite.evaluation.metrics.METRICS, e.g. ("accuracy",)
-    postprocess_fn: Optional[Callable[[str], Any]] = None
+    # Decoded text (the prediction, and the target text) -> what the metrics compare. Either fn(text), or seqio's
+    # fn(text, example=None, is_target=False): a function with an ``example`` parameter is given the example
+    # (its ``eval_fields`` and ``targets_pretokenized``) and told which of the two it is reading.
+    postprocess_fn: Optional[Callable[..., Any]] = None
+    # Fields of the preprocessed record that evaluation keeps beside the text (JSON values), for the
+    # postprocessor's ``example`` and the predictions file: MultiRC's question id, ReCoRD's answers, WSC's label.
+    eval_fields: Sequence[str] = ()
     # The split names the source knows, for an early error naming them; empty: the source decides.
     splits: Sequence[str] = ()
     # Pretraining only: tokenize documents as they are read and concatenate-then-split them (for a corpus too
@@ -60,6 +66,9 @@ class Task:
                                             or self.num_labels < 1):
             raise DataError(f"task {self.name!r}: num_labels must be an int >= 1 (1: a regression target) or None, "
                             f"got {self.num_labels!r}")
+        if isinstance(self.eval_fields, str) or not all(isinstance(f, str) for f in self.eval_fields):
+            raise DataError(f"task {self.name!r}: eval_fields must be a sequence of field names, got "
+                            f"{self.eval_fields!r}")
 
     @property
     def vocabulary(self):

@@ -9,6 +9,7 @@ padding rows are dropped from every result.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
+from t5x_lite.data.features import BOOKKEEPING_SUFFIXES, EVAL_FIELDS_KEY
 from t5x_lite.decoding.predict import METHODS as DECODE_METHODS, decode_option_problems
 from t5x_lite.errors import ConfigError, check_types
 from t5x_lite.evaluation.metrics import evaluate as compute_metrics
@@ -113,8 +115,24 @@ def _text(vocab, tokens) -> str:
     return vocab.decode([int(t) for t in np.asarray(tokens).reshape(-1)])
 
 
-def _as_label(task, text: str):
-    return task.postprocess_fn(text) if task.postprocess_fn is not None else text
+def _as_label(task, row: Mapping[str, Any], is_target: bool):
+    """The row's target or prediction through the task's postprocessor; one that takes seqio's ``example``
+    gets the row's eval fields and target text in it."""
+    text = row["targets"] if is_target else row["prediction"]
+    fn = task.postprocess_fn
+    if fn is None:
+        return text
+    if not _takes_example(fn):
+        return fn(text)
+    return fn(text, example={**row.get("example", {}), "targets_pretokenized": row["targets"]}, is_target=is_target)
+
+
+def _takes_example(fn) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: called with the text alone
+        return False
+    return "example" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def _get_task(task):
@@ -154,14 +172,17 @@ def _predict(*, model, params, task, split, feature_lengths, batch_size, decode,
             top_k=decode.top_k, top_p=decode.top_p, rng=jax.random.fold_in(rng, i))
         tokens, scores = np.asarray(tokens), np.asarray(scores)
         if loss is not None:
-            loss.add(params, {k: v for k, v in batch.items() if not k.endswith("_pretokenized")}, n)
+            loss.add(params, {k: v for k, v in batch.items() if not k.endswith(BOOKKEEPING_SUFFIXES)}, n)
         for r in range(n):
-            rows.append({
+            row = {
                 "inputs": _text(vocab, _inputs_of(model, batch, r)),
                 "targets": _target_text(model, vocab, batch, r),
                 "prediction": _text(vocab, tokens[r, 0]),
                 "score": float(scores[r, 0]),
-            })
+            }
+            if EVAL_FIELDS_KEY in batch:
+                row["example"] = json.loads(str(batch[EVAL_FIELDS_KEY][r]))
+            rows.append(row)
     return rows
 
 
@@ -317,8 +338,8 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
         targets = [r["targets"] for r in rows]
         predictions = [r["prediction"] for r in rows]
     else:
-        targets = [_as_label(task, r["targets"]) for r in rows]
-        predictions = [_as_label(task, r["prediction"]) for r in rows]
+        targets = [_as_label(task, r, is_target=True) for r in rows]
+        predictions = [_as_label(task, r, is_target=False) for r in rows]
     metrics = compute_metrics(targets, predictions, names) if names and rows else {}
     if predicted:  # the loss came with the predictions
         metrics["loss"], metrics["num_examples"] = loss.mean(), loss.examples

@@ -144,6 +144,35 @@ def matthews_corrcoef(targets: Sequence, predictions: Sequence) -> dict[str, flo
     return _result(n_invalid, matthews_corrcoef=100.0 * mcc(targets, predictions))
 
 
+def multirc(targets: Sequence, predictions: Sequence) -> dict[str, float]:
+    """SuperGLUE MultiRC as T5 scores it: ``f1a``, the binary F1 over every answer option (T5's
+    ``multirc_f1_over_all_answers``), and ``exact_match``, the percent of questions whose answer options are
+    all labelled right (T5's ``mean_group_metric(all_match)``).
+
+    A target is ``{"group": question id, "value": 0 or 1}`` (the task's postprocessor builds it from the
+    example), a prediction the class id (or ``{"value": id}``); an invalid prediction is wrong in both.
+    """
+    targets, predictions = _as_lists(targets, predictions)
+    for i, target in enumerate(targets):
+        if not (isinstance(target, collections.abc.Mapping) and {"group", "value"} <= set(target)):
+            raise ValueError(f"multirc: target {i} is {target!r}, not {{'group': question, 'value': label}}; "
+                             "give the task MultiRC's postprocessor (t5x_lite.tasks.tfds_tasks.multirc_postprocessor)")
+    values = [t["value"] for t in targets]
+    predicted = [p.get("value") if isinstance(p, collections.abc.Mapping) else p for p in predictions]
+    f1a = f1(values, predicted)
+    all_right: dict[Any, bool] = {}
+    for target, value, prediction in zip(targets, values, predicted):
+        group = _hashable(target["group"])
+        all_right[group] = all_right.get(group, True) and not _is_invalid_label(prediction) and prediction == value
+    exact = 100.0 * sum(all_right.values()) / len(all_right)
+    return _result(int(f1a["invalid_predictions"]), f1a=f1a["f1"], exact_match=exact)
+
+
+def _hashable(x: Any) -> Any:
+    """A group id read back from JSON (a list) as a dict key."""
+    return tuple(_hashable(v) for v in x) if isinstance(x, list) else x
+
+
 # ----------------------------------------------------------------------------- regression
 
 
@@ -345,6 +374,7 @@ METRICS: dict[str, Metric] = {
     "f1": f1,
     "macro_f1": macro_f1,
     "mean_3class_f1": mean_3class_f1,
+    "multirc": multirc,
     "matthews_corrcoef": matthews_corrcoef,
     "pearson": pearson,
     "spearman": spearman,

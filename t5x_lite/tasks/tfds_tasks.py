@@ -3,11 +3,13 @@
 TensorFlow is imported only when one of these tasks is read (``TfdsSource`` is
 lazy). The datasets must already be prepared in ``data_dir`` (``tfds build``);
 nothing is downloaded here. The inputs follow T5's ``glue`` / ``super_glue``
-preprocessors: ``"<task> <field>: <value> ..."`` -> the label's name.
+preprocessors: ``"<task> <field>: <value> ..."`` -> the label's name; SuperGLUE's
+MultiRC, ReCoRD and WSC follow T5's ``multirc``, ``record`` and ``wsc_simple``
+(see below).
 
-Each GLUE and SuperGLUE task also comes as ``<task>_classification`` for a BERT
-classifier: the same input text, the label as a class id (STS-B: its 0-5 score as a
-float, for a regression head), scored by the same metrics.
+Each GLUE and SuperGLUE task but those three also comes as ``<task>_classification``
+for a BERT classifier: the same input text, the label as a class id (STS-B: its 0-5
+score as a float, for a regression head), scored by the same metrics.
 
 These tasks use the bundled vocabulary by default. To use your own (T5's
 ``spiece.model``), call :func:`register` with it before the first lookup.
@@ -16,6 +18,8 @@ These tasks use the bundled vocabulary by default. To use your own (T5's
 from __future__ import annotations
 
 import functools
+import re
+import string
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -53,11 +57,13 @@ TRANSLATION = {
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "ro": "Romanian"}
 
 
-def text_to_text(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[str]]) -> Callable:
+def text_to_text(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[str]], sort: bool = True
+                 ) -> Callable:
     """T5's format: ``"mnli hypothesis: ... premise: ..."`` -> ``"entailment"``, the fields sorted by name
-    (T5's ``glue`` preprocessor; the checkpoints it trained read them so). STS-B scores round to 0.2 as
-    T5's ``stsb`` does: ``round(label * 5) / 5`` in float32, halves to even."""
-    ordered = sorted(fields)
+    (T5's ``glue`` preprocessor; the checkpoints it trained read them so) unless ``sort`` is off (MultiRC's
+    are in T5's own order). STS-B scores round to 0.2 as T5's ``stsb`` does: ``round(label * 5) / 5`` in
+    float32, halves to even."""
+    ordered = sorted(fields) if sort else list(fields)
 
     def preprocess(ex: dict) -> Optional[dict]:
         label = ex["label"]
@@ -118,6 +124,123 @@ def label_postprocessor(labels: Optional[Sequence[str]]) -> Callable[[str], obje
         return labels.index(text) if text in labels else -1
 
     return postprocess
+
+
+# ----------------------------------------------------------------------------- MultiRC, ReCoRD and WSC
+# SuperGLUE's other three tasks, as the T5 paper casts them. Each needs more of its example than the text
+# at evaluation (``Task.eval_fields``, read by a postprocessor with seqio's ``example`` argument), and
+# ReCoRD and WSC train on other examples than they evaluate (a split-dependent source).
+
+MULTIRC_FIELDS = ("question", "answer", "paragraph")  # T5's order for MultiRC, not sorted
+BOOLEAN_LABELS = ("False", "True")
+
+
+def multirc_text(ex: dict) -> Optional[dict]:
+    """``"multirc question: ... answer: ... paragraph: ..."`` -> ``"True"`` / ``"False"`` (is this answer option
+    right?), with the paragraph's HTML markup removed as T5 does; ``group`` is the question, for scoring the
+    question's options together."""
+    out = text_to_text("multirc", MULTIRC_FIELDS, BOOLEAN_LABELS, sort=False)(ex)
+    if out is None:
+        return None
+    out["inputs"] = re.sub(r"<(/)?b>", "", out["inputs"].replace("<br>", " "))
+    out["group"] = [int(ex["idx"]["paragraph"]), int(ex["idx"]["question"])]
+    return out
+
+
+def multirc_postprocessor(text: str, example: Optional[dict] = None, is_target: bool = False):
+    """The option's label (0/1, -1 if unreadable); a target also carries its question (the ``multirc`` metric)."""
+    value = label_postprocessor(BOOLEAN_LABELS)(text)
+    return {"group": example["group"], "value": value} if is_target else value
+
+
+def record_per_answer(record: dict) -> list:
+    """ReCoRD's training examples: one per answer, as T5 trains (none for a query without answers)."""
+    return [dict(record, answer=answer) for answer in record["answers"]]
+
+
+def record_text(ex: dict) -> Optional[dict]:
+    """``"record query: ... entities: a, b passage: ..."`` -> the entity that fills the query's
+    ``@placeholder``: the example's ``answer`` (training, see ``record_per_answer``) or its first answer; all
+    answers are kept for scoring. The passage's ``@highlight`` lines become sentences, as in T5."""
+    answers = list(ex["answers"])
+    answer = ex.get("answer", answers[0] if answers else None)
+    if answer is None:  # the unlabelled test split
+        return None
+    passage = re.sub(r"([.?!\"'])\n@highlight\n", r"\1 ", ex["passage"]).replace("\n@highlight\n", ". ")
+    inputs = f"record query: {ex['query']} entities: {', '.join(ex['entities'])} passage: {passage}"
+    return {"inputs": inputs, "targets": answer, "answers": answers}
+
+
+def record_postprocessor(text: str, example: Optional[dict] = None, is_target: bool = False):
+    """The predicted entity; a target is all of the query's answers (SQuAD's metric takes the best)."""
+    return example["answers"] if is_target else text
+
+
+def wsc_correct_referent_only(record: dict) -> list:
+    """WSC's training examples: those whose candidate is the pronoun's referent, as T5 trains."""
+    return [record] if int(record["label"]) == 1 else []
+
+
+def wsc_text(ex: dict) -> dict:
+    """``"wsc: ... *pronoun* ..."`` -> the candidate referent (``span1_text``), T5's "simple" WSC; ``label``
+    says whether that candidate is the referent (the postprocessor compares the prediction with it)."""
+    words = ex["text"].split(" ")
+    pronoun = ex["span2_text"]
+    start, end, rest = _pronoun_span(words, pronoun, int(ex["span2_index"]))
+    marked = words[:start] + [f"*{pronoun}*" + (f" {rest}" if rest else "")] + words[end:]
+    return {"inputs": "wsc: " + " ".join(marked), "targets": ex["span1_text"], "label": int(ex.get("label", 0))}
+
+
+def _pronoun_span(words: list, pronoun: str, index: int) -> tuple[int, int, str]:
+    """Where ``pronoun`` is in ``words``: at ``index``, or within 2 words of it (two WSC records are off by one
+    or have punctuation glued on, which T5 special-cases: ``him,"`` is marked ``*him* ,"``)."""
+    n = len(pronoun.split(" "))
+    nearby = sorted(range(max(index - 2, 0), min(index + 3, len(words))), key=lambda j: abs(j - index))
+    for j in nearby:
+        if " ".join(words[j:j + n]) == pronoun:
+            return j, j + n, ""
+    for j in nearby:
+        text = " ".join(words[j:j + n])
+        if text.startswith(pronoun) and all(c in string.punctuation for c in text[len(pronoun):]):
+            return j, j + n, text[len(pronoun):]
+    raise ValueError(f"the pronoun {pronoun!r} is not at word {index} (nor within 2 words of it) of "
+                     f"{' '.join(words)!r}")
+
+
+_DETERMINERS = frozenset({"a", "an", "few", "her", "his", "each", "every", "many", "much", "my", "our", "some",
+                          "that", "the", "their", "these", "this", "those", "which", "whose", "your"})
+
+
+def wsc_postprocessor(text: str, example: Optional[dict] = None, is_target: bool = False) -> int:
+    """Whether the prediction names the candidate (1) or not (0), to compare with the example's label, as T5's
+    ``wsc_simple``: case and determiners ignored, one side's words a subset of the other's ("fuzzy bunny" names
+    "bunny"), but a possessive names only a possessive ("Bob" is not "Bob's hat"). An empty prediction is -1,
+    wrong whatever the label."""
+    if is_target:
+        return int(example["label"])
+
+    def clean(s: str) -> str:
+        return " ".join(w for w in s.strip().lower().split(" ") if w not in _DETERMINERS)
+
+    prediction, referent = clean(text), clean(example["targets_pretokenized"])
+    if not prediction:
+        return -1
+    if ("'" in prediction) != ("'" in referent):
+        return 0
+    said, meant = set(prediction.split(" ")), set(referent.split(" "))
+    return int(said <= meant or meant <= said)
+
+
+def _split_dependent(make: Callable, train_expand: Callable, what: str) -> Callable:
+    """A source factory whose training split is expanded (or filtered) by ``train_expand``."""
+
+    def source(split: str):
+        from t5x_lite.data.sources import ExpandedSource
+
+        base = make(split)
+        return ExpandedSource(base, train_expand, what) if split == "train" else base
+
+    return source
 
 
 def _source(tfds_name: str, validation_split: str = "validation", data_dir: Optional[str] = None,
@@ -193,6 +316,20 @@ def _register_text_to_text(feature: Feature, vocabulary, data_dir: Optional[str]
         TaskRegistry.add(Task(name=task, source=source, preprocessors=(text_to_text(name, fields, labels),),
                               output_features={"inputs": feature, "targets": feature}, metric_names=metrics,
                               postprocess_fn=label_postprocessor(labels)), overwrite=True)
+    text_features = {"inputs": feature, "targets": feature}
+    TaskRegistry.add(Task(name="super_glue_multirc", source=_source("super_glue/multirc", data_dir=data_dir),
+                          preprocessors=(multirc_text,), output_features=text_features, metric_names=("multirc",),
+                          postprocess_fn=multirc_postprocessor, eval_fields=("group",)), overwrite=True)
+    TaskRegistry.add(Task(name="super_glue_record",
+                          source=_split_dependent(_source("super_glue/record", data_dir=data_dir), record_per_answer,
+                                                  "one example per answer"),
+                          preprocessors=(record_text,), output_features=text_features, metric_names=("squad",),
+                          postprocess_fn=record_postprocessor, eval_fields=("answers",)), overwrite=True)
+    TaskRegistry.add(Task(name="super_glue_wsc",
+                          source=_split_dependent(_source("super_glue/wsc.fixed", data_dir=data_dir),
+                                                  wsc_correct_referent_only, "correct referents only"),
+                          preprocessors=(wsc_text,), output_features=text_features, metric_names=("accuracy",),
+                          postprocess_fn=wsc_postprocessor, eval_fields=("label",)), overwrite=True)
 
 
 register_default = functools.partial(register, None, None)

@@ -20,6 +20,7 @@ import pytest
 from t5x_lite.data.sources import (
     DataError,
     DelimitedSource,
+    ExpandedSource,
     JsonlSource,
     TextLineSource,
     bundled_corpus,
@@ -92,6 +93,27 @@ def test_compression_globs_and_order(tmp_path):
     assert texts(src) == ["c1"]
     (tmp_path / "d" / "c2.txt").symlink_to(tmp_path / "d" / "c.txt")  # a link is a file of its own (upsampling)
     assert texts(TextLineSource(str(tmp_path / "d" / "c*.txt"))) == ["c1", "c1"]
+
+
+def _per_count(record):
+    return [dict(record, copy=k) for k in range(record["n"])]
+
+
+def test_expanded_source_expands_filters_and_names_the_record(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"n": 2}\n{"n": 0}\n{"n": 1}\n{"n": "x"}\n')
+    base = JsonlSource(str(tmp_path / "a.jsonl"))
+    first = ExpandedSource(JsonlSource(str(tmp_path / "a.jsonl")), _per_count, "per count")
+    with pytest.raises(DataError, match=r"a.jsonl:4: _per_count failed: TypeError"):
+        len(first)
+    (tmp_path / "a.jsonl").write_text('{"n": 2}\n{"n": 0}\n{"n": 1}\n')
+    source = ExpandedSource(JsonlSource(str(tmp_path / "a.jsonl")), _per_count, "per count")
+    assert len(source) == 3 and [r["copy"] for r in source] == [0, 1, 0]
+    assert source.origin(1).endswith("a.jsonl:1 (its example 2)") and source.origin(2).endswith("a.jsonl:3")
+    assert source.description.endswith("a.jsonl, per count") and len(base) == 4
+    copy = pickle.loads(pickle.dumps(source))  # for grain's worker processes
+    assert copy[2] == source[2]
+    with pytest.raises(DataError, match="returned a dict, not a list of records"):
+        len(ExpandedSource(source, dict, "wrong"))
 
 
 def test_grain_and_pickle(tmp_path):

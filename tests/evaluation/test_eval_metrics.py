@@ -135,6 +135,19 @@ def test_mean_3class_f1_counts_a_class_nobody_saw():
     assert out == {"mean_3class_f1": pytest.approx(100 * (2 / 3 + 4 / 5 + 0) / 3), "invalid_predictions": 0.0}
 
 
+def test_multirc_scores_options_by_f1a_and_questions_by_exact_match():
+    # question (0, 1): both options right; (0, 2): one of three wrong, another unreadable (-1, wrong)
+    targets = [{"group": [0, 1], "value": 1}, {"group": [0, 1], "value": 0},
+               {"group": [0, 2], "value": 1}, {"group": [0, 2], "value": 1}, {"group": [0, 2], "value": 0}]
+    predictions = [1, 0, 1, -1, 1]
+    out = M.multirc(targets, predictions)
+    # positives: tp 2 (options 0, 2), fn 1 (the unreadable one), fp 1 (option 4): F1 = 2*2 / (2*2 + 1 + 1)
+    assert out == {"f1a": pytest.approx(100 * 4 / 6), "exact_match": 50.0, "invalid_predictions": 1.0}
+    assert M.multirc(targets, [{"value": v} for v in predictions]) == out
+    with pytest.raises(ValueError, match="target 0 is 1, not {'group': question"):
+        M.multirc([1, 0], [1, 0])
+
+
 def test_a_target_that_is_not_a_number_is_an_error_for_correlations():
     with pytest.raises(ValueError, match="target 1 is nan, not a finite number"):
         M.pearson([1.0, float("nan"), 3.0], [1.0, 2.0, 3.0])
@@ -186,7 +199,7 @@ def test_length_mismatch_raises():
 
 def test_registry_and_typo_suggestion():
     assert set(M.METRICS) == {
-        "accuracy", "f1", "macro_f1", "mean_3class_f1", "matthews_corrcoef", "pearson", "spearman",
+        "accuracy", "f1", "macro_f1", "mean_3class_f1", "multirc", "matthews_corrcoef", "pearson", "spearman",
         "exact_match", "squad", "bleu", "rouge",
     }  # fmt: skip
     assert M.get_metric("rouge") is M.rouge

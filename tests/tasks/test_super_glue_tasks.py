@@ -1,0 +1,152 @@
+"""SuperGLUE MultiRC, ReCoRD and WSC in the T5 paper's format: their text, their split-dependent training
+examples, their postprocessors, and evaluation end to end under TFDS mock data."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import t5x_lite.tasks  # noqa: F401
+from t5x_lite.data.sources import DataError
+from t5x_lite.data.tasks import TaskRegistry
+from t5x_lite.tasks.tfds_tasks import (multirc_postprocessor, multirc_text, record_per_answer,
+                                       record_postprocessor, record_text, wsc_correct_referent_only,
+                                       wsc_postprocessor, wsc_text)
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+
+def test_multirc_text_is_t5s_order_without_markup_and_keeps_the_question():
+    ex = {"question": "Who ran?", "answer": "Bob", "label": 1, "idx": {"paragraph": 3, "question": 7, "answer": 1},
+          "paragraph": "<b>Sent 1: </b>Bob ran.<br><b>Sent 2: </b>Ann sat.<br>"}
+    out = multirc_text(ex)
+    assert out["inputs"] == "multirc question: Who ran? answer: Bob paragraph: Sent 1: Bob ran. Sent 2: Ann sat. "
+    assert out["targets"] == "True" and out["group"] == [3, 7]
+    assert multirc_text(dict(ex, label=-1)) is None  # the unlabelled test split
+    assert multirc_postprocessor("True", example={"group": [3, 7]}, is_target=True) == {"group": [3, 7], "value": 1}
+    assert multirc_postprocessor("False") == 0 and multirc_postprocessor("maybe") == -1
+
+
+def test_record_text_trains_on_each_answer_and_scores_against_all():
+    ex = {"query": "@placeholder won the race.", "entities": ["Bob", "Ann"], "answers": ["Bob", "Bobby"],
+          "passage": "Bob ran fast.\n@highlight\nA race\n@highlight\nHe won", "idx": {"passage": 0, "query": 0}}
+    out = record_text(ex)
+    assert out["inputs"] == ("record query: @placeholder won the race. entities: Bob, Ann passage: Bob ran fast. "
+                             "A race. He won")
+    assert out["targets"] == "Bob" and out["answers"] == ["Bob", "Bobby"]
+    assert [record_text(e)["targets"] for e in record_per_answer(ex)] == ["Bob", "Bobby"]
+    assert record_text(dict(ex, answers=[])) is None and record_per_answer(dict(ex, answers=[])) == []
+    assert record_postprocessor("Bob") == "Bob"
+    assert record_postprocessor("x", example={"answers": ["Bob", "Bobby"]}, is_target=True) == ["Bob", "Bobby"]
+
+
+def _wsc(text, pronoun, index, referent="Tom", label=1):
+    return {"text": text, "span1_text": referent, "span1_index": 2, "span2_text": pronoun, "span2_index": index,
+            "label": label, "idx": 0}
+
+
+def test_wsc_text_marks_the_pronoun():
+    out = wsc_text(_wsc("Mitchell asked Tom if he could lend some money.", "he", 4))
+    assert out == {"inputs": "wsc: Mitchell asked Tom if *he* could lend some money.", "targets": "Tom", "label": 1}
+    # the two WSC records T5 special-cases: punctuation glued to the pronoun, and an index one word early
+    glued = wsc_text(_wsc('John laughed out quite loud. "Good for him," he said.', "him", 7))
+    assert glued["inputs"] == 'wsc: John laughed out quite loud. "Good for *him* ," he said.'
+    early = wsc_text(_wsc("Some day they might want to use it , but really", "it", 6))
+    assert early["inputs"] == "wsc: Some day they might want to use *it* , but really"
+    with pytest.raises(ValueError, match="the pronoun 'it' is not at word 1"):
+        wsc_text(_wsc("Mitchell asked Tom if he could lend some money.", "it", 1))
+    assert wsc_correct_referent_only(_wsc("a b", "b", 1, label=0)) == []
+    assert len(wsc_correct_referent_only(_wsc("a b", "b", 1, label=1))) == 1
+
+
+@pytest.mark.parametrize("prediction, referent, expected", [
+    ("Tom", "Tom", 1), ("the dog", "The dog", 1), ("fuzzy bunny", "bunny", 1), ("bunny", "the fuzzy bunny", 1),
+    ("Bob", "Bob's hat", 0), ("Mitchell", "Tom", 0), ("  ", "Tom", -1), ("the", "Tom", -1),
+])
+def test_wsc_postprocessor_is_t5s_referent_match(prediction, referent, expected):
+    assert wsc_postprocessor(prediction, example={"targets_pretokenized": referent, "label": 1}) == expected
+    assert wsc_postprocessor(referent, example={"targets_pretokenized": referent, "label": 0}, is_target=True) == 0
+
+
+WSC_RECORDS = [
+    _wsc("Mitchell asked Tom if he could lend some money.", "he", 4, "Tom", 1),
+    _wsc("Mitchell asked Tom if he could lend some money.", "he", 4, "Mitchell", 0),
+    _wsc("The trophy does not fit in the suitcase because it is too big.", "it", 9, "the trophy", 1),
+    _wsc("The trophy does not fit in the suitcase because it is too big.", "it", 9, "the suitcase", 0),
+    _wsc("Ann thanked Mary because she had helped.", "she", 4, "Mary", 1),
+]
+
+
+def _wsc_data_source(builder, split, **kwargs):  # stands in for tfds.data_source("super_glue/wsc.fixed")
+    return [{k: v.encode() if isinstance(v, str) else np.int64(v) for k, v in r.items()} for r in WSC_RECORDS]
+
+
+def _tiny_model():
+    from t5x_lite.models.config import T5Config
+    from t5x_lite.models.model import EncoderDecoderModel
+
+    config = T5Config(vocab_size=8000, d_model=32, d_ff=48, num_heads=2, d_kv=16, num_encoder_layers=1,
+                      num_decoder_layers=1, mlp_activations=("gelu", "linear"), logits_via_embedding=False,
+                      dropout_rate=0.0, relative_attention_num_buckets=8, relative_attention_max_distance=16)
+    model = EncoderDecoderModel(config=config)
+    return model, model.init(jax.random.key(0), model.dummy_batch(1, {"inputs": 8, "targets": 4}))
+
+
+def test_wsc_trains_on_correct_referents_and_evaluates_every_candidate():
+    from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
+
+    task = TaskRegistry.get("super_glue_wsc")
+    with tfds.testing.mock_data(as_data_source_fn=_wsc_data_source):
+        train = task.source("train")
+        assert [r["label"] for r in train] == [1, 1, 1] and "correct referents only" in train.description
+        model, params = _tiny_model()
+        metrics, rows = evaluate(model=model, params=params, task=task, feature_lengths={"inputs": 32, "targets": 8},
+                                 batch_size=2, decode=DecodeOptions(max_decode_length=4))
+    assert len(rows) == 5 and [r["example"]["label"] for r in rows] == [1, 0, 1, 0, 1]
+    assert rows[2]["targets"] == "the trophy" and "*it*" in rows[2]["inputs"]
+    # the metric compares the referent match with the label, as wsc_postprocessor says
+    expected = np.mean([wsc_postprocessor(r["prediction"], example={**r["example"], "targets_pretokenized":
+                                                                    r["targets"]}) == r["example"]["label"]
+                        for r in rows]) * 100
+    assert metrics["accuracy"] == pytest.approx(expected)
+
+
+def test_multirc_and_record_evaluate_under_mock_data():
+    from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
+
+    model, params = _tiny_model()
+    with tfds.testing.mock_data(num_examples=6):
+        record_train = TaskRegistry.get("super_glue_record").source("train")
+        record_validation = TaskRegistry.get("super_glue_record").source("validation")
+        assert len(record_train) == sum(len(r["answers"]) for r in record_validation) > len(record_validation)
+        for task, keys in [("super_glue_multirc", ("f1a", "exact_match")), ("super_glue_record", ("em", "f1"))]:
+            metrics, rows = evaluate(model=model, params=params, task=task,
+                                     feature_lengths={"inputs": 48, "targets": 6}, batch_size=4,
+                                     decode=DecodeOptions(max_decode_length=4))
+            assert len(rows) == 6 and all(0 <= metrics[k] <= 100 for k in keys), metrics
+            assert "example" in rows[0] and json.dumps(rows[0])  # the eval fields reach the predictions file
+
+
+def test_a_missing_eval_field_names_the_record():
+    from t5x_lite.data.features import EncDecFeatureConverter, Feature
+    from t5x_lite.data.pipeline import get_dataset
+    from t5x_lite.data.tasks import Task
+    from t5x_lite.tasks.bundled import vocabulary
+
+    class Records(list):
+        description = "mem.jsonl"
+
+        def origin(self, i):
+            return f"mem.jsonl:{i + 1}"
+
+    task = Task(name="mem_fields", source=lambda split: Records([{"inputs": "a b", "targets": "c"}] * 4),
+                output_features={"inputs": Feature(vocabulary()), "targets": Feature(vocabulary())},
+                eval_fields=("group",))
+    ds, _ = get_dataset(task, split="validation", feature_lengths={"inputs": 8, "targets": 4}, batch_size=2,
+                        converter=EncDecFeatureConverter(), shuffle=False, repeat=False, shard=(0, 1),
+                        keep_text=True)
+    with pytest.raises(DataError, match=r"mem.jsonl:1: task 'mem_fields' produced no 'group' field, which it keeps"):
+        next(iter(ds))
+    with pytest.raises(DataError, match="eval_fields must be a sequence of field names"):
+        Task(name="bad", source=lambda split: [], output_features={}, eval_fields="group")
