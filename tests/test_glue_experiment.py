@@ -118,3 +118,30 @@ def test_a_converted_bert_fine_tunes_on_glue_pairs_with_its_own_tokenizer(tmp_pa
     finally:
         # the registry is the process's: give the other tests the bundled vocabulary back
         tasks.with_vocabulary("glue_mrpc_classification", tasks.bundled.vocabulary())
+
+
+def test_training_and_evaluating_on_t5s_glue_mixture(tmp_path):
+    from t5x_lite import cli
+
+    with tfds.testing.mock_data(num_examples=8):
+        rc = cli.main(["train", "--gin_file=experiments/finetune_glue.gin", "--gin_file=models/t5_1_1/tiny.gin",
+                       "--gin.TASK=glue_proportional", "--gin.INITIAL_CHECKPOINT=None", f"--gin.MODEL_DIR={tmp_path}",
+                       "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=4",
+                       "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}", "--gin.train.eval_every=2",
+                       "--gin.train.eval_max_examples=2", "--gin.train.log_every=1", "--gin.train.progress=False"])
+        assert rc == 0
+        rc = cli.main(["eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT={tmp_path}",
+                       "--gin.TASK=glue_proportional", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",
+                       "--gin.evaluate_checkpoint.max_examples=2"])
+        assert rc == 0
+    rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/average" in r]
+    assert evals and evals[-1]["step"] == 2
+    for name in ("eval/glue_cola/matthews_corrcoef", "eval/glue_stsb/pearson", "eval/glue_mnli/loss"):
+        assert name in evals[-1], sorted(evals[-1])
+    metrics = json.loads((tmp_path / "eval" / "metrics-glue_proportional-validation-step2.json").read_text())
+    assert metrics["num_examples"] == 16 and "average" in metrics
+    tasks = {k.split("/")[0] for k in metrics if "/" in k}
+    assert len(tasks) == 8 and "glue_wnli" not in tasks
+    predictions = (tmp_path / "eval" / "predictions-glue_proportional-validation-step2.jsonl").read_text()
+    assert {json.loads(line)["task"] for line in predictions.splitlines()} == tasks

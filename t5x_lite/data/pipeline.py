@@ -592,21 +592,21 @@ def check_task_fits(task_or_mixture: str | Task | Mixture, feature_lengths: Mapp
     fine in a mixture with a task that makes it; alone, that feature is padding in every row, and ``absent``
     says what to do about it: "ignore" (``get_dataset``), "warn" or "error" (train, where it costs steps).
     """
-    tasks = _tasks_of(task_or_mixture)
+    tasks = tasks_of(task_or_mixture)
     trim = converter.trim_lengths(feature_lengths)
     for task in tasks:
         made = set().union(*(_makes(t) for t in tasks if t is not task))
         _check_features(task, trim, converter, made, absent)
 
 
-def _tasks_of(item: str | Task | Mixture) -> list[Task]:
+def tasks_of(item: str | Task | Mixture) -> list[Task]:
     item = get_task_or_mixture(item) if isinstance(item, str) else item
     return [task for task, _ in item.resolved()] if isinstance(item, Mixture) else [item]
 
 
 def check_vocabulary_fits(task_or_mixture: str | Task | Mixture, model_vocab_size: int) -> None:
     """Every task's token ids must index the model's embedding table (past it, XLA reads garbage, no error)."""
-    for task in _tasks_of(task_or_mixture):
+    for task in tasks_of(task_or_mixture):
         size = getattr(task.vocabulary, "vocab_size", None)  # a custom vocabulary may not say
         if size is not None and size > model_vocab_size:
             raise DataError(f"task {task.name!r} has {size} token ids, more than the model's vocab_size "
@@ -618,7 +618,7 @@ def describe_tokenizer(task_or_mixture: str | Task | Mixture) -> str:
     1f2e3d4c5b6a"``): the class, size and a hash of the contents, not a path, so that a moved checkpoint still
     matches and another tokenizer does not."""
     described = []
-    for task in _tasks_of(task_or_mixture):
+    for task in tasks_of(task_or_mixture):
         vocabulary = task.vocabulary
         size, fingerprint = getattr(vocabulary, "vocab_size", None), getattr(vocabulary, "fingerprint", None)
         text = (type(vocabulary).__name__ + (f", {size} ids" if size is not None else "")

@@ -140,13 +140,15 @@ class ExpandedSource(Source):
     answer, WSC only on its correct referents.
 
     The index is built on first use by reading every record of ``base`` once; ``origin`` names the base
-    record (and which of its expansions). ``expand`` must be picklable (a module-level function or a
-    ``functools.partial`` of one) for grain's worker processes.
+    record (and which of its expansions). ``expand`` must give the same list every time it sees a record
+    (it runs again on each read), and be picklable (a module-level function or a ``functools.partial`` of
+    one) for grain's worker processes.
     """
 
     def __init__(self, base: Source, expand, what: str) -> None:
         super().__init__()
         self.base, self.expand = base, expand
+        self.stats = base.stats  # what the base skipped is what this source skipped
         self.description = f"{base.description}, {what}"
         self._records: Optional[array.array] = None  # per example: its base record
         self._offsets: Optional[array.array] = None  # per example: which of the record's expansions

@@ -14,12 +14,13 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
 
 from t5x_lite.data.features import BOOKKEEPING_SUFFIXES, EVAL_FIELDS_KEY
+from t5x_lite.data.tasks import Mixture
 from t5x_lite.decoding.predict import METHODS as DECODE_METHODS, decode_option_problems
 from t5x_lite.errors import ConfigError, check_types
 from t5x_lite.evaluation.metrics import evaluate as compute_metrics
@@ -115,39 +116,57 @@ def _text(vocab, tokens) -> str:
     return vocab.decode([int(t) for t in np.asarray(tokens).reshape(-1)])
 
 
-def _as_label(task, row: Mapping[str, Any], is_target: bool):
-    """The row's target or prediction through the task's postprocessor; one that takes seqio's ``example``
-    gets the row's eval fields and target text in it."""
-    text = row["targets"] if is_target else row["prediction"]
+def _labeller(task) -> Callable[[Mapping[str, Any], bool], Any]:
+    """``(row, is_target) -> `` the row's target or prediction through the task's postprocessor. One that takes
+    seqio's ``example`` gets the row's eval fields and target text in it, and ``is_target`` if it takes that."""
     fn = task.postprocess_fn
     if fn is None:
-        return text
-    if not _takes_example(fn):
-        return fn(text)
-    return fn(text, example={**row.get("example", {}), "targets_pretokenized": row["targets"]}, is_target=is_target)
+        return lambda row, is_target: row["targets"] if is_target else row["prediction"]
+    takes = _keyword_parameters(fn)
+    if "example" not in takes:
+        return lambda row, is_target: fn(row["targets"] if is_target else row["prediction"])
+
+    def label(row: Mapping[str, Any], is_target: bool):
+        kwargs = {"example": {**row.get("example", {}), "targets_pretokenized": row["targets"]}}
+        if "is_target" in takes:
+            kwargs["is_target"] = is_target
+        return fn(row["targets"] if is_target else row["prediction"], **kwargs)
+
+    return label
 
 
-def _takes_example(fn) -> bool:
+def _keyword_parameters(fn) -> set:
+    """Of ``example`` and ``is_target``, those ``fn`` accepts by name (both, with ``**kwargs``)."""
     try:
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # a builtin without a signature: called with the text alone
-        return False
-    return "example" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+        return set()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return {"example", "is_target"}
+    return {name for name in ("example", "is_target") if name in parameters
+            and parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
 
 
-def _get_task(task):
+def resolve_task(task, *, mixture_ok: bool = False):
+    """The task (or with ``mixture_ok``, the mixture) a name or object means; a mixture where one task is read
+    is a clear error."""
     import t5x_lite.tasks  # noqa: F401
-    from t5x_lite.data.tasks import TaskRegistry
+    from t5x_lite.data.tasks import MixtureRegistry, TaskRegistry
 
-    return TaskRegistry.get(task) if isinstance(task, str) else task
+    if isinstance(task, str):
+        task = MixtureRegistry.get(task) if task in MixtureRegistry else TaskRegistry.get(task)
+    if isinstance(task, Mixture) and not mixture_ok:
+        raise ConfigError(f"{task.name!r} is a mixture; this reads one task at a time (evaluation takes a mixture: "
+                          f"each of its tasks, {', '.join(name for name, _ in task.tasks)})")
+    return task
 
 
 def predict(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
             batch_size: int = 16, decode: DecodeOptions = DecodeOptions(), max_examples: Optional[int] = None
             ) -> list[dict]:
     """Decode every example: [{"inputs", "targets", "prediction", "score"}] as text."""
-    return _predict(model=model, params=params, task=_get_task(task), split=split, feature_lengths=feature_lengths,
-                    batch_size=batch_size, decode=decode, max_examples=max_examples)
+    return _predict(model=model, params=params, task=resolve_task(task), split=split,
+                    feature_lengths=feature_lengths, batch_size=batch_size, decode=decode, max_examples=max_examples)
 
 
 def _predict(*, model, params, task, split, feature_lengths, batch_size, decode, max_examples,
@@ -248,7 +267,7 @@ def score(*, model, params, task, split: str = "validation", feature_lengths: Ma
     """Log-likelihood of each example's given targets (sum over tokens), for rank classification."""
     from t5x_lite.decoding import score_batch
 
-    task = _get_task(task)
+    task = resolve_task(task)
     rows = []
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
                                   converter=model.feature_converter(), max_examples=max_examples):
@@ -265,7 +284,7 @@ def score(*, model, params, task, split: str = "validation", feature_lengths: Ma
 def validation_loss(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
                     batch_size: int = 16, max_examples: Optional[int] = None) -> float:
     """Token-weighted mean loss over the split (z-loss excluded; label smoothing as in training)."""
-    return _loss_and_examples(model, params, _get_task(task), split, feature_lengths, batch_size, max_examples)[0]
+    return _loss_and_examples(model, params, resolve_task(task), split, feature_lengths, batch_size, max_examples)[0]
 
 
 def _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples) -> tuple[float, int]:
@@ -323,8 +342,16 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     whether to decode anyway, for the predictions; a model that cannot decode
     (BERT's MLM), or a task with no inputs to prompt with (an LM objective), then
     reports only its loss.
+
+    A mixture is evaluated task by task (``max_examples`` each): every task's results under
+    ``<task>/<name>``, its rows marked ``"task"``, and ``average``, the benchmark score GLUE and SuperGLUE
+    define: each task's score metrics (all but loss, counts) averaged, then the tasks averaged.
     """
-    task = _get_task(task)
+    task = resolve_task(task, mixture_ok=True)
+    if isinstance(task, Mixture):
+        return _evaluate_mixture(task, model=model, params=params, split=split, feature_lengths=feature_lengths,
+                                 batch_size=batch_size, decode=decode, max_examples=max_examples,
+                                 metric_names=metric_names, decode_without_metrics=decode_without_metrics)
     names = list(metric_names) if metric_names else list(task.metric_names)
     check_metrics_can_be_decoded(model, task, names)
     decodes = can_decode(model)
@@ -338,14 +365,35 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
         targets = [r["targets"] for r in rows]
         predictions = [r["prediction"] for r in rows]
     else:
-        targets = [_as_label(task, r, is_target=True) for r in rows]
-        predictions = [_as_label(task, r, is_target=False) for r in rows]
+        label = _labeller(task)
+        targets = [label(r, True) for r in rows]
+        predictions = [label(r, False) for r in rows]
     metrics = compute_metrics(targets, predictions, names) if names and rows else {}
     if predicted:  # the loss came with the predictions
         metrics["loss"], metrics["num_examples"] = loss.mean(), loss.examples
     else:
         metrics["loss"], metrics["num_examples"] = _loss_and_examples(model, params, task, split, feature_lengths,
                                                                       batch_size, max_examples)
+    return metrics, rows
+
+
+NOT_SCORES = ("loss", "num_examples", "invalid_predictions")
+
+
+def _evaluate_mixture(mixture, **kwargs) -> tuple[dict, list[dict]]:
+    metrics: dict = {}
+    rows: list[dict] = []
+    scores = []
+    for task, _ in mixture.resolved():
+        task_metrics, task_rows = evaluate(task=task, **kwargs)
+        metrics.update({f"{task.name}/{k}": v for k, v in task_metrics.items()})
+        rows.extend({"task": task.name, **row} for row in task_rows)
+        values = [v for k, v in task_metrics.items() if k not in NOT_SCORES]
+        if values:
+            scores.append(sum(values) / len(values))
+    if scores:
+        metrics["average"] = sum(scores) / len(scores)
+    metrics["num_examples"] = sum(v for k, v in metrics.items() if k.endswith("/num_examples"))
     return metrics, rows
 
 

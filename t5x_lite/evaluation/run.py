@@ -21,7 +21,7 @@ from typing import Mapping, Optional
 
 from t5x_lite.errors import ConfigError, check_at_least, check_types
 from t5x_lite.evaluation.evaluate import (DECODERS, DecodeOptions, can_decode, check_metrics_can_be_decoded, evaluate,
-                                         has_inputs, predict, score, write_jsonl)
+                                         has_inputs, predict, resolve_task, score, write_jsonl)
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,7 @@ def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: M
     the task's metrics, or with none, its loss), ``"decode"`` or ``"score"``; checked before any params load."""
     import t5x_lite.tasks  # noqa: F401  (registers the task providers)
     from t5x_lite.data.pipeline import (check_task_fits, check_vocabulary_fits, checked_feature_lengths,
-                                        describe_tokenizer)
-    from t5x_lite.data.tasks import TaskRegistry
+                                        describe_tokenizer, tasks_of)
     from t5x_lite.decoding.predict import check_decode_options
     from t5x_lite.training import checkpoints
 
@@ -58,7 +57,8 @@ def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: M
     if job == "decode" and not can_decode(model):
         raise ConfigError(f"{held}, which cannot decode (only {DECODERS} can)")
     if job == "evaluate" and not can_decode(model):
-        check_metrics_can_be_decoded(model, TaskRegistry.get(task), where=f"{checkpoint}: ")
+        for each in tasks_of(task):  # a mixture: each of its tasks
+            check_metrics_can_be_decoded(model, each, where=f"{checkpoint}: ")
         if model.kind == "encoder_only":
             raise ConfigError(f"{held}, a bare encoder with neither a loss nor a decoder to evaluate")
     converter = model.feature_converter()
@@ -69,7 +69,7 @@ def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: M
         raise ConfigError(f"{checkpoint} was trained on text tokenized by {trained_on}, and task {task!r} tokenizes "
                           f"with {reads}: register the task with the training run's vocabulary "
                           "(tasks.with_vocabulary)")
-    if job == "decode" and decode is not None and decode.method != "sample" and not has_inputs(TaskRegistry.get(task)):
+    if job == "decode" and decode is not None and decode.method != "sample" and not has_inputs(tasks_of(task)[0]):
         log.warning("task %r has no inputs, so %s decoding writes the same unprompted text for every example; "
                     "sample (evaluation.DecodeOptions.method = 'sample') for different texts", task, decode.method)
     if decode is not None and can_decode(model) and model.kind != "encoder_only_classification":
@@ -163,6 +163,7 @@ def infer_checkpoint(
     from t5x_lite.training import checkpoints
 
     _check_settings("infer_checkpoint", checkpoint, task, feature_lengths, batch_size, max_examples, output_dir)
+    resolve_task(task)  # one task: a mixture is refused before the checkpoint loads
     checkpoint, output_dir = os.fspath(checkpoint), output_dir and os.fspath(output_dir)
     _check_model(checkpoints.load_model(checkpoint), checkpoint, task, "score" if score_targets else "decode",
                  feature_lengths, None if score_targets else decode)

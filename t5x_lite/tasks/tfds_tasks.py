@@ -26,7 +26,7 @@ import numpy as np
 
 from t5x_lite.data.features import Feature
 from t5x_lite.data.objectives import make_objective
-from t5x_lite.data.tasks import Task, TaskRegistry
+from t5x_lite.data.tasks import Mixture, MixtureRegistry, Task, TaskRegistry
 
 # name -> (TFDS features, written sorted by name as T5's glue() does; label names, None for regression)
 GLUE = {
@@ -188,19 +188,19 @@ def wsc_text(ex: dict) -> dict:
     pronoun = ex["span2_text"]
     start, end, rest = _pronoun_span(words, pronoun, int(ex["span2_index"]))
     marked = words[:start] + [f"*{pronoun}*" + (f" {rest}" if rest else "")] + words[end:]
-    return {"inputs": "wsc: " + " ".join(marked), "targets": ex["span1_text"], "label": int(ex.get("label", 0))}
+    return {"inputs": "wsc: " + " ".join(marked).rstrip(), "targets": ex["span1_text"],
+            "label": int(ex.get("label", 0))}
 
 
 def _pronoun_span(words: list, pronoun: str, index: int) -> tuple[int, int, str]:
     """Where ``pronoun`` is in ``words``: at ``index``, or within 2 words of it (two WSC records are off by one
     or have punctuation glued on, which T5 special-cases: ``him,"`` is marked ``*him* ,"``)."""
     n = len(pronoun.split(" "))
-    nearby = sorted(range(max(index - 2, 0), min(index + 3, len(words))), key=lambda j: abs(j - index))
-    for j in nearby:
-        if " ".join(words[j:j + n]) == pronoun:
-            return j, j + n, ""
-    for j in nearby:
+    # the index itself first, exact or with punctuation glued on; then its neighbours, nearest first
+    for j in sorted(range(max(index - 2, 0), min(index + 3, len(words))), key=lambda j: (abs(j - index), j)):
         text = " ".join(words[j:j + n])
+        if text == pronoun:
+            return j, j + n, ""
         if text.startswith(pronoun) and all(c in string.punctuation for c in text[len(pronoun):]):
             return j, j + n, text[len(pronoun):]
     raise ValueError(f"the pronoun {pronoun!r} is not at word {index} (nor within 2 words of it) of "
@@ -253,6 +253,17 @@ def _source(tfds_name: str, validation_split: str = "validation", data_dir: Opti
 
     return make
 
+
+# T5's multi-task mixtures, examples-proportional: each task's rate is its number of training examples, the
+# numbers T5's glue_utils records (ReCoRD's counted per answer, WSC's correct referents only). As in T5, GLUE's
+# leaves WNLI out (T5 trained on WSC instead); SuperGLUE's lacks T5's DPR data (1,322 examples), not here.
+MIXTURES = {
+    "glue_proportional": {"glue_cola": 8_551, "glue_sst2": 67_349, "glue_mrpc": 3_668, "glue_qqp": 363_849,
+                          "glue_stsb": 5_749, "glue_mnli": 392_702, "glue_qnli": 104_743, "glue_rte": 2_490},
+    "super_glue_proportional": {"super_glue_boolq": 9_427, "super_glue_cb": 250, "super_glue_copa": 400,
+                                "super_glue_multirc": 27_243, "super_glue_record": 138_854, "super_glue_rte": 2_490,
+                                "super_glue_wic": 5_428, "super_glue_wsc": 259},
+}
 
 # T5's metrics per task (accuracy unless listed).
 METRIC_NAMES = {
@@ -330,6 +341,8 @@ def _register_text_to_text(feature: Feature, vocabulary, data_dir: Optional[str]
                                                   wsc_correct_referent_only, "correct referents only"),
                           preprocessors=(wsc_text,), output_features=text_features, metric_names=("accuracy",),
                           postprocess_fn=wsc_postprocessor, eval_fields=("label",)), overwrite=True)
+    for name, rates in MIXTURES.items():
+        MixtureRegistry.add(Mixture(name=name, tasks=tuple(rates.items())), overwrite=True)
 
 
 register_default = functools.partial(register, None, None)

@@ -14,7 +14,10 @@ from t5x_lite.tasks.tfds_tasks import (multirc_postprocessor, multirc_text, reco
                                        record_postprocessor, record_text, wsc_correct_referent_only,
                                        wsc_postprocessor, wsc_text)
 
-tfds = pytest.importorskip("tensorflow_datasets")
+
+
+def _tfds():
+    return pytest.importorskip("tensorflow_datasets")  # only the tests under mock data need it
 
 
 def test_multirc_text_is_t5s_order_without_markup_and_keeps_the_question():
@@ -54,6 +57,17 @@ def test_wsc_text_marks_the_pronoun():
     assert glued["inputs"] == 'wsc: John laughed out quite loud. "Good for *him* ," he said.'
     early = wsc_text(_wsc("Some day they might want to use it , but really", "it", 6))
     assert early["inputs"] == "wsc: Some day they might want to use *it* , but really"
+    # T5's two special cases in full, with the strings its _wsc_inputs gives them (X marked as wsc_simple does)
+    pony = ('The boy continued to whip the pony , and eventually the pony threw him over. John laughed out quite '
+            'loud. "Good for him," he said. ')
+    assert wsc_text(_wsc(pony, "him", 22))["inputs"] == (
+        'wsc: The boy continued to whip the pony , and eventually the pony threw him over. John laughed out quite '
+        'loud. "Good for *him* ," he said.')
+    pebble = ("When they had eventually calmed down a bit , and had gotten home, Mr. Farley put the magic pebble in "
+              "an iron safe . Some day they might want to use it , but really for now, what more could they wish for?")
+    assert wsc_text(_wsc(pebble, "it", 30))["inputs"] == "wsc: " + pebble.replace("use it ,", "use *it* ,")
+    # at the index itself, glued punctuation wins over the same pronoun nearby
+    assert wsc_text(_wsc("Tom saw him and him, too", "him", 4))["inputs"] == "wsc: Tom saw him and *him* , too"
     with pytest.raises(ValueError, match="the pronoun 'it' is not at word 1"):
         wsc_text(_wsc("Mitchell asked Tom if he could lend some money.", "it", 1))
     assert wsc_correct_referent_only(_wsc("a b", "b", 1, label=0)) == []
@@ -97,7 +111,7 @@ def test_wsc_trains_on_correct_referents_and_evaluates_every_candidate():
     from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
 
     task = TaskRegistry.get("super_glue_wsc")
-    with tfds.testing.mock_data(as_data_source_fn=_wsc_data_source):
+    with _tfds().testing.mock_data(as_data_source_fn=_wsc_data_source):
         train = task.source("train")
         assert [r["label"] for r in train] == [1, 1, 1] and "correct referents only" in train.description
         model, params = _tiny_model()
@@ -116,10 +130,11 @@ def test_multirc_and_record_evaluate_under_mock_data():
     from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
 
     model, params = _tiny_model()
-    with tfds.testing.mock_data(num_examples=6):
+    with _tfds().testing.mock_data(num_examples=6):
         record_train = TaskRegistry.get("super_glue_record").source("train")
         record_validation = TaskRegistry.get("super_glue_record").source("validation")
-        assert len(record_train) == sum(len(r["answers"]) for r in record_validation) > len(record_validation)
+        assert len(record_train) == sum(len(r["answers"]) for r in record_train.base) > len(record_train.base)
+        assert len(record_validation) == len(record_train.base)
         for task, keys in [("super_glue_multirc", ("f1a", "exact_match")), ("super_glue_record", ("em", "f1"))]:
             metrics, rows = evaluate(model=model, params=params, task=task,
                                      feature_lengths={"inputs": 48, "targets": 6}, batch_size=4,
@@ -150,3 +165,88 @@ def test_a_missing_eval_field_names_the_record():
         next(iter(ds))
     with pytest.raises(DataError, match="eval_fields must be a sequence of field names"):
         Task(name="bad", source=lambda split: [], output_features={}, eval_fields="group")
+
+
+def test_evaluating_a_mixture_reports_each_task_and_the_benchmark_average():
+    from t5x_lite.data.tasks import Mixture
+    from t5x_lite.errors import ConfigError
+    from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate, predict
+
+    model, params = _tiny_model()
+    mixture = Mixture(name="mini", tasks=(("super_glue_multirc", 1.0), ("super_glue_record", 3.0)))
+    kw = dict(model=model, params=params, feature_lengths={"inputs": 48, "targets": 6}, batch_size=4,
+              decode=DecodeOptions(max_decode_length=4), max_examples=3)
+    with _tfds().testing.mock_data(num_examples=5):
+        metrics, rows = evaluate(task=mixture, **kw)
+        alone, _ = evaluate(task="super_glue_record", **kw)
+    assert [r["task"] for r in rows] == ["super_glue_multirc"] * 3 + ["super_glue_record"] * 3
+    assert metrics["super_glue_record/em"] == alone["em"] and metrics["num_examples"] == 6
+    multirc = (metrics["super_glue_multirc/f1a"] + metrics["super_glue_multirc/exact_match"]) / 2
+    record = (metrics["super_glue_record/em"] + metrics["super_glue_record/f1"]) / 2
+    assert metrics["average"] == pytest.approx((multirc + record) / 2)
+    with pytest.raises(ConfigError, match="'super_glue_proportional' is a mixture; this reads one task at a time"):
+        predict(task="super_glue_proportional", **kw)
+
+
+def test_t5s_proportional_mixtures_are_registered_with_its_rates():
+    from t5x_lite.data.tasks import get_task_or_mixture
+
+    glue = dict(get_task_or_mixture("glue_proportional").tasks)
+    assert "glue_wnli" not in glue and glue["glue_mnli"] == 392_702 and len(glue) == 8
+    super_glue = get_task_or_mixture("super_glue_proportional").resolved()
+    assert [t.name for t, _ in super_glue][-1] == "super_glue_wsc" and dict(
+        (t.name, r) for t, r in super_glue)["super_glue_record"] == 138_854
+
+
+def _oracle_decoding(monkeypatch, vocab):
+    """Decoding replaced by the target text itself, so every metric must come out perfect."""
+    import t5x_lite.decoding as decoding
+
+    def predict_batch(model, params, batch, *, max_decode_length, **kwargs):
+        rows = [vocab.encode(str(t))[:max_decode_length] for t in batch["targets_pretokenized"]]
+        tokens = np.zeros((len(rows), 1, max_decode_length), np.int32)
+        for i, ids in enumerate(rows):
+            tokens[i, 0, :len(ids)] = ids
+        return tokens, np.zeros((len(rows), 1), np.float32)
+
+    monkeypatch.setattr(decoding, "predict_batch", predict_batch)
+    monkeypatch.setattr("t5x_lite.evaluation.evaluate._model_inputs", lambda model, batch: batch)
+
+
+def test_perfect_predictions_score_perfectly(monkeypatch):
+    from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
+    from t5x_lite.tasks.bundled import vocabulary
+
+    _oracle_decoding(monkeypatch, vocabulary())
+    model, params = _tiny_model()
+    kw = dict(model=model, params=params, feature_lengths={"inputs": 48, "targets": 32}, batch_size=4,
+              decode=DecodeOptions(max_decode_length=32))
+    with _tfds().testing.mock_data(num_examples=6):
+        multirc, rows = evaluate(task="super_glue_multirc", **kw)
+        record, _ = evaluate(task="super_glue_record", **kw)
+    positives = any(r["targets"] == "True" for r in rows)
+    assert multirc["exact_match"] == 100.0 and multirc["f1a"] == (100.0 if positives else 0.0)
+    assert record["em"] == 100.0 and record["f1"] == 100.0
+    with _tfds().testing.mock_data(as_data_source_fn=_wsc_data_source):
+        wsc, _ = evaluate(task="super_glue_wsc", **kw)
+    # naming the candidate is right exactly when the candidate is the referent: 3 of the 5 records
+    assert wsc["accuracy"] == pytest.approx(60.0) and wsc["invalid_predictions"] == 0
+
+
+def test_which_postprocessors_get_the_example():
+    import functools
+
+    from t5x_lite.evaluation.evaluate import _keyword_parameters
+
+    def seqio(text, example=None, is_target=False):
+        return text
+
+    def example_only(text, *, example):
+        return text
+
+    assert _keyword_parameters(seqio) == {"example", "is_target"}
+    assert _keyword_parameters(functools.partial(seqio, is_target=True)) == {"example", "is_target"}
+    assert _keyword_parameters(lambda text, **kw: text) == {"example", "is_target"}
+    assert _keyword_parameters(example_only) == {"example"}
+    assert _keyword_parameters(float) == set() and _keyword_parameters(str.strip) == set()
+    assert _keyword_parameters(lambda text: text) == set()
