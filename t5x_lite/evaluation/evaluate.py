@@ -345,7 +345,8 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
 
     A mixture is evaluated task by task (``max_examples`` each): every task's results under
     ``<task>/<name>``, its rows marked ``"task"``, and ``average``, the benchmark score GLUE and SuperGLUE
-    define: each task's score metrics (all but loss, counts) averaged, then the tasks averaged.
+    define: each task's score metrics (all but loss, counts) averaged, then the tasks averaged. A task without
+    the split is left out (logged), as seqio's evaluator does.
     """
     task = resolve_task(task, mixture_ok=True)
     if isinstance(task, Mixture):
@@ -385,6 +386,10 @@ def _evaluate_mixture(mixture, **kwargs) -> tuple[dict, list[dict]]:
     rows: list[dict] = []
     scores = []
     for task, _ in mixture.resolved():
+        if task.splits and kwargs["split"] not in task.splits:  # DPR, say, has no validation split: as seqio
+            log.info("mixture %r: task %r has no %r split (it has %s); not evaluated", mixture.name, task.name,
+                     kwargs["split"], ", ".join(task.splits))
+            continue
         task_metrics, task_rows = evaluate(task=task, **kwargs)
         metrics.update({f"{task.name}/{k}": v for k, v in task_metrics.items()})
         rows.extend({"task": task.name, **row} for row in task_rows)

@@ -231,6 +231,15 @@ def wsc_postprocessor(text: str, example: Optional[dict] = None, is_target: bool
     return int(said <= meant or meant <= said)
 
 
+def dpr_text(ex: dict) -> dict:
+    """The Definite Pronoun Resolution dataset as WSC (T5's ``definite_pronoun_resolution_simple``): the first
+    occurrence of the pronoun after a space and before a space, "." or "," marked with asterisks (a sentence
+    where there is none stays unmarked, as in T5), -> the right candidate. ``label`` 1: the target is the
+    referent, which ``wsc_postprocessor`` compares the prediction with."""
+    marked = re.sub(f" ({re.escape(ex['pronoun'])})( |\\.|,)", r" *\1*\2", ex["sentence"], count=1)
+    return {"inputs": f"wsc: {marked}", "targets": ex["candidates"][int(ex["label"])], "label": 1}
+
+
 def _split_dependent(make: Callable, train_expand: Callable, what: str) -> Callable:
     """A source factory whose training split is expanded (or filtered) by ``train_expand``."""
 
@@ -256,13 +265,13 @@ def _source(tfds_name: str, validation_split: str = "validation", data_dir: Opti
 
 # T5's multi-task mixtures, examples-proportional: each task's rate is its number of training examples, the
 # numbers T5's glue_utils records (ReCoRD's counted per answer, WSC's correct referents only). As in T5, GLUE's
-# leaves WNLI out (T5 trained on WSC instead); SuperGLUE's lacks T5's DPR data (1,322 examples), not here.
+# leaves WNLI out (T5 trained on WSC instead) and SuperGLUE's trains WSC on DPR's data too.
 MIXTURES = {
     "glue_proportional": {"glue_cola": 8_551, "glue_sst2": 67_349, "glue_mrpc": 3_668, "glue_qqp": 363_849,
                           "glue_stsb": 5_749, "glue_mnli": 392_702, "glue_qnli": 104_743, "glue_rte": 2_490},
     "super_glue_proportional": {"super_glue_boolq": 9_427, "super_glue_cb": 250, "super_glue_copa": 400,
                                 "super_glue_multirc": 27_243, "super_glue_record": 138_854, "super_glue_rte": 2_490,
-                                "super_glue_wic": 5_428, "super_glue_wsc": 259},
+                                "super_glue_wic": 5_428, "super_glue_wsc": 259, "dpr_simple": 1_322},
 }
 
 # T5's metrics per task (accuracy unless listed).
@@ -341,6 +350,10 @@ def _register_text_to_text(feature: Feature, vocabulary, data_dir: Optional[str]
                                                   wsc_correct_referent_only, "correct referents only"),
                           preprocessors=(wsc_text,), output_features=text_features, metric_names=("accuracy",),
                           postprocess_fn=wsc_postprocessor, eval_fields=("label",)), overwrite=True)
+    TaskRegistry.add(Task(name="dpr_simple", source=_source("definite_pronoun_resolution", data_dir=data_dir),
+                          preprocessors=(dpr_text,), output_features=text_features, metric_names=("accuracy",),
+                          postprocess_fn=wsc_postprocessor, eval_fields=("label",), splits=("train", "test")),
+                     overwrite=True)
     for name, rates in MIXTURES.items():
         MixtureRegistry.add(Mixture(name=name, tasks=tuple(rates.items())), overwrite=True)
 

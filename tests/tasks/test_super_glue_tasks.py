@@ -10,7 +10,7 @@ import pytest
 import t5x_lite.tasks  # noqa: F401
 from t5x_lite.data.sources import DataError
 from t5x_lite.data.tasks import TaskRegistry
-from t5x_lite.tasks.tfds_tasks import (multirc_postprocessor, multirc_text, record_per_answer,
+from t5x_lite.tasks.tfds_tasks import (dpr_text, multirc_postprocessor, multirc_text, record_per_answer,
                                        record_postprocessor, record_text, wsc_correct_referent_only,
                                        wsc_postprocessor, wsc_text)
 
@@ -173,7 +173,8 @@ def test_evaluating_a_mixture_reports_each_task_and_the_benchmark_average():
     from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate, predict
 
     model, params = _tiny_model()
-    mixture = Mixture(name="mini", tasks=(("super_glue_multirc", 1.0), ("super_glue_record", 3.0)))
+    mixture = Mixture(name="mini", tasks=(("super_glue_multirc", 1.0), ("super_glue_record", 3.0),
+                                          ("dpr_simple", 1.0)))  # no validation split: left out
     kw = dict(model=model, params=params, feature_lengths={"inputs": 48, "targets": 6}, batch_size=4,
               decode=DecodeOptions(max_decode_length=4), max_examples=3)
     with _tfds().testing.mock_data(num_examples=5):
@@ -181,6 +182,7 @@ def test_evaluating_a_mixture_reports_each_task_and_the_benchmark_average():
         alone, _ = evaluate(task="super_glue_record", **kw)
     assert [r["task"] for r in rows] == ["super_glue_multirc"] * 3 + ["super_glue_record"] * 3
     assert metrics["super_glue_record/em"] == alone["em"] and metrics["num_examples"] == 6
+    assert not any(k.startswith("dpr_simple") for k in metrics)
     multirc = (metrics["super_glue_multirc/f1a"] + metrics["super_glue_multirc/exact_match"]) / 2
     record = (metrics["super_glue_record/em"] + metrics["super_glue_record/f1"]) / 2
     assert metrics["average"] == pytest.approx((multirc + record) / 2)
@@ -193,9 +195,25 @@ def test_t5s_proportional_mixtures_are_registered_with_its_rates():
 
     glue = dict(get_task_or_mixture("glue_proportional").tasks)
     assert "glue_wnli" not in glue and glue["glue_mnli"] == 392_702 and len(glue) == 8
-    super_glue = get_task_or_mixture("super_glue_proportional").resolved()
-    assert [t.name for t, _ in super_glue][-1] == "super_glue_wsc" and dict(
-        (t.name, r) for t, r in super_glue)["super_glue_record"] == 138_854
+    super_glue = {t.name: r for t, r in get_task_or_mixture("super_glue_proportional").resolved()}
+    assert super_glue["super_glue_record"] == 138_854 and super_glue["super_glue_wsc"] == 259
+    assert super_glue["dpr_simple"] == 1_322 and len(super_glue) == 9
+
+
+def test_dpr_is_cast_as_wsc():
+    ex = {"sentence": "Bob asked Tom if he can lend some money.", "pronoun": "he", "candidates": ["Bob", "Tom"],
+          "label": 1}
+    assert dpr_text(ex) == {"inputs": "wsc: Bob asked Tom if *he* can lend some money.", "targets": "Tom",
+                            "label": 1}
+    # the first occurrence after a space, before a space, "." or ","; none (a sentence-initial one): unmarked
+    assert dpr_text(dict(ex, sentence="Ann met him, and Bob met him.", pronoun="him", label=0))["inputs"] == (
+        "wsc: Ann met *him*, and Bob met him.")
+    assert dpr_text(dict(ex, sentence="Ann saw them.", pronoun="them"))["inputs"] == "wsc: Ann saw *them*."
+    assert dpr_text(dict(ex, sentence="He left.", pronoun="He"))["inputs"] == "wsc: He left."
+    with _tfds().testing.mock_data(num_examples=3):
+        task = TaskRegistry.get("dpr_simple")
+        rows = [dpr_text(r) for r in task.source("train")]
+    assert len(rows) == 3 and all(r["inputs"].startswith("wsc: ") for r in rows)
 
 
 def _oracle_decoding(monkeypatch, vocab):
