@@ -215,8 +215,15 @@ def _tokenize_corpus(task: Task, split: str) -> "_Corpus":
     if dropped or skipped:
         log.info("task %r split %r: of %d documents, its preprocessors dropped %d and %d were skipped as bad",
                  task.name, split, len(source), dropped, skipped)
-    pieces = task.vocabulary.encode_batch(texts)
+    pieces = _encode_documents(task.vocabulary, texts)
     return _Corpus(np.concatenate([np.asarray(p, np.int32) for p in pieces]), dropped, skipped)
+
+
+def _encode_documents(vocabulary, texts: list[str]) -> list:
+    """Pretraining documents as ids: a vocabulary with ``encode_documents`` frames them (WordPiece: ``[CLS] text
+    [SEP]``); T5's are their pieces alone, concatenated without a separator."""
+    encode = getattr(vocabulary, "encode_documents", None)
+    return encode(texts) if encode is not None else vocabulary.encode_batch(texts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +310,7 @@ def _streamed_pieces(task: Task, split: str, lengths: Mapping[str, int], *, shar
 
     def tokens(i: int) -> Optional[dict]:
         text = _document_text(task, source, i)
-        return None if text is None else {"targets": np.asarray(vocabulary.encode(text), np.int32)}
+        return None if text is None else {"targets": np.asarray(_encode_documents(vocabulary, [text])[0], np.int32)}
 
     def document(i) -> Optional[dict]:
         # an empty document has nothing to concatenate, and a corpus of them must still stop

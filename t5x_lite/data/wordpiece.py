@@ -14,8 +14,11 @@ BERT's layout, built by the pipeline from what this vocabulary gives it:
 vocabulary's ``eos_id``, which the pipeline appends after truncation, as it appends
 EOS for T5. A task gives a pair as a tuple of two texts; the pipeline then cuts
 the longer text first when the pair is too long (``tokenizers``' ``longest_first``)
-and writes the token types. It serves fine-tuning and evaluation; the pretraining
-objectives are written for T5's SentencePiece layout (sentinels above the pieces).
+and writes the token types. It serves fine-tuning and evaluation, and BERT's masked
+LM (``bert_mlm``) for pretraining further: as Hugging Face's ``run_mlm.py``, each
+document is ``[CLS] text [SEP]`` (``encode_documents``), concatenated and cut into
+pieces, and ``[CLS]`` / ``[SEP]`` are never masked (``vocab_info``). The T5
+objectives need sentinels above the pieces, which a WordPiece vocabulary has not.
 
 Example::
 
@@ -88,8 +91,14 @@ class WordPieceVocabulary:
         return self.sep_id
 
     def vocab_info(self):
-        raise DataError(f"{self!r}: the pretraining objectives need T5's SentencePiece layout (sentinel ids above "
-                        "the pieces); a WordPiece vocabulary serves fine-tuning and evaluation")
+        """For BERT's masked LM: ``[MASK]``; random replacements drawn above the special tokens (ids below the
+        highest of them are ``[PAD]``, ``[unusedN]`` and the specials in BERT's vocabularies); ``[CLS]``,
+        ``[SEP]`` and ``[PAD]`` never selected. No sentinels: the T5 objectives refuse it when they need one."""
+        from t5x_lite.data.objectives.encodings import VocabInfo
+
+        specials = (self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id)
+        return VocabInfo(vocab_size=self.vocab_size, num_extra_ids=0, num_reserved_ids=max(specials) + 1,
+                         mask_id=self.mask_id, special_ids=(self.cls_id, self.sep_id, self.pad_id))
 
     def _pieces(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
@@ -100,6 +109,11 @@ class WordPieceVocabulary:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [[self.cls_id] + ids for ids in self._pieces(texts)]
+
+    def encode_documents(self, texts: Sequence[str]) -> list[list[int]]:
+        """Pretraining documents as Hugging Face's ``run_mlm.py`` tokenizes them before concatenating:
+        ``[CLS] text [SEP]`` each."""
+        return [[self.cls_id] + ids + [self.sep_id] for ids in self._pieces(texts)]
 
     def encode_pair(self, first: str, second: str) -> tuple[list[int], int]:
         """``([CLS] first [SEP] second, where second starts)``; the pipeline cuts and closes it."""

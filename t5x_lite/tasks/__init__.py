@@ -16,9 +16,12 @@ def with_vocabulary(task: str, vocabulary, data_dir: Optional[str] = None) -> st
     """``task``'s name, once the classification tasks (bundled sentiment, GLUE, SuperGLUE) are registered with
     ``vocabulary``: how a gin file names a task together with the tokenizer its model reads
     (``TASK = @tasks.with_vocabulary()``; a converted BERT's ``@tasks.WordPieceVocabulary()``). A SentencePiece
-    vocabulary re-registers the TFDS text-to-text tasks too (``tfds_tasks.register``)."""
+    vocabulary re-registers the TFDS text-to-text tasks too (``tfds_tasks.register``). Either also re-registers
+    the bundled corpus's masked LM, ``bundled_corpus_bert_mlm`` (with WordPiece, to pretrain a converted BERT
+    further as Hugging Face's run_mlm.py would)."""
     tfds_tasks.register(vocabulary, data_dir)
     bundled.register_classification(vocabulary)
+    bundled.register_mlm(vocabulary)
     if TaskRegistry.get(task).vocabulary is not vocabulary:  # a name it does not cover: say so, not train on
         covered = [name for name in TaskRegistry.names() if TaskRegistry.get(name).vocabulary is vocabulary]
         raise DataError(f"tasks.with_vocabulary: task {task!r} is not one it registers with {vocabulary!r}; it "

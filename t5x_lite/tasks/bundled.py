@@ -57,8 +57,9 @@ def postprocess_sentiment(text: str) -> int:
     return LABELS.index(text) if text in LABELS else -1
 
 
-def corpus_task(objective_name: str, objective=None, name: Optional[str] = None) -> Task:
-    vocab = vocabulary()
+def corpus_task(objective_name: str, objective=None, name: Optional[str] = None, vocab=None) -> Task:
+    """The bundled corpus pretrained with ``objective_name``, read with ``vocab`` (default: the bundled one)."""
+    vocab = vocab if vocab is not None else vocabulary()
     if objective is None:
         objective = make_objective(objective_name, vocab.vocab_info())
     token = Feature(vocab, add_eos=True)
@@ -107,6 +108,12 @@ def register() -> None:
         splits=("train", "validation", "test"),
     ), overwrite=True)
     register_classification(vocab)
+
+
+def register_mlm(vocabulary) -> None:
+    """(Re-)register ``bundled_corpus_bert_mlm`` with ``vocabulary``: a converted BERT's WordPiece tokenizer, to
+    pretrain it further with masked LM on the bundled corpus as Hugging Face's run_mlm.py would."""
+    TaskRegistry.add(corpus_task("bert_mlm", vocab=vocabulary), overwrite=True)
 
 
 def register_classification(vocabulary) -> None:

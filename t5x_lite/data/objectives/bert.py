@@ -20,10 +20,13 @@ class BertMLM:
     original token at selected positions, 0 elsewhere) and ``mlm_weights``
     (float32, 1 at selected positions), so the loss is taken only there.
     Positions are selected i.i.d. (as T5's ``iid_noise_mask`` and Hugging Face's
-    collator do), not as an exact count per sequence as BERT's original script.
-    For a BERT vocabulary set ``VocabInfo(mask_id=103, num_extra_ids=0, ...)``.
-    Every position holds text: give the task's features ``add_eos=False`` (as the
-    bundled ``bert_mlm`` task does), or the EOS cuts one token per example.
+    collator do), not as an exact count per sequence as BERT's original script;
+    never at the vocabulary's ``special_ids`` (a WordPiece text's ``[CLS]`` and
+    ``[SEP]``, as the collator's special-tokens mask). A WordPiece vocabulary
+    gives its own ``vocab_info()``; by hand, ``VocabInfo(mask_id=103,
+    num_extra_ids=0, ...)``. Every position holds text: give the task's features
+    ``add_eos=False`` (as the bundled ``bert_mlm`` task does), or the EOS cuts one
+    token per example.
     """
 
     vocab: enc.VocabInfo
@@ -41,6 +44,8 @@ class BertMLM:
     def __call__(self, tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         tokens = as_tokens(tokens)
         selected = iid_noise_mask(tokens.size, self.noise_density, rng)
+        if self.vocab.special_ids:
+            selected &= ~np.isin(tokens, self.vocab.special_ids)
         inputs = enc.noise_token_to_random_token_or_sentinel(
             tokens, selected, self.vocab, rng, random_prob=self.random_prob, keep_prob=self.keep_prob
         )

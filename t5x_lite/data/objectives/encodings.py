@@ -36,12 +36,16 @@ class VocabInfo:
       mask_id: the single mask token of the ``m`` encoding and of BERT-style MLM.
         ``None`` means ``<extra_id_0>``, as T5's ``sentinel_id``; a BERT
         vocabulary passes its ``[MASK]`` id (103).
+      special_ids: tokens BERT-style MLM never selects: a WordPiece vocabulary's
+        ``[CLS]``, ``[SEP]`` and ``[PAD]``, as Hugging Face's collator leaves them
+        out through its special-tokens mask. T5's vocabulary has none in its text.
     """
 
     vocab_size: int
     num_extra_ids: int = 100
     num_reserved_ids: int = 3
     mask_id: Optional[int] = None
+    special_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_extra_ids < 0 or self.num_reserved_ids < 0:
