@@ -268,9 +268,15 @@ def _raw_length(task: Task, lengths: Mapping[str, int]) -> int:
 _PADDING_NOTED: set = set()  # (task, inputs length, raw length) already warned about, once per process
 
 
+def has_split(task: Task, split: str) -> bool:
+    """Whether the task's declared splits hold ``split`` (a TFDS expression: ``"train[:10%]+validation"``); a task
+    that declares none leaves it to its source."""
+    parts = [part.split("[", 1)[0].strip() for part in split.split("+")]
+    return not task.splits or all(part in task.splits for part in parts)
+
+
 def _check_split(task: Task, split: str) -> None:
-    parts = [part.split("[", 1)[0].strip() for part in split.split("+")]  # TFDS: "train[:10%]+validation"
-    if task.splits and any(part not in task.splits for part in parts):
+    if not has_split(task, split):
         raise DataError(f"task {task.name!r} has no split {split!r}; its splits are {', '.join(task.splits)}")
 
 

@@ -82,6 +82,9 @@ class Mixture:
 
     name: str
     tasks: Sequence[tuple[str, float]]
+    # The tasks evaluating the mixture reads (its benchmark); None: all. T5's SuperGLUE mixture trains WSC on DPR's
+    # data too, which is not a SuperGLUE task.
+    evaluate_tasks: Optional[Sequence[str]] = None
 
     def __post_init__(self):
         # grain's messages for these name neither the mixture nor the task.
@@ -98,6 +101,10 @@ class Mixture:
             if name in names:  # read as two streams, its records would repeat within an epoch
                 raise DataError(f"mixture {self.name!r} lists task {name!r} twice; give it one (larger) rate")
             names.append(name)
+        unknown = [t for t in (self.evaluate_tasks or ()) if t not in names]
+        if isinstance(self.evaluate_tasks, str) or unknown:
+            raise DataError(f"mixture {self.name!r}: evaluate_tasks must name some of its tasks ({', '.join(names)}); "
+                            f"got {self.evaluate_tasks!r}")
 
     def resolved(self) -> list[tuple[Task, float]]:
         return [(TaskRegistry.get(name), float(rate)) for name, rate in self.tasks]

@@ -91,14 +91,13 @@ class WordPieceVocabulary:
         return self.sep_id
 
     def vocab_info(self):
-        """For BERT's masked LM: ``[MASK]``; random replacements drawn above the special tokens (ids below the
-        highest of them are ``[PAD]``, ``[unusedN]`` and the specials in BERT's vocabularies); ``[CLS]``,
-        ``[SEP]`` and ``[PAD]`` never selected. No sentinels: the T5 objectives refuse it when they need one."""
+        """For BERT's masked LM: ``[MASK]``; ``[PAD]``, ``[CLS]``, ``[SEP]`` and ``[MASK]`` never selected nor drawn
+        as a random replacement, which is any other id, ``[UNK]`` too (Hugging Face's collator draws from the whole
+        vocabulary). No sentinels: the objectives that mark spans with them refuse it."""
         from t5x_lite.data.objectives.encodings import VocabInfo
 
-        specials = (self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id)
-        return VocabInfo(vocab_size=self.vocab_size, num_extra_ids=0, num_reserved_ids=max(specials) + 1,
-                         mask_id=self.mask_id, special_ids=(self.cls_id, self.sep_id, self.pad_id))
+        return VocabInfo(vocab_size=self.vocab_size, num_extra_ids=0, num_reserved_ids=0, mask_id=self.mask_id,
+                         special_ids=(self.pad_id, self.cls_id, self.sep_id, self.mask_id))
 
     def _pieces(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]

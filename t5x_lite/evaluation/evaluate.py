@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from t5x_lite.data.features import BOOKKEEPING_SUFFIXES, EVAL_FIELDS_KEY
+from t5x_lite.data.sources import DataError
 from t5x_lite.data.tasks import Mixture
 from t5x_lite.decoding.predict import METHODS as DECODE_METHODS, decode_option_problems
 from t5x_lite.errors import ConfigError, check_types
@@ -345,8 +346,9 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
 
     A mixture is evaluated task by task (``max_examples`` each): every task's results under
     ``<task>/<name>``, its rows marked ``"task"``, and ``average``, the benchmark score GLUE and SuperGLUE
-    define: each task's score metrics (all but loss, counts) averaged, then the tasks averaged. A task without
-    the split is left out (logged), as seqio's evaluator does.
+    define: each task's score metrics (all but loss, counts) averaged, then the tasks averaged. Only the
+    mixture's ``evaluate_tasks`` are read, if it names them; a task without the split is left out (logged),
+    as seqio's evaluator does.
     """
     task = resolve_task(task, mixture_ok=True)
     if isinstance(task, Mixture):
@@ -385,8 +387,13 @@ def _evaluate_mixture(mixture, **kwargs) -> tuple[dict, list[dict]]:
     metrics: dict = {}
     rows: list[dict] = []
     scores = []
+    from t5x_lite.data.pipeline import has_split
+
+    chosen = mixture.evaluate_tasks
     for task, _ in mixture.resolved():
-        if task.splits and kwargs["split"] not in task.splits:  # DPR, say, has no validation split: as seqio
+        if chosen is not None and task.name not in chosen:
+            continue
+        if not has_split(task, kwargs["split"]):  # as seqio's evaluator: a task without the split is left out
             log.info("mixture %r: task %r has no %r split (it has %s); not evaluated", mixture.name, task.name,
                      kwargs["split"], ", ".join(task.splits))
             continue
@@ -396,6 +403,8 @@ def _evaluate_mixture(mixture, **kwargs) -> tuple[dict, list[dict]]:
         values = [v for k, v in task_metrics.items() if k not in NOT_SCORES]
         if values:
             scores.append(sum(values) / len(values))
+    if not metrics:
+        raise DataError(f"mixture {mixture.name!r}: none of the tasks it evaluates has a {kwargs['split']!r} split")
     if scores:
         metrics["average"] = sum(scores) / len(scores)
     metrics["num_examples"] = sum(v for k, v in metrics.items() if k.endswith("/num_examples"))

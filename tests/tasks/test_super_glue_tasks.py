@@ -1,7 +1,10 @@
 """SuperGLUE MultiRC, ReCoRD and WSC in the T5 paper's format: their text, their split-dependent training
 examples, their postprocessors, and evaluation end to end under TFDS mock data."""
 
+import dataclasses
 import json
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -188,6 +191,18 @@ def test_evaluating_a_mixture_reports_each_task_and_the_benchmark_average():
     assert metrics["average"] == pytest.approx((multirc + record) / 2)
     with pytest.raises(ConfigError, match="'super_glue_proportional' is a mixture; this reads one task at a time"):
         predict(task="super_glue_proportional", **kw)
+    # a TFDS split expression names the split; DPR, not a SuperGLUE task, is never in the benchmark's average
+    only = Mixture(name="only", tasks=(("super_glue_record", 1.0), ("dpr_simple", 1.0)),
+                   evaluate_tasks=("super_glue_record",))
+    with _tfds().testing.mock_data(num_examples=5):
+        sliced, _ = evaluate(task=dataclasses.replace(mixture, name="sliced"), **dict(kw, split="train[:2]"))
+        tested, _ = evaluate(task=only, **dict(kw, split="test"))
+    assert {k.split("/")[0] for k in sliced if "/" in k} == {"super_glue_multirc", "super_glue_record", "dpr_simple"}
+    assert {k.split("/")[0] for k in tested if "/" in k} == {"super_glue_record"}
+    with pytest.raises(DataError, match="mixture 'dpr_only': none of the tasks it evaluates has a 'validation'"):
+        evaluate(task=Mixture(name="dpr_only", tasks=(("dpr_simple", 1.0),)), **kw)
+    with pytest.raises(DataError, match="evaluate_tasks must name some of its tasks"):
+        Mixture(name="bad", tasks=(("dpr_simple", 1.0),), evaluate_tasks=("super_glue_wsc",))
 
 
 def test_t5s_proportional_mixtures_are_registered_with_its_rates():
@@ -195,9 +210,25 @@ def test_t5s_proportional_mixtures_are_registered_with_its_rates():
 
     glue = dict(get_task_or_mixture("glue_proportional").tasks)
     assert "glue_wnli" not in glue and glue["glue_mnli"] == 392_702 and len(glue) == 8
-    super_glue = {t.name: r for t, r in get_task_or_mixture("super_glue_proportional").resolved()}
+    mixture = get_task_or_mixture("super_glue_proportional")
+    super_glue = {t.name: r for t, r in mixture.resolved()}
     assert super_glue["super_glue_record"] == 138_854 and super_glue["super_glue_wsc"] == 259
     assert super_glue["dpr_simple"] == 1_322 and len(super_glue) == 9
+    assert "dpr_simple" not in mixture.evaluate_tasks and len(mixture.evaluate_tasks) == 8
+    # a mixture is found by its name in a fresh process, before any task was looked up
+    code = ("import t5x_lite.tasks; from t5x_lite.data.tasks import get_task_or_mixture as g; "
+            "print(len(g('glue_proportional').tasks))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "8"
+
+
+def test_infer_refuses_a_mixture_before_reading_the_checkpoint(tmp_path):
+    from t5x_lite.errors import ConfigError
+    from t5x_lite.evaluation.run import infer_checkpoint
+
+    with pytest.raises(ConfigError, match="'glue_proportional' is a mixture; this reads one task at a time"):
+        infer_checkpoint(checkpoint=str(tmp_path / "nothing here"), task="glue_proportional",
+                         feature_lengths={"inputs": 8, "targets": 4})
 
 
 def test_dpr_is_cast_as_wsc():

@@ -36,9 +36,11 @@ class VocabInfo:
       mask_id: the single mask token of the ``m`` encoding and of BERT-style MLM.
         ``None`` means ``<extra_id_0>``, as T5's ``sentinel_id``; a BERT
         vocabulary passes its ``[MASK]`` id (103).
-      special_ids: tokens BERT-style MLM never selects: a WordPiece vocabulary's
-        ``[CLS]``, ``[SEP]`` and ``[PAD]``, as Hugging Face's collator leaves them
-        out through its special-tokens mask. T5's vocabulary has none in its text.
+      special_ids: tokens BERT-style MLM never selects and no random replacement
+        draws: a WordPiece vocabulary's ``[PAD]``, ``[CLS]``, ``[SEP]`` and
+        ``[MASK]``, wherever they sit (Hugging Face's collator selects none of the
+        framing tokens; a drawn ``[PAD]`` would read as padding). T5's vocabulary
+        has none in its text.
     """
 
     vocab_size: int
@@ -50,8 +52,25 @@ class VocabInfo:
     def __post_init__(self) -> None:
         if self.num_extra_ids < 0 or self.num_reserved_ids < 0:
             raise ValueError(f"negative id counts in {self}")
-        if self.vocab_size - self.num_extra_ids <= self.num_reserved_ids:
+        low, high = self.random_token_range
+        if high - low - len(self._excluded_ordinary_ids) <= 0:
             raise ValueError(f"no ordinary token ids left in {self}")
+
+    @property
+    def _excluded_ordinary_ids(self) -> list[int]:
+        low, high = self.random_token_range
+        return sorted({int(i) for i in self.special_ids if low <= i < high})
+
+    def random_tokens(self, rng: np.random.Generator, shape: tuple, dtype) -> np.ndarray:
+        """Token ids drawn uniformly from ``random_token_range`` less the ``special_ids`` in it."""
+        low, high = self.random_token_range
+        excluded = self._excluded_ordinary_ids
+        if not excluded:
+            return rng.integers(low, high, size=shape, dtype=dtype)
+        draws = rng.integers(low, high - len(excluded), size=shape, dtype=np.int64)
+        for skipped in excluded:  # ascending: the k-th draw becomes the k-th id that is not excluded
+            draws += draws >= skipped
+        return draws.astype(dtype)
 
     @property
     def mask_token_id(self) -> int:
@@ -154,8 +173,7 @@ def noise_token_to_random_token(
     tokens: np.ndarray, noise_mask: np.ndarray, vocab: VocabInfo, rng: np.random.Generator
 ) -> np.ndarray:
     """``r`` inputs: every noise token becomes a uniformly random ordinary token."""
-    low, high = vocab.random_token_range
-    return np.where(noise_mask, rng.integers(low, high, size=tokens.shape, dtype=tokens.dtype), tokens)
+    return np.where(noise_mask, vocab.random_tokens(rng, tokens.shape, tokens.dtype), tokens)
 
 
 def noise_token_to_random_token_or_sentinel(

@@ -39,6 +39,7 @@ _FACTORIES: dict[str, Callable[..., Objective]] = {
 }
 
 OBJECTIVE_NAMES = tuple(_FACTORIES)
+NEEDS_SENTINELS = tuple(name for name in OBJECTIVE_NAMES if name.endswith("_u_u")) + ("ul2",)
 
 
 def make_objective(name: str, vocab: VocabInfo, **kwargs: Any) -> Objective:
@@ -47,4 +48,8 @@ def make_objective(name: str, vocab: VocabInfo, **kwargs: Any) -> Objective:
         factory = _FACTORIES[name]
     except KeyError:
         raise ValueError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVE_NAMES)}") from None
+    if vocab.num_extra_ids == 0 and name in NEEDS_SENTINELS:
+        raise ValueError(f"objective {name!r} marks spans with sentinel ids, and this vocabulary has none "
+                         "(VocabInfo.num_extra_ids = 0, as a WordPiece vocabulary); objectives without sentinels: "
+                         + ", ".join(n for n in OBJECTIVE_NAMES if n not in NEEDS_SENTINELS))
     return factory(vocab, **kwargs)
