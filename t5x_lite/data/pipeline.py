@@ -34,7 +34,7 @@ from t5x_lite.data.features import (
     trim_and_append_eos,
 )
 from t5x_lite.data.sources import DataError
-from t5x_lite.data.tasks import Mixture, Task, get_task_or_mixture
+from t5x_lite.data.tasks import Mixture, Task, get_task_or_mixture, split_names
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +271,7 @@ _PADDING_NOTED: set = set()  # (task, inputs length, raw length) already warned 
 def has_split(task: Task, split: str) -> bool:
     """Whether the task's declared splits hold ``split`` (a TFDS expression: ``"train[:10%]+validation"``); a task
     that declares none leaves it to its source."""
-    parts = [part.split("[", 1)[0].strip() for part in split.split("+")]
-    return not task.splits or all(part in task.splits for part in parts)
+    return not task.splits or all(part in task.splits for part in split_names(split))
 
 
 def _check_split(task: Task, split: str) -> None:
@@ -605,21 +604,21 @@ def check_task_fits(task_or_mixture: str | Task | Mixture, feature_lengths: Mapp
     fine in a mixture with a task that makes it; alone, that feature is padding in every row, and ``absent``
     says what to do about it: "ignore" (``get_dataset``), "warn" or "error" (train, where it costs steps).
     """
-    tasks = tasks_of(task_or_mixture)
+    tasks = _tasks_of(task_or_mixture)
     trim = converter.trim_lengths(feature_lengths)
     for task in tasks:
         made = set().union(*(_makes(t) for t in tasks if t is not task))
         _check_features(task, trim, converter, made, absent)
 
 
-def tasks_of(item: str | Task | Mixture) -> list[Task]:
+def _tasks_of(item: str | Task | Mixture) -> list[Task]:
     item = get_task_or_mixture(item) if isinstance(item, str) else item
     return [task for task, _ in item.resolved()] if isinstance(item, Mixture) else [item]
 
 
 def check_vocabulary_fits(task_or_mixture: str | Task | Mixture, model_vocab_size: int) -> None:
     """Every task's token ids must index the model's embedding table (past it, XLA reads garbage, no error)."""
-    for task in tasks_of(task_or_mixture):
+    for task in _tasks_of(task_or_mixture):
         size = getattr(task.vocabulary, "vocab_size", None)  # a custom vocabulary may not say
         if size is not None and size > model_vocab_size:
             raise DataError(f"task {task.name!r} has {size} token ids, more than the model's vocab_size "
@@ -631,7 +630,7 @@ def describe_tokenizer(task_or_mixture: str | Task | Mixture) -> str:
     1f2e3d4c5b6a"``): the class, size and a hash of the contents, not a path, so that a moved checkpoint still
     matches and another tokenizer does not."""
     described = []
-    for task in tasks_of(task_or_mixture):
+    for task in _tasks_of(task_or_mixture):
         vocabulary = task.vocabulary
         size, fingerprint = getattr(vocabulary, "vocab_size", None), getattr(vocabulary, "fingerprint", None)
         text = (type(vocabulary).__name__ + (f", {size} ids" if size is not None else "")

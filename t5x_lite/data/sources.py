@@ -155,7 +155,7 @@ class ExpandedSource(Source):
 
     def _index_map(self) -> tuple[array.array, array.array]:
         if self._records is None:
-            records, offsets = array.array("q"), array.array("l")
+            records, offsets = array.array("q"), array.array("q")
             for i in range(len(self.base)):
                 n = len(self._expanded(i))
                 records.extend([i] * n)

@@ -102,12 +102,22 @@ class Mixture:
                 raise DataError(f"mixture {self.name!r} lists task {name!r} twice; give it one (larger) rate")
             names.append(name)
         unknown = [t for t in (self.evaluate_tasks or ()) if t not in names]
-        if isinstance(self.evaluate_tasks, str) or unknown:
+        if isinstance(self.evaluate_tasks, str) or unknown or self.evaluate_tasks == ():
             raise DataError(f"mixture {self.name!r}: evaluate_tasks must name some of its tasks ({', '.join(names)}); "
                             f"got {self.evaluate_tasks!r}")
 
     def resolved(self) -> list[tuple[Task, float]]:
         return [(TaskRegistry.get(name), float(rate)) for name, rate in self.tasks]
+
+    def evaluated_tasks(self) -> list[Task]:
+        """The tasks evaluating the mixture reads: ``evaluate_tasks``, or all of them."""
+        chosen = self.evaluate_tasks
+        return [task for task, _ in self.resolved() if chosen is None or task.name in chosen]
+
+
+def split_names(split: str) -> list[str]:
+    """The split names in a TFDS split expression: ``"train[:10%]+validation"`` -> ``["train", "validation"]``."""
+    return [part.split("[", 1)[0].strip() for part in split.split("+")]
 
 
 class _Registry:
@@ -118,7 +128,7 @@ class _Registry:
         self._loading = False
 
     def add(self, item, *, overwrite: bool = False):
-        self._load()  # else a lazily registered (bundled, TFDS) item of that name would replace this one later
+        self.load()  # else a lazily registered (bundled, TFDS) item of that name would replace this one later
         if item.name in self._items and not overwrite:
             raise DataError(f"{self.kind} {item.name!r} is already registered")
         self._items[item.name] = item
@@ -128,7 +138,8 @@ class _Registry:
         """A function that registers items on first lookup (keeps imports lazy)."""
         self._factories.append(register_fn)
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Run the providers that have not run yet (each registers its items once)."""
         if self._loading:  # a provider adding its items: the providers run one after another, in order
             return
         self._loading = True
@@ -139,7 +150,7 @@ class _Registry:
             self._loading = False
 
     def get(self, name: str):
-        self._load()
+        self.load()
         if name not in self._items:
             import difflib
 
@@ -149,11 +160,11 @@ class _Registry:
         return self._items[name]
 
     def names(self) -> list[str]:
-        self._load()
+        self.load()
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
-        self._load()
+        self.load()
         return name in self._items
 
     def remove(self, name: str) -> None:

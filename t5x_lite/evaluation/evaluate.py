@@ -152,10 +152,10 @@ def resolve_task(task, *, mixture_ok: bool = False):
     """The task (or with ``mixture_ok``, the mixture) a name or object means; a mixture where one task is read
     is a clear error."""
     import t5x_lite.tasks  # noqa: F401
-    from t5x_lite.data.tasks import MixtureRegistry, TaskRegistry
+    from t5x_lite.data.tasks import get_task_or_mixture
 
     if isinstance(task, str):
-        task = MixtureRegistry.get(task) if task in MixtureRegistry else TaskRegistry.get(task)
+        task = get_task_or_mixture(task)
     if isinstance(task, Mixture) and not mixture_ok:
         raise ConfigError(f"{task.name!r} is a mixture; this reads one task at a time (evaluation takes a mixture: "
                           f"each of its tasks, {', '.join(name for name, _ in task.tasks)})")
@@ -352,7 +352,7 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     """
     task = resolve_task(task, mixture_ok=True)
     if isinstance(task, Mixture):
-        return _evaluate_mixture(task, model=model, params=params, split=split, feature_lengths=feature_lengths,
+        return _evaluate_mixture(task, split, model=model, params=params, feature_lengths=feature_lengths,
                                  batch_size=batch_size, decode=decode, max_examples=max_examples,
                                  metric_names=metric_names, decode_without_metrics=decode_without_metrics)
     names = list(metric_names) if metric_names else list(task.metric_names)
@@ -383,28 +383,25 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
 NOT_SCORES = ("loss", "num_examples", "invalid_predictions")
 
 
-def _evaluate_mixture(mixture, **kwargs) -> tuple[dict, list[dict]]:
+def _evaluate_mixture(mixture, split: str, **kwargs) -> tuple[dict, list[dict]]:
+    from t5x_lite.data.pipeline import has_split
+
     metrics: dict = {}
     rows: list[dict] = []
     scores = []
-    from t5x_lite.data.pipeline import has_split
-
-    chosen = mixture.evaluate_tasks
-    for task, _ in mixture.resolved():
-        if chosen is not None and task.name not in chosen:
-            continue
-        if not has_split(task, kwargs["split"]):  # as seqio's evaluator: a task without the split is left out
+    for task in mixture.evaluated_tasks():
+        if not has_split(task, split):  # as seqio's evaluator: a task without the split is left out
             log.info("mixture %r: task %r has no %r split (it has %s); not evaluated", mixture.name, task.name,
-                     kwargs["split"], ", ".join(task.splits))
+                     split, ", ".join(task.splits))
             continue
-        task_metrics, task_rows = evaluate(task=task, **kwargs)
+        task_metrics, task_rows = evaluate(task=task, split=split, **kwargs)
         metrics.update({f"{task.name}/{k}": v for k, v in task_metrics.items()})
         rows.extend({"task": task.name, **row} for row in task_rows)
         values = [v for k, v in task_metrics.items() if k not in NOT_SCORES]
         if values:
             scores.append(sum(values) / len(values))
     if not metrics:
-        raise DataError(f"mixture {mixture.name!r}: none of the tasks it evaluates has a {kwargs['split']!r} split")
+        raise DataError(f"mixture {mixture.name!r}: none of the tasks it evaluates has a {split!r} split")
     if scores:
         metrics["average"] = sum(scores) / len(scores)
     metrics["num_examples"] = sum(v for k, v in metrics.items() if k.endswith("/num_examples"))
@@ -427,16 +424,19 @@ def has_inputs(task) -> bool:
 
 
 def check_metrics_can_be_decoded(model, task, metric_names: Optional[Sequence[str]] = None, where: str = "") -> None:
-    """A ``ConfigError`` (opening with ``where``) if the task's metrics need predictions the model cannot decode.
+    """A ``ConfigError`` (opening with ``where``) if the task's metrics need predictions the model cannot decode;
+    for a mixture (a name or the object), each task evaluating it reads.
 
     ``evaluate``, ``t5x_lite eval`` and training's ``eval_task`` check this before
     reading any data; a task without metrics is evaluated by its loss instead.
     """
-    names = list(metric_names) if metric_names else list(task.metric_names)
-    if names and not can_decode(model):
-        raise ConfigError(f"{where}task {task.name!r} is scored by {', '.join(names)}, which need predictions, and "
-                          f"the model (kind {model.kind}) cannot decode them (only {DECODERS} can; on a task "
-                          "without metrics, its loss is evaluated)")
+    item = resolve_task(task, mixture_ok=True)
+    for each in item.evaluated_tasks() if isinstance(item, Mixture) else [item]:
+        names = list(metric_names) if metric_names else list(each.metric_names)
+        if names and not can_decode(model):
+            raise ConfigError(f"{where}task {each.name!r} is scored by {', '.join(names)}, which need predictions, "
+                              f"and the model (kind {model.kind}) cannot decode them (only {DECODERS} can; on a task "
+                              "without metrics, its loss is evaluated)")
 
 
 def write_jsonl(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:

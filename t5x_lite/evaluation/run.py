@@ -47,7 +47,7 @@ def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: M
     the task's metrics, or with none, its loss), ``"decode"`` or ``"score"``; checked before any params load."""
     import t5x_lite.tasks  # noqa: F401  (registers the task providers)
     from t5x_lite.data.pipeline import (check_task_fits, check_vocabulary_fits, checked_feature_lengths,
-                                        describe_tokenizer, tasks_of)
+                                        describe_tokenizer)
     from t5x_lite.decoding.predict import check_decode_options
     from t5x_lite.training import checkpoints
 
@@ -57,8 +57,7 @@ def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: M
     if job == "decode" and not can_decode(model):
         raise ConfigError(f"{held}, which cannot decode (only {DECODERS} can)")
     if job == "evaluate" and not can_decode(model):
-        for each in tasks_of(task):  # a mixture: each of its tasks
-            check_metrics_can_be_decoded(model, each, where=f"{checkpoint}: ")
+        check_metrics_can_be_decoded(model, task, where=f"{checkpoint}: ")
         if model.kind == "encoder_only":
             raise ConfigError(f"{held}, a bare encoder with neither a loss nor a decoder to evaluate")
     converter = model.feature_converter()
@@ -69,7 +68,7 @@ def _check_model(model, checkpoint: str, task: str, job: str, feature_lengths: M
         raise ConfigError(f"{checkpoint} was trained on text tokenized by {trained_on}, and task {task!r} tokenizes "
                           f"with {reads}: register the task with the training run's vocabulary "
                           "(tasks.with_vocabulary)")
-    if job == "decode" and decode is not None and decode.method != "sample" and not has_inputs(tasks_of(task)[0]):
+    if job == "decode" and decode is not None and decode.method != "sample" and not has_inputs(resolve_task(task)):
         log.warning("task %r has no inputs, so %s decoding writes the same unprompted text for every example; "
                     "sample (evaluation.DecodeOptions.method = 'sample') for different texts", task, decode.method)
     if decode is not None and can_decode(model) and model.kind != "encoder_only_classification":

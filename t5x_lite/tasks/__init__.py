@@ -9,7 +9,7 @@ from t5x_lite.tasks import bundled, tfds_tasks
 
 TaskRegistry.add_provider(bundled.register)
 TaskRegistry.add_provider(tfds_tasks.register_default)
-MixtureRegistry.add_provider(TaskRegistry.names)  # the task providers register the mixtures (GLUE's, SuperGLUE's)
+MixtureRegistry.add_provider(TaskRegistry.load)  # the task providers register the mixtures (GLUE's, SuperGLUE's)
 
 
 def with_vocabulary(task: str, vocabulary, data_dir: Optional[str] = None) -> str:

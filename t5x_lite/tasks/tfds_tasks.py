@@ -26,7 +26,7 @@ import numpy as np
 
 from t5x_lite.data.features import Feature
 from t5x_lite.data.objectives import make_objective
-from t5x_lite.data.tasks import Mixture, MixtureRegistry, Task, TaskRegistry
+from t5x_lite.data.tasks import Mixture, MixtureRegistry, Task, TaskRegistry, split_names
 
 # name -> (TFDS features, written sorted by name as T5's glue() does; label names, None for regression)
 GLUE = {
@@ -161,7 +161,9 @@ def record_per_answer(record: dict) -> list:
 def record_text(ex: dict) -> Optional[dict]:
     """``"record query: ... entities: a, b passage: ..."`` -> the entity that fills the query's
     ``@placeholder``: the example's ``answer`` (training, see ``record_per_answer``) or its first answer; all
-    answers are kept for scoring. The passage's ``@highlight`` lines become sentences, as in T5."""
+    answers are kept for scoring. The passage's ``@highlight`` lines become sentences, as in T5. Evaluation
+    reads each query once, scored against all its answers; T5 repeats it per answer and deduplicates in the
+    metric, which scores the same."""
     answers = list(ex["answers"])
     answer = ex.get("answer", answers[0] if answers else None)
     if answer is None:  # the unlabelled test split
@@ -240,14 +242,19 @@ def dpr_text(ex: dict) -> dict:
     return {"inputs": f"wsc: {marked}", "targets": ex["candidates"][int(ex["label"])], "label": 1}
 
 
-def _split_dependent(make: Callable, train_expand: Callable, what: str) -> Callable:
-    """A source factory whose training split is expanded (or filtered) by ``train_expand``."""
+def _split_dependent(make: Callable, train_expand: Callable, what: str, task: str) -> Callable:
+    """A source factory whose training split (``train``, or a slice of it) is expanded, or filtered, by
+    ``train_expand``; training data joined with another split would be half one, half the other: refused."""
 
     def source(split: str):
-        from t5x_lite.data.sources import ExpandedSource
+        from t5x_lite.data.sources import DataError, ExpandedSource
 
+        names = set(split_names(split))
+        if "train" in names and len(names) > 1:
+            raise DataError(f"task {task!r}: split {split!r} joins its training split, whose examples are "
+                            f"{what}, with another; read them apart")
         base = make(split)
-        return ExpandedSource(base, train_expand, what) if split == "train" else base
+        return ExpandedSource(base, train_expand, what) if names == {"train"} else base
 
     return source
 
@@ -273,6 +280,8 @@ MIXTURES = {
                                 "super_glue_multirc": 27_243, "super_glue_record": 138_854, "super_glue_rte": 2_490,
                                 "super_glue_wic": 5_428, "super_glue_wsc": 259, "dpr_simple": 1_322},
 }
+
+TRAIN_ONLY = ("dpr_simple",)  # in a mixture to train on, not in the benchmark's score
 
 # T5's metrics per task (accuracy unless listed).
 METRIC_NAMES = {
@@ -342,12 +351,13 @@ def _register_text_to_text(feature: Feature, vocabulary, data_dir: Optional[str]
                           postprocess_fn=multirc_postprocessor, eval_fields=("group",)), overwrite=True)
     TaskRegistry.add(Task(name="super_glue_record",
                           source=_split_dependent(_source("super_glue/record", data_dir=data_dir), record_per_answer,
-                                                  "one example per answer"),
+                                                  "one example per answer", "super_glue_record"),
                           preprocessors=(record_text,), output_features=text_features, metric_names=("squad",),
                           postprocess_fn=record_postprocessor, eval_fields=("answers",)), overwrite=True)
     TaskRegistry.add(Task(name="super_glue_wsc",
                           source=_split_dependent(_source("super_glue/wsc.fixed", data_dir=data_dir),
-                                                  wsc_correct_referent_only, "correct referents only"),
+                                                  wsc_correct_referent_only, "correct referents only",
+                                                  "super_glue_wsc"),
                           preprocessors=(wsc_text,), output_features=text_features, metric_names=("accuracy",),
                           postprocess_fn=wsc_postprocessor, eval_fields=("label",)), overwrite=True)
     TaskRegistry.add(Task(name="dpr_simple", source=_source("definite_pronoun_resolution", data_dir=data_dir),
@@ -355,7 +365,7 @@ def _register_text_to_text(feature: Feature, vocabulary, data_dir: Optional[str]
                           postprocess_fn=wsc_postprocessor, eval_fields=("label",), splits=("train", "test")),
                      overwrite=True)
     for name, rates in MIXTURES.items():
-        evaluated = tuple(task for task in rates if task != "dpr_simple")  # the benchmark's tasks only
+        evaluated = tuple(task for task in rates if task not in TRAIN_ONLY)
         MixtureRegistry.add(Mixture(name=name, tasks=tuple(rates.items()), evaluate_tasks=evaluated), overwrite=True)
 
 

@@ -466,13 +466,12 @@ def _restore_data_position(data_iter, state: Any, where: Path) -> None:
 def _check_eval_task(model, eval_task, feature_lengths: Mapping[str, int]) -> None:
     """Say now, not at the first evaluation after ``eval_every`` steps, that it cannot work."""
     import t5x_lite.tasks  # noqa: F401  (registers the task providers)
-    from t5x_lite.data.pipeline import check_task_fits, check_vocabulary_fits, tasks_of
+    from t5x_lite.data.pipeline import check_task_fits, check_vocabulary_fits
     from t5x_lite.data.tasks import DataError, get_task_or_mixture
     from t5x_lite.evaluation.evaluate import check_metrics_can_be_decoded
 
     item = get_task_or_mixture(eval_task) if isinstance(eval_task, str) else eval_task
-    for task in tasks_of(item):  # a mixture is evaluated task by task
-        check_metrics_can_be_decoded(model, task, where="train.eval_task: ")
+    check_metrics_can_be_decoded(model, item, where="train.eval_task: ")
     check_vocabulary_fits(item, model.config.vocab_size)
     try:
         check_task_fits(item, feature_lengths, model.feature_converter())

@@ -18,7 +18,6 @@ from t5x_lite.tasks.tfds_tasks import (dpr_text, multirc_postprocessor, multirc_
                                        wsc_postprocessor, wsc_text)
 
 
-
 def _tfds():
     return pytest.importorskip("tensorflow_datasets")  # only the tests under mock data need it
 
@@ -117,6 +116,9 @@ def test_wsc_trains_on_correct_referents_and_evaluates_every_candidate():
     with _tfds().testing.mock_data(as_data_source_fn=_wsc_data_source):
         train = task.source("train")
         assert [r["label"] for r in train] == [1, 1, 1] and "correct referents only" in train.description
+        assert [r["label"] for r in task.source("train[:3]")] == [1, 1, 1]  # a slice of it too
+        with pytest.raises(DataError, match="split 'train\\+validation' joins its training split, whose examples"):
+            task.source("train+validation")
         model, params = _tiny_model()
         metrics, rows = evaluate(model=model, params=params, task=task, feature_lengths={"inputs": 32, "targets": 8},
                                  batch_size=2, decode=DecodeOptions(max_decode_length=4))
@@ -201,8 +203,9 @@ def test_evaluating_a_mixture_reports_each_task_and_the_benchmark_average():
     assert {k.split("/")[0] for k in tested if "/" in k} == {"super_glue_record"}
     with pytest.raises(DataError, match="mixture 'dpr_only': none of the tasks it evaluates has a 'validation'"):
         evaluate(task=Mixture(name="dpr_only", tasks=(("dpr_simple", 1.0),)), **kw)
-    with pytest.raises(DataError, match="evaluate_tasks must name some of its tasks"):
-        Mixture(name="bad", tasks=(("dpr_simple", 1.0),), evaluate_tasks=("super_glue_wsc",))
+    for chosen in (("super_glue_wsc",), ()):
+        with pytest.raises(DataError, match="evaluate_tasks must name some of its tasks"):
+            Mixture(name="bad", tasks=(("dpr_simple", 1.0),), evaluate_tasks=chosen)
 
 
 def test_t5s_proportional_mixtures_are_registered_with_its_rates():

@@ -10,6 +10,7 @@ from t5x_lite.data.objectives.base import Objective
 from t5x_lite.data.objectives.bert import BertMLM
 from t5x_lite.data.objectives.encodings import VocabInfo
 from t5x_lite.data.objectives.ul2 import MixtureOfDenoisers
+from t5x_lite.data.sources import DataError
 
 
 def _ignore_vocab(factory: Callable[..., Objective]) -> Callable[..., Objective]:
@@ -49,7 +50,7 @@ def make_objective(name: str, vocab: VocabInfo, **kwargs: Any) -> Objective:
     except KeyError:
         raise ValueError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVE_NAMES)}") from None
     if vocab.num_extra_ids == 0 and name in NEEDS_SENTINELS:
-        raise ValueError(f"objective {name!r} marks spans with sentinel ids, and this vocabulary has none "
+        raise DataError(f"objective {name!r} marks spans with sentinel ids, and this vocabulary has none "
                          "(VocabInfo.num_extra_ids = 0, as a WordPiece vocabulary); objectives without sentinels: "
                          + ", ".join(n for n in OBJECTIVE_NAMES if n not in NEEDS_SENTINELS))
     return factory(vocab, **kwargs)
