@@ -389,6 +389,7 @@ def _evaluate_mixture(mixture, split: str, **kwargs) -> tuple[dict, list[dict]]:
     metrics: dict = {}
     rows: list[dict] = []
     scores = []
+    examples = 0
     for task in mixture.evaluated_tasks():
         if not has_split(task, split):  # as seqio's evaluator: a task without the split is left out
             log.info("mixture %r: task %r has no %r split (it has %s); not evaluated", mixture.name, task.name,
@@ -397,6 +398,7 @@ def _evaluate_mixture(mixture, split: str, **kwargs) -> tuple[dict, list[dict]]:
         task_metrics, task_rows = evaluate(task=task, split=split, **kwargs)
         metrics.update({f"{task.name}/{k}": v for k, v in task_metrics.items()})
         rows.extend({"task": task.name, **row} for row in task_rows)
+        examples += task_metrics["num_examples"]
         values = [v for k, v in task_metrics.items() if k not in NOT_SCORES]
         if values:
             scores.append(sum(values) / len(values))
@@ -404,7 +406,7 @@ def _evaluate_mixture(mixture, split: str, **kwargs) -> tuple[dict, list[dict]]:
         raise DataError(f"mixture {mixture.name!r}: none of the tasks it evaluates has a {split!r} split")
     if scores:
         metrics["average"] = sum(scores) / len(scores)
-    metrics["num_examples"] = sum(v for k, v in metrics.items() if k.endswith("/num_examples"))
+    metrics["num_examples"] = examples
     return metrics, rows
 
 
@@ -430,10 +432,12 @@ def check_metrics_can_be_decoded(model, task, metric_names: Optional[Sequence[st
     ``evaluate``, ``t5x_lite eval`` and training's ``eval_task`` check this before
     reading any data; a task without metrics is evaluated by its loss instead.
     """
+    if can_decode(model):
+        return
     item = resolve_task(task, mixture_ok=True)
     for each in item.evaluated_tasks() if isinstance(item, Mixture) else [item]:
         names = list(metric_names) if metric_names else list(each.metric_names)
-        if names and not can_decode(model):
+        if names:
             raise ConfigError(f"{where}task {each.name!r} is scored by {', '.join(names)}, which need predictions, "
                               f"and the model (kind {model.kind}) cannot decode them (only {DECODERS} can; on a task "
                               "without metrics, its loss is evaluated)")
