@@ -341,7 +341,10 @@ def bench_jax_train(args, shape, attention_impl: str, extra_bindings=(), profile
 
     import train_step
 
+    # The output projection in bfloat16 like HF's under autocast (t5x_lite's default, as t5x's, is float32;
+    # add --binding "models.T5Config.float32_logits = True" to time that).
     bindings = ["models.T5Config.dtype = 'bfloat16'", "models.T5Config.dropout_rate = 0.0",
+                "models.T5Config.float32_logits = False",
                 f"models.T5Config.attention_impl = '{attention_impl}'", *extra_bindings]
     mem_before = jax_memory_stats()
     model, trainer, batch, _ = train_step.t5x_lite_trainer(shape["gin"], shape, bindings)

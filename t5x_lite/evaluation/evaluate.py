@@ -9,6 +9,7 @@ padding rows are dropped from every result.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -242,15 +243,26 @@ def _targets_of_prefix_lm(batch, r) -> np.ndarray:
     return np.asarray(batch["decoder_target_tokens"][r])[weights]
 
 
+# Jitted once per model (a static, hashable argument): evaluation during training calls these every
+# eval period, and a jax.jit made per call would trace and compile the model again each time.
+@functools.partial(jax.jit, static_argnames=("model",))
+def _jit_logits(model, params, batch):
+    return model.logits(params, batch)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _jit_loss(model, params, batch):
+    return model.loss_fn(params, batch)
+
+
 def _classify(*, model, params, task, split, feature_lengths, batch_size, max_examples,
               loss: Optional["_LossTally"] = None) -> list[dict]:
-    logits_fn = jax.jit(model.logits)
     rows = []
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
                                   converter=model.feature_converter(), max_examples=max_examples):
         if loss is not None:
             loss.add(params, batch, n)
-        logits = np.asarray(logits_fn(params, batch))
+        logits = np.asarray(_jit_logits(model, params, batch))
         log_probs = None if model.regression else logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
         for r in range(n):
             row = {"inputs": _text(task.vocabulary, batch["input_tokens"][r])}
@@ -305,13 +317,13 @@ class _LossTally:
     """
 
     def __init__(self, model):
-        self._loss_fn = jax.jit(model.replace(z_loss=0.0, loss_normalizer=None).loss_fn)
+        self._model = model.replace(z_loss=0.0, loss_normalizer=None)
         self._total = self._tokens = 0.0
         self.examples = 0
 
     def add(self, params, batch: dict, n: int) -> None:
         """A batch padded to the batch size whose first ``n`` rows are real."""
-        loss, metrics = self._loss_fn(params, _mask_padding_rows(batch, n))
+        loss, metrics = _jit_loss(self._model, params, _mask_padding_rows(batch, n))
         count = float(metrics["num_tokens"])
         self._total += float(loss) * count
         self._tokens += count

@@ -40,10 +40,13 @@ def _init(cfg: BertConfig):
     return nn.initializers.normal(stddev=cfg.initializer_range)
 
 
-def _dense(cfg: BertConfig, features: int, kernel_axes: tuple, name: str) -> L.DenseGeneral:
-    return L.DenseGeneral(
-        features, kernel_axes=kernel_axes, use_bias=True, kernel_init=_init(cfg), name=name, **_dtypes(cfg)
-    )
+def _dense(cfg: BertConfig, features: int, kernel_axes: tuple, name: str, dtype=None) -> L.DenseGeneral:
+    dtypes = _dtypes(cfg) if dtype is None else dict(_dtypes(cfg), dtype=dtype)
+    return L.DenseGeneral(features, kernel_axes=kernel_axes, use_bias=True, kernel_init=_init(cfg), name=name, **dtypes)
+
+
+def _logits_dtype(cfg: BertConfig):
+    return jnp.float32 if cfg.float32_logits else jnp.dtype(cfg.dtype)
 
 
 def _norm(cfg: BertConfig, name: str) -> L.LayerNorm:
@@ -117,8 +120,8 @@ class BertEncoder(nn.Module):
         # Defined in setup, not inline, so the MLM head can reuse the table via ``attend``.
         self.word_embeddings = _embed(self.config, self.config.vocab_size, ("vocab", "embed"))
 
-    def attend(self, x: Array) -> Array:
-        return self.word_embeddings.attend(x)
+    def attend(self, x: Array, dtype=None) -> Array:
+        return self.word_embeddings.attend(x, dtype)
 
     @nn.compact
     def __call__(
@@ -204,7 +207,7 @@ class BertForMLM(nn.Module):
             "mlm_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)), (cfg.vocab_size,),
             jnp.dtype(cfg.param_dtype),
         )
-        logits = self.bert.attend(h).astype(jnp.float32) + bias.astype(jnp.float32)
+        logits = self.bert.attend(h, _logits_dtype(cfg)).astype(jnp.float32) + bias.astype(jnp.float32)
         return L.constrain(logits, ("batch", "length", "vocab"))
 
 
@@ -233,7 +236,7 @@ class BertForClassification(nn.Module):
         )
         rate = cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate
         pooled = _dropout(rate, pooled, not enable_dropout)
-        logits = _dense(cfg, cfg.num_labels, ("embed", "classes"), "classifier")(pooled)
+        logits = _dense(cfg, cfg.num_labels, ("embed", "classes"), "classifier", dtype=_logits_dtype(cfg))(pooled)
         return L.constrain(logits.astype(jnp.float32), ("batch", "classes"))
 
 

@@ -52,7 +52,14 @@ class T5Config:
     num_decoder_layers: int = 6
     mlp_activations: Tuple[str, ...] = ("relu",)
     logits_via_embedding: bool = True
+    # The output projection in float32 whatever dtype says, as t5x computes it ("for logit training
+    # stability"); False keeps it in dtype, as Hugging Face does. Matters only for a bfloat16 dtype.
+    float32_logits: bool = True
     dropout_rate: float = 0.1
+    # t5x's dropout (flaxformer's T5 configs): one mask per example shared along the sequence, over the
+    # hidden states' length axis and the attention probabilities' query axis. False draws every element
+    # independently, as Hugging Face does.
+    broadcast_dropout: bool = False
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
     layer_norm_epsilon: float = 1e-6
@@ -87,6 +94,8 @@ class BertConfig:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     hidden_act: str = "gelu_exact"
+    # The MLM and classification heads' output projections in float32 whatever dtype says (see T5Config).
+    float32_logits: bool = True
     dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.1
     layer_norm_epsilon: float = 1e-12

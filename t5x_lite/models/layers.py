@@ -104,9 +104,11 @@ class Embed(nn.Module):
         # (float32), not in a bfloat16 compute dtype, where the updates of a repeated id lose precision.
         return jnp.asarray(jnp.take(self.embedding, ids, axis=0), self.dtype)
 
-    def attend(self, query: Array) -> Array:
-        table = jnp.asarray(self.embedding, self.dtype)
-        return jnp.einsum("...d,vd->...v", query.astype(self.dtype), table)
+    def attend(self, query: Array, dtype: Optional[DType] = None) -> Array:
+        """Logits against the table, computed in ``dtype`` (default: the module's)."""
+        dtype = self.dtype if dtype is None else dtype
+        table = jnp.asarray(self.embedding, dtype)
+        return jnp.einsum("...d,vd->...v", query.astype(dtype), table)
 
 
 def _as_matrices(x: Array, kernel: Array, in_axes: int) -> tuple[Array, Array]:
@@ -421,6 +423,7 @@ def dot_product_attention(
     implementation: str,
     dropout_rate: float = 0.0,
     dropout_rng: Optional[Array] = None,
+    dropout_broadcast_dims: Sequence[int] = (),
     deterministic: bool = True,
 ) -> Array:
     """[B, Q, N, H] x [B, K, N, H] -> [B, Q, N, H]. Softmax is taken in float32.
@@ -429,6 +432,8 @@ def dot_product_attention(
     (``_attention``); ``'cudnn'`` asks ``jax.nn.dot_product_attention`` for
     cuDNN's fused kernel on GPUs; ``'einsum'`` is the reference that JAX
     differentiates, and the only path with attention-probability dropout.
+    ``dropout_broadcast_dims`` are axes of the ``[B, heads, Q, K]`` probabilities
+    that share one dropout mask (t5x: ``(-2,)``, the queries).
     """
     use_reference = implementation == "einsum" or (dropout_rate > 0.0 and not deterministic)
     if not use_reference:
@@ -441,7 +446,10 @@ def dot_product_attention(
         )
     weights = _attention_probs(jnp.einsum("bqnh,bknh->bnqk", query, key), bias, mask, scale)
     if dropout_rate > 0.0 and not deterministic:
-        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+        mask_shape = list(weights.shape)
+        for axis in dropout_broadcast_dims:
+            mask_shape[axis] = 1
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, mask_shape)
         weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
     return jnp.einsum("bnqk,bknh->bqnh", weights.astype(value.dtype), value)
 
@@ -460,6 +468,7 @@ class MultiHeadAttention(nn.Module):
     use_bias: bool = False
     scale: Optional[float] = None  # None: 1/sqrt(head_dim); T5 uses 1.0 (folded into init)
     dropout_rate: float = 0.0
+    dropout_broadcast_dims: Sequence[int] = ()  # of the [B, heads, Q, K] probabilities
     implementation: str = "xla"
     dtype: DType = jnp.float32
     param_dtype: DType = jnp.float32
@@ -512,6 +521,7 @@ class MultiHeadAttention(nn.Module):
             implementation=self.implementation,
             dropout_rate=self.dropout_rate,
             dropout_rng=dropout_rng,
+            dropout_broadcast_dims=self.dropout_broadcast_dims,
             deterministic=deterministic,
         )
         out = constrain(out, ("batch", "length", "heads", "kv"))
@@ -568,6 +578,7 @@ class MlpBlock(nn.Module):
     activations: Sequence[str] = ("relu",)
     use_bias: bool = False
     intermediate_dropout_rate: float = 0.0
+    dropout_broadcast_dims: Sequence[int] = ()  # of the [B, L, d_ff] hidden units
     dtype: DType = jnp.float32
     param_dtype: DType = jnp.float32
     kernel_init: Callable = default_kernel_init
@@ -593,7 +604,7 @@ class MlpBlock(nn.Module):
             h = ACTIVATIONS[act](h)
             hidden = h if hidden is None else hidden * h
         hidden = constrain(hidden, ("batch", "length", "mlp"))
-        hidden = nn.Dropout(self.intermediate_dropout_rate, broadcast_dims=())(hidden, deterministic=deterministic)
+        hidden = nn.Dropout(self.intermediate_dropout_rate, broadcast_dims=tuple(self.dropout_broadcast_dims))(hidden, deterministic=deterministic)
         return DenseGeneral(
             x.shape[-1],
             kernel_axes=("mlp", "embed"),

@@ -21,6 +21,10 @@ from t5x_lite.models.stacking import run_layers
 Array = jax.Array
 
 
+# [B, L, features] hidden states share a mask along L; [B, heads, Q, K] attention probabilities along Q.
+_BROADCAST_ALONG_SEQUENCE = (-2,)
+
+
 def _init(scale: float = 1.0):
     return nn.initializers.variance_scaling(scale, "fan_in", "normal")
 
@@ -31,6 +35,7 @@ def _attention(cfg: T5Config, name: str) -> L.MultiHeadAttention:
         head_dim=cfg.d_kv,
         scale=1.0,
         dropout_rate=cfg.dropout_rate,  # on the attention probabilities, as HF's T5Attention (t5x drops them too)
+        dropout_broadcast_dims=_BROADCAST_ALONG_SEQUENCE if cfg.broadcast_dropout else (),
         implementation=cfg.attention_impl,
         dtype=jnp.dtype(cfg.dtype),
         param_dtype=jnp.dtype(cfg.param_dtype),
@@ -47,6 +52,7 @@ def _mlp(cfg: T5Config) -> L.MlpBlock:
         intermediate_dim=cfg.d_ff,
         activations=cfg.mlp_activations,
         intermediate_dropout_rate=cfg.dropout_rate,
+        dropout_broadcast_dims=_BROADCAST_ALONG_SEQUENCE if cfg.broadcast_dropout else (),
         dtype=jnp.dtype(cfg.dtype),
         param_dtype=jnp.dtype(cfg.param_dtype),
         kernel_init=_init(),
@@ -76,7 +82,8 @@ def _relpos_bias(cfg: T5Config, bidirectional: bool) -> L.RelativePositionBias:
 
 
 def _dropout(cfg: T5Config, x: Array, deterministic: bool) -> Array:
-    return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    dims = _BROADCAST_ALONG_SEQUENCE if cfg.broadcast_dropout else ()
+    return nn.Dropout(cfg.dropout_rate, broadcast_dims=dims)(x, deterministic=deterministic)
 
 
 class EncoderLayer(nn.Module):
@@ -236,14 +243,16 @@ class Decoder(nn.Module):
         )
         x = _norm(cfg, "decoder_norm")(x)
         x = _dropout(cfg, x, deterministic)
+        logits_dtype = jnp.float32 if cfg.float32_logits else jnp.dtype(cfg.dtype)
+        x = x.astype(logits_dtype)
         if cfg.logits_via_embedding:
             # Tied head (T5 1.0): rescale so logits have unit-ish variance.
-            logits = self.shared_embedding.attend(x * (cfg.d_model**-0.5))
+            logits = self.shared_embedding.attend(x * (cfg.d_model**-0.5), dtype=logits_dtype)
         else:
             logits = L.DenseGeneral(
                 cfg.vocab_size,
                 kernel_axes=("embed", "vocab"),
-                dtype=jnp.dtype(cfg.dtype),
+                dtype=logits_dtype,
                 param_dtype=jnp.dtype(cfg.param_dtype),
                 kernel_init=_init(),
                 name="logits_dense",

@@ -195,3 +195,31 @@ def test_a_classifier_reports_its_loss_over_the_real_rows_only():
     metrics, rows = evaluate(batch_size=4, **kw)  # the last batch has 2 real rows and 2 of padding
     assert metrics["num_examples"] == 10 == len(rows) and "accuracy" in metrics
     np.testing.assert_allclose(metrics["loss"], whole, rtol=1e-5)
+
+
+def test_evaluating_again_does_not_trace_the_model_again(monkeypatch):
+    # Evaluation during training runs every eval period; each run must reuse the compiled loss and logits.
+    from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
+    from t5x_lite.models.config import BertConfig
+    from t5x_lite.models.model import EncoderOnlyClassificationModel
+
+    traces = []
+    for cls in (EncoderDecoderModel, EncoderOnlyClassificationModel):
+        for name in ("loss_fn", "logits"):
+            real = getattr(cls, name)
+            monkeypatch.setattr(cls, name, lambda self, *a, _real=real, _name=name, **k:
+                                traces.append(_name) or _real(self, *a, **k))
+    t5 = EncoderDecoderModel(config=TINY)
+    bert = EncoderOnlyClassificationModel(config=BertConfig(vocab_size=8000, hidden_size=16, num_layers=1,
+                                                            num_heads=2, intermediate_size=32,
+                                                            max_position_embeddings=32))
+    for model, task, lengths in [(t5, "bundled_sentiment", {"inputs": 16, "targets": 4}),
+                                 (bert, "bundled_sentiment_classification", {"inputs": 16})]:
+        kw = dict(model=model, params=_tiny_params(model) if model is t5 else
+                  model.init(jax.random.key(0), model.dummy_batch(1, lengths)), task=task, feature_lengths=lengths,
+                  batch_size=4, max_examples=8, decode=DecodeOptions(max_decode_length=2))
+        first, _ = evaluate(**kw)
+        traced = len(traces)
+        second, _ = evaluate(**kw)
+        assert len(traces) == traced, f"{type(model).__name__} traced {traces[traced:]} again"
+        assert first == second

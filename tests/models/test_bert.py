@@ -151,6 +151,24 @@ def test_bfloat16_runs(data):
     assert np.abs(np.asarray(logits) - want).max() < 0.1 * np.abs(want).max()
 
 
+def _on_bfloat16_grid(x) -> bool:
+    x = np.asarray(x, np.float32)
+    return bool(np.array_equal(x, np.asarray(jnp.asarray(x, jnp.bfloat16), np.float32)))
+
+
+@pytest.mark.parametrize("head", ["mlm", "cls"])
+def test_bfloat16_heads_project_in_float32_unless_told_not_to(data, head):
+    model_cls = BertForMLM if head == "mlm" else BertForClassification
+    params = dict(data[head])
+    if head == "mlm":  # the float32 bias added after the projection would hide the projection's dtype
+        params["mlm_bias"] = jnp.zeros_like(params["mlm_bias"])
+    cfg = TINY.replace(dtype="bfloat16")
+    float32_head = _forward(model_cls, cfg)(params, data["packed"])
+    bfloat16_head = _forward(model_cls, cfg.replace(float32_logits=False))(params, data["packed"])
+    assert _on_bfloat16_grid(bfloat16_head) and not _on_bfloat16_grid(float32_head)
+    np.testing.assert_allclose(float32_head, bfloat16_head, atol=0.02 * float(np.abs(np.asarray(float32_head)).max()))
+
+
 @pytest.mark.parametrize("param_dtype", ["float32", "bfloat16"])
 def test_bfloat16_dtypes(data, param_dtype):
     """Activations stay in the compute dtype, logits are float32, params are created in param_dtype."""

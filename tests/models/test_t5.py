@@ -321,3 +321,52 @@ def test_attention_probabilities_get_the_model_dropout(model, monkeypatch):
     model.logits(params, batch, jax.random.key(1))  # eagerly: each attention call is recorded
     expected = 3 if model.kind == "encoder_decoder" else 1  # self (enc), self + cross (dec); causal self
     assert len(seen) >= expected and set(seen) == {(0.3, False)}
+
+
+def _on_bfloat16_grid(x) -> bool:
+    x = np.asarray(x, np.float32)
+    return bool(np.array_equal(x, np.asarray(jnp.asarray(x, jnp.bfloat16), np.float32)))
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_V10], ids=["untied", "tied"])
+def test_bfloat16_model_computes_logits_in_float32_as_t5x_does(cfg):
+    # t5x's output projection (DenseGeneral dtype=float32, Embed attend_dtype=float32) runs in float32 under
+    # a bfloat16 activation dtype; float32_logits=False keeps HF's bfloat16 projection.
+    batch = _encdec_batch()
+    params = EncoderDecoderModel(config=cfg).init(jax.random.key(0), batch)
+    f32_head = _logits(EncoderDecoderModel(config=cfg.replace(dtype="bfloat16")), params, batch)
+    bf16_head = _logits(EncoderDecoderModel(config=cfg.replace(dtype="bfloat16", float32_logits=False)), params,
+                        batch)
+    assert _on_bfloat16_grid(bf16_head) and not _on_bfloat16_grid(f32_head)
+    # The same bfloat16 network below the head: the two differ by the head's rounding only.
+    np.testing.assert_allclose(f32_head, bf16_head, atol=0.02 * float(np.abs(np.asarray(f32_head)).max()))
+    # In float32 the flag changes nothing.
+    np.testing.assert_array_equal(_logits(EncoderDecoderModel(config=cfg), params, batch),
+                                  _logits(EncoderDecoderModel(config=cfg.replace(float32_logits=False)), params,
+                                          batch))
+
+
+@pytest.mark.parametrize("broadcast", [False, True])
+@pytest.mark.parametrize("kind", ["encoder_decoder", "decoder_only"])
+def test_broadcast_dropout_shares_each_mask_along_the_sequence(kind, broadcast, monkeypatch):
+    # flaxformer's T5 configs: Dropout(broadcast_dims=(-2,)) on hidden states and broadcast_dropout=True
+    # (dims (-2,)) on attention probabilities. Every mask drawn must then be size 1 on its second-last axis.
+    cfg = TINY.replace(dropout_rate=0.3, broadcast_dropout=broadcast)
+    model = (EncoderDecoderModel(config=cfg) if kind == "encoder_decoder"
+             else DecoderOnlyModel(config=cfg.replace(num_encoder_layers=0)))
+    batch = _encdec_batch() if kind == "encoder_decoder" else _lm_batch()
+    params = model.init(jax.random.key(0), batch)
+    shapes = []
+    original = jax.random.bernoulli
+
+    def recording(key, p=0.5, shape=None, **kw):
+        shapes.append(tuple(shape))
+        return original(key, p, shape, **kw)
+
+    monkeypatch.setattr(jax.random, "bernoulli", recording)
+    model.logits(params, batch, jax.random.key(1))  # eagerly, so every draw is recorded
+    # embeddings, 2 residuals per encoder layer and 3 per decoder layer, MLP hidden units, attention, outputs
+    assert len(shapes) >= 10
+    attention = [s for s in shapes if len(s) == 4]
+    assert len(attention) == (2 + 2 * 3 if kind == "encoder_decoder" else 3)
+    assert all((s[-2] == 1) == broadcast for s in shapes)
