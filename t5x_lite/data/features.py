@@ -6,6 +6,14 @@ turns a padded or packed batch of those into the feature names each model
 reads (t5x names: ``encoder_input_tokens``, ``decoder_target_tokens`` ...).
 Packing itself is grain's ``FirstFitPackIterDataset``; it adds
 ``<feature>_segment_ids`` and ``<feature>_positions``.
+
+A converter (the three below, or one of one's own) has
+``trim_lengths(lengths)`` (the task features cut, and to what length, from
+TASK_FEATURE_LENGTHS), ``task_lengths(lengths)`` (every array padded or packed,
+and its length) and ``__call__(batch)``. It may declare ``length_keys`` (the
+features TASK_FEATURE_LENGTHS may name; ``inputs`` and ``targets`` if not),
+``optional_features``, ``passthrough_fields``, ``reads_token_types`` and, for
+messages, ``model_kind`` and ``pretraining_objectives``.
 """
 
 from __future__ import annotations

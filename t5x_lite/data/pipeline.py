@@ -496,11 +496,12 @@ def checked_feature_lengths(feature_lengths: Any, converter, *, warn_unread: boo
     if not isinstance(feature_lengths, Mapping):
         raise DataError(f"{shown} must be a dict such as {{'inputs': 512, 'targets': 114}}")
     lengths = dict(feature_lengths)
+    known = _length_keys(converter)
     for key, value in lengths.items():
-        if key not in _FEATURE_NAMES:  # a typo would otherwise leave that feature at its default, or unnamed
-            close = difflib.get_close_matches(str(key), _FEATURE_NAMES, n=1, cutoff=0.5)
+        if key not in known:  # a typo would otherwise leave that feature at its default, or unnamed
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
             raise DataError(f"{shown}: unknown feature {key!r}" + (f"; did you mean {close[0]!r}?" if close else
-                                                                   f"; the features are {', '.join(_FEATURE_NAMES)}"))
+                                                                   f"; the features are {', '.join(known)}"))
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise DataError(f"{shown}: the length of {key!r} must be a positive int, got {value!r}")
     lengths = {str(key): int(value) for key, value in lengths.items()}  # numpy ints too; JSON-ready
@@ -516,6 +517,11 @@ def checked_feature_lengths(feature_lengths: Any, converter, *, warn_unread: boo
 
 
 _FEATURE_NAMES = ("inputs", "targets")  # what feature_lengths may size; converters derive the rest
+
+
+def _length_keys(converter) -> tuple[str, ...]:
+    """The features TASK_FEATURE_LENGTHS may size: a converter of one's own may declare more (``length_keys``)."""
+    return tuple(getattr(converter, "length_keys", _FEATURE_NAMES))
 
 
 def _check_features(task: Task, trim_lengths: Mapping[str, int], converter, beside: set[str] = frozenset(),
@@ -557,13 +563,13 @@ def _check_features(task: Task, trim_lengths: Mapping[str, int], converter, besi
         try:  # a length given for a feature the model reads only when it has one (a decoder-only LM's inputs)
             rest = {k: v for k, v in trim_lengths.items() if k not in missing}
             converter.task_lengths(rest)
-            if set(missing) <= set(_FEATURE_NAMES) and set(makes) <= set(converter.trim_lengths(rest)):
+            if set(missing) <= set(_length_keys(converter)) and set(makes) <= set(converter.trim_lengths(rest)):
                 hint = f"drop {', '.join(map(repr, missing))} from TASK_FEATURE_LENGTHS"
         except KeyError:
             pass
         raise DataError(f"{objective} makes {', '.join(makes)}, not the {', '.join(missing)} that {model} reads: "
                         f"{hint}")
-    unread = [name for name in makes if name not in trim_lengths and name not in _FEATURE_NAMES]
+    unread = [name for name in makes if name not in trim_lengths and name not in _length_keys(converter)]
     if unread:  # MLM labels for a classifier
         raise DataError(f"{objective} makes {', '.join(unread)}, which {model} does not read: {hint}")
     for name in optional & set(trim_lengths) - set(makes) - set(beside):
@@ -586,10 +592,11 @@ def _makes(task: Task) -> set[str]:
 
 def _check_sized(what: str, makes, trim_lengths: Mapping[str, int], converter) -> None:
     """A text feature the converter would read if it had a length (a prefix LM's inputs) must have one."""
-    unsized = [name for name in makes if name in _FEATURE_NAMES and name not in trim_lengths
+    known = _length_keys(converter)
+    unsized = [name for name in makes if name in known and name not in trim_lengths
                and name in converter.trim_lengths({**trim_lengths, name: 1})]
     if unsized:
-        example = ", ".join(f"'{k}': {max(trim_lengths.values())}" for k in _FEATURE_NAMES
+        example = ", ".join(f"'{k}': {max(trim_lengths.values())}" for k in known
                             if k in trim_lengths or k in unsized)
         raise DataError(f"{what} makes {', '.join(unsized)}, which TASK_FEATURE_LENGTHS gives no length "
                         f"(it has {', '.join(trim_lengths)}): add one, e.g. {{{example}}}")

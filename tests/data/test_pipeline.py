@@ -683,3 +683,30 @@ def test_count_cut_says_per_row_what_truncation_took(converter):
     counts = stats.as_dict()
     assert int(cut["inputs"].sum()) == counts["truncated_tokens"]["inputs"]
     assert int((cut["inputs"] > 0).sum()) == counts["truncated_examples"]["inputs"] == len(PAIRS)
+
+
+def test_a_converter_of_ones_own_may_size_a_feature_of_its_own():
+    # A third text feature (a retrieved passage, say) read by a converter that declares it in length_keys.
+    class WithContext(EncDecFeatureConverter):
+        length_keys = ("inputs", "targets", "context")
+
+        def trim_lengths(self, lengths):
+            return {**super().trim_lengths(lengths), "context": lengths["context"]}
+
+        def __call__(self, batch):
+            return {**super().__call__(batch), "context_tokens": batch["context"]}
+
+    task = Task(name="mem_qa_context", source=lambda split: ListSource(PAIRS),
+                preprocessors=(lambda ex: {"inputs": ex["q"], "targets": ex["a"], "context": ex["q"] + " " + ex["a"]},),
+                output_features={"inputs": Feature(VOCAB), "targets": Feature(VOCAB), "context": Feature(VOCAB)})
+    lengths = {"inputs": 32, "targets": 8, "context": 12}
+    ds, _ = get_dataset(task, split="train", feature_lengths=lengths, batch_size=2, converter=WithContext(), seed=0,
+                        shard=(0, 1))
+    batch = next(iter(ds))
+    assert batch["context_tokens"].shape == (2, 12) and (batch["context_tokens"] > 0).any()
+    with pytest.raises(DataError, match=r"unknown feature 'contxt'; did you mean 'context'\?"):
+        get_dataset(task, split="train", feature_lengths={"inputs": 32, "targets": 8, "contxt": 12}, batch_size=2,
+                    converter=WithContext(), seed=0, shard=(0, 1))
+    with pytest.raises(DataError, match=r"unknown feature 'context'"):  # the stock converter reads no context
+        get_dataset(task, split="train", feature_lengths=lengths, batch_size=2, converter=EncDecFeatureConverter(),
+                    seed=0, shard=(0, 1))
