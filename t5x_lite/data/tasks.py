@@ -30,6 +30,10 @@ from t5x_lite.data.sources import DataError  # one error type for bad data, bad 
 
 Preprocessor = Callable[[dict], Optional[dict]]  # return None to drop a record
 
+# T5's target text for an example whose label is hidden (GLUE's and SuperGLUE's test splits): kept, so that
+# inference can predict it, and left out of evaluation (its postprocessor maps it to None).
+UNLABELLED_TARGET = "<unk>"
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -42,7 +46,8 @@ class Task:
     metric_names: Sequence[str] = ()  # names in t5x_lite.evaluation.metrics.METRICS, e.g. ("accuracy",)
     # Decoded text (the prediction, and the target text) -> what the metrics compare. Either fn(text), or seqio's
     # fn(text, example=None, is_target=False): a function with an ``example`` parameter is given the example
-    # (its ``eval_fields`` and ``targets_pretokenized``) and told which of the two it is reading.
+    # (its ``eval_fields`` and ``targets_pretokenized``) and told which of the two it is reading. A target
+    # mapped to None is unlabelled: evaluation leaves that example out of its metrics and loss.
     postprocess_fn: Optional[Callable[..., Any]] = None
     # Fields of the preprocessed record that evaluation keeps beside the text (JSON values), for the
     # postprocessor's ``example`` and the predictions file: MultiRC's question id, ReCoRD's answers, WSC's label.

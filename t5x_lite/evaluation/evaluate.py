@@ -172,8 +172,9 @@ def predict(*, model, params, task, split: str = "validation", feature_lengths: 
 
 
 def _predict(*, model, params, task, split, feature_lengths, batch_size, decode, max_examples,
-             loss: Optional["_LossTally"] = None) -> list[dict]:
-    """``predict``; with ``loss``, each batch's loss is added to it too (one read of the split for both)."""
+             loss: Optional["_LossTally"] = None, labelled: Callable[[dict], bool] = lambda row: True) -> list[dict]:
+    """``predict``; with ``loss``, each batch's loss is added to it too (one read of the split for both), over
+    the rows ``labelled`` says have a label."""
     from t5x_lite.decoding import predict_batch
 
     if not can_decode(model):
@@ -192,8 +193,7 @@ def _predict(*, model, params, task, split, feature_lengths, batch_size, decode,
             method=decode.method, num_beams=decode.num_beams, alpha=decode.alpha, temperature=decode.temperature,
             top_k=decode.top_k, top_p=decode.top_p, rng=jax.random.fold_in(rng, i))
         tokens, scores = np.asarray(tokens), np.asarray(scores)
-        if loss is not None:
-            loss.add(params, {k: v for k, v in batch.items() if not k.endswith(BOOKKEEPING_SUFFIXES)}, n)
+        batch_rows = []
         for r in range(n):
             row = {
                 "inputs": _text(vocab, _inputs_of(model, batch, r)),
@@ -203,7 +203,11 @@ def _predict(*, model, params, task, split, feature_lengths, batch_size, decode,
             }
             if EVAL_FIELDS_KEY in batch:
                 row["example"] = json.loads(str(batch[EVAL_FIELDS_KEY][r]))
-            rows.append(row)
+            batch_rows.append(row)
+        if loss is not None:
+            loss.add(params, {k: v for k, v in batch.items() if not k.endswith(BOOKKEEPING_SUFFIXES)}, n,
+                     unlabelled=[r for r, row in enumerate(batch_rows) if not labelled(row)])
+        rows.extend(batch_rows)
     return rows
 
 
@@ -321,19 +325,23 @@ class _LossTally:
         self._total = self._tokens = 0.0
         self.examples = 0
 
-    def add(self, params, batch: dict, n: int) -> None:
-        """A batch padded to the batch size whose first ``n`` rows are real."""
-        loss, metrics = _jit_loss(self._model, params, _mask_padding_rows(batch, n))
+    def add(self, params, batch: dict, n: int, unlabelled: Sequence[int] = ()) -> None:
+        """A batch padded to the batch size whose first ``n`` rows are real; the ``unlabelled`` rows among them
+        have no loss either."""
+        self.examples += n
+        if len(unlabelled) == n:
+            return
+        loss, metrics = _jit_loss(self._model, params, _mask_rows(batch, n, unlabelled))
         count = float(metrics["num_tokens"])
         self._total += float(loss) * count
         self._tokens += count
-        self.examples += n
 
     def mean(self) -> float:
         return self._total / self._tokens if self._tokens else math.nan
 
 
-def _mask_padding_rows(batch: dict, n: int) -> dict:
+def _mask_rows(batch: dict, n: int, unlabelled: Sequence[int] = ()) -> dict:
+    """``batch`` with no loss on its padding rows (from ``n`` on) nor on the ``unlabelled`` ones."""
     if "labels" in batch and n < len(batch["labels"]):  # a classifier weighs every row: drop the padding ones
         return {k: v[:n] for k, v in batch.items()}
     out = dict(batch)
@@ -341,6 +349,7 @@ def _mask_padding_rows(batch: dict, n: int) -> dict:
         if key in out:
             w = np.asarray(out[key]).copy()
             w[n:] = 0
+            w[list(unlabelled)] = 0
             out[key] = w
     return out
 
@@ -373,26 +382,31 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     rows = []
     predicted = decodes and bool(names or (decode_without_metrics and has_inputs(task)))
     loss = _LossTally(model)
+    classifier = model.kind == "encoder_only_classification"  # its rows hold label ids, never unlabelled ones
+    label = _labeller(task) if not classifier else lambda row, is_target: row["targets" if is_target else
+                                                                              "prediction"]
     if predicted:
         rows = _predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
-                        batch_size=batch_size, decode=decode, max_examples=max_examples, loss=loss)
-    if model.kind == "encoder_only_classification":
-        targets = [r["targets"] for r in rows]
-        predictions = [r["prediction"] for r in rows]
-    else:
-        label = _labeller(task)
-        targets = [label(r, True) for r in rows]
-        predictions = [label(r, False) for r in rows]
-    metrics = compute_metrics(targets, predictions, names) if names and rows else {}
+                        batch_size=batch_size, decode=decode, max_examples=max_examples, loss=loss,
+                        labelled=lambda row: label(row, True) is not None)
+    pairs = [(target, label(r, False)) for r in rows if (target := label(r, True)) is not None]
+    metrics = compute_metrics([t for t, _ in pairs], [p for _, p in pairs], names) if names and pairs else {}
+    if len(pairs) < len(rows):  # a test split's hidden labels (GLUE, SuperGLUE): predictions only
+        metrics["unlabelled_examples"] = len(rows) - len(pairs)
+        if not pairs and names:
+            log.warning("task %r split %r: none of the %d examples has a label, so nothing is scored; the "
+                        "predictions are what it gives (t5x_lite infer writes them)", task.name, split, len(rows))
     if predicted:  # the loss came with the predictions
-        metrics["loss"], metrics["num_examples"] = loss.mean(), loss.examples
+        if not math.isnan(loss.mean()):  # some rows had labels
+            metrics["loss"] = loss.mean()
+        metrics["num_examples"] = loss.examples
     else:
         metrics["loss"], metrics["num_examples"] = _loss_and_examples(model, params, task, split, feature_lengths,
                                                                       batch_size, max_examples)
     return metrics, rows
 
 
-NOT_SCORES = ("loss", "num_examples", "invalid_predictions")
+NOT_SCORES = ("loss", "num_examples", "invalid_predictions", "unlabelled_examples")
 
 
 def _evaluate_mixture(mixture, split: str, **kwargs) -> tuple[dict, list[dict]]:

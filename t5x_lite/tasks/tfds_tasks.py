@@ -5,7 +5,9 @@ lazy). The datasets must already be prepared in ``data_dir`` (``tfds build``);
 nothing is downloaded here. The inputs follow T5's ``glue`` / ``super_glue``
 preprocessors: ``"<task> <field>: <value> ..."`` -> the label's name; SuperGLUE's
 MultiRC, ReCoRD and WSC follow T5's ``multirc``, ``record`` and ``wsc_simple``
-(see below).
+(see below). The diagnostic sets are cast as T5 casts them (``DIAGNOSTICS``).
+A test split's hidden labels give T5's ``"<unk>"`` target: the rows are predicted,
+and evaluation leaves them out.
 
 Each GLUE and SuperGLUE task but those three also comes as ``<task>_classification``
 for a BERT classifier: the same input text, the label as a class id (STS-B: its 0-5
@@ -26,7 +28,7 @@ import numpy as np
 
 from t5x_lite.data.features import Feature
 from t5x_lite.data.objectives import make_objective
-from t5x_lite.data.tasks import Mixture, MixtureRegistry, Task, TaskRegistry, split_names
+from t5x_lite.data.tasks import UNLABELLED_TARGET, Mixture, MixtureRegistry, Task, TaskRegistry, split_names
 
 # name -> (TFDS features, written sorted by name as T5's glue() does; label names, None for regression)
 GLUE = {
@@ -62,19 +64,24 @@ def text_to_text(benchmark: str, fields: Sequence[str], labels: Optional[Sequenc
     """T5's format: ``"mnli hypothesis: ... premise: ..."`` -> ``"entailment"``, the fields sorted by name
     (T5's ``glue`` preprocessor; the checkpoints it trained read them so) unless ``sort`` is off (MultiRC's
     are in T5's own order). STS-B scores round to 0.2 as T5's ``stsb`` does: ``round(label * 5) / 5`` in
-    float32, halves to even."""
+    float32, halves to even. A hidden test label (-1) becomes T5's ``"<unk>"`` (``UNLABELLED_TARGET``): the
+    example stays, for predictions, and evaluation leaves it out. The record's ``idx`` is kept: the
+    leaderboards' submission files are keyed by it."""
     ordered = sorted(fields) if sort else list(fields)
 
     def preprocess(ex: dict) -> Optional[dict]:
         label = ex["label"]
-        if labels is None:
+        if float(label) < 0:  # a test split's hidden label (STS-B's is -1 too)
+            target = UNLABELLED_TARGET
+        elif labels is None:
             target = f"{np.round(np.float32(label) * np.float32(5)) / np.float32(5):.1f}"
-        elif int(label) < 0:  # unlabelled test split
-            return None
         else:
             target = labels[int(label)]
         inputs = " ".join([benchmark] + [f"{f}: {ex[f]}" for f in ordered])
-        return {"inputs": inputs, "targets": target, "label": label}
+        out = {"inputs": inputs, "targets": target, "label": label}
+        if "idx" in ex:
+            out["idx"] = ex["idx"]
+        return out
 
     return preprocess
 
@@ -111,11 +118,14 @@ def translate(source: str, target: str) -> Callable:
     return preprocess
 
 
-def label_postprocessor(labels: Optional[Sequence[str]]) -> Callable[[str], object]:
-    """Predicted text -> label index (unknown text -> -1, scored wrong) or a float for regression."""
+def label_postprocessor(labels: Optional[Sequence[str]]) -> Callable[..., object]:
+    """Predicted text -> label index (unknown text -> -1, scored wrong) or a float for regression; an unlabelled
+    target -> None (left out of evaluation)."""
 
-    def postprocess(text: str):
+    def postprocess(text: str, example: Optional[dict] = None, is_target: bool = False):
         text = text.strip()
+        if is_target and text == UNLABELLED_TARGET:
+            return None
         if labels is None:
             try:
                 return float(text)
@@ -148,9 +158,12 @@ def multirc_text(ex: dict) -> Optional[dict]:
 
 
 def multirc_postprocessor(text: str, example: Optional[dict] = None, is_target: bool = False):
-    """The option's label (0/1, -1 if unreadable); a target also carries its question (the ``multirc`` metric)."""
-    value = label_postprocessor(BOOLEAN_LABELS)(text)
-    return {"group": example["group"], "value": value} if is_target else value
+    """The option's label (0/1, -1 if unreadable); a target also carries its question (the ``multirc`` metric),
+    or is None, unlabelled."""
+    value = label_postprocessor(BOOLEAN_LABELS)(text, is_target=is_target)
+    if not is_target:
+        return value
+    return None if value is None else {"group": example["group"], "value": value}
 
 
 def record_per_answer(record: dict) -> list:
@@ -163,19 +176,20 @@ def record_text(ex: dict) -> Optional[dict]:
     ``@placeholder``: the example's ``answer`` (training, see ``record_per_answer``) or its first answer; all
     answers are kept for scoring. The passage's ``@highlight`` lines become sentences, as in T5. Evaluation
     reads each query once, scored against all its answers; T5 repeats it per answer and deduplicates in the
-    metric, which scores the same."""
+    metric, which scores the same. A query without answers (the test split) is unlabelled."""
     answers = list(ex["answers"])
-    answer = ex.get("answer", answers[0] if answers else None)
-    if answer is None:  # the unlabelled test split
-        return None
+    answer = ex.get("answer", answers[0] if answers else UNLABELLED_TARGET)
     passage = re.sub(r"([.?!\"'])\n@highlight\n", r"\1 ", ex["passage"]).replace("\n@highlight\n", ". ")
     inputs = f"record query: {ex['query']} entities: {', '.join(ex['entities'])} passage: {passage}"
-    return {"inputs": inputs, "targets": answer, "answers": answers}
+    return {"inputs": inputs, "targets": answer, "answers": answers, "idx": ex["idx"]}
 
 
 def record_postprocessor(text: str, example: Optional[dict] = None, is_target: bool = False):
-    """The predicted entity; a target is all of the query's answers (SQuAD's metric takes the best)."""
-    return example["answers"] if is_target else text
+    """The predicted entity; a target is all of the query's answers (SQuAD's metric takes the best), None if it
+    has none (unlabelled)."""
+    if is_target:
+        return example["answers"] or None
+    return text
 
 
 def wsc_correct_referent_only(record: dict) -> list:
@@ -191,7 +205,7 @@ def wsc_text(ex: dict) -> dict:
     start, end, rest = _pronoun_span(words, pronoun, int(ex["span2_index"]))
     marked = words[:start] + [f"*{pronoun}*" + (f" {rest}" if rest else "")] + words[end:]
     return {"inputs": "wsc: " + " ".join(marked).rstrip(), "targets": ex["span1_text"],
-            "label": int(ex.get("label", 0))}
+            "label": int(ex.get("label", 0)), "idx": ex.get("idx", -1)}
 
 
 def _pronoun_span(words: list, pronoun: str, index: int) -> tuple[int, int, str]:
@@ -217,9 +231,9 @@ def wsc_postprocessor(text: str, example: Optional[dict] = None, is_target: bool
     """Whether the prediction names the candidate (1) or not (0), to compare with the example's label, as T5's
     ``wsc_simple``: case and determiners ignored, one side's words a subset of the other's ("fuzzy bunny" names
     "bunny"), but a possessive names only a possessive ("Bob" is not "Bob's hat"). An empty prediction is -1,
-    wrong whatever the label."""
+    wrong whatever the label. A target whose label is hidden (-1, the test split) is None: unlabelled."""
     if is_target:
-        return int(example["label"])
+        return int(example["label"]) if int(example["label"]) >= 0 else None
 
     def clean(s: str) -> str:
         return " ".join(w for w in s.strip().lower().split(" ") if w not in _DETERMINERS)
@@ -293,6 +307,24 @@ METRIC_NAMES = {
 }
 
 
+# The diagnostic sets, read with a model fine-tuned on the task they are cast as (T5's casts): name -> (TFDS name,
+# cast as, fields, renamed fields, metric names). Test split only. GLUE's AX has no public labels: predictions
+# only, for the leaderboard. SuperGLUE's AX-b and AX-g come labelled in TFDS where the files have labels, scored
+# as the leaderboard scores AX-b (Matthews correlation) and by accuracy (AX-g; its gender parity score, which
+# pairs the examples, is not computed).
+DIAGNOSTICS = {
+    "glue_ax": ("glue/ax", "mnli", ("premise", "hypothesis"), {}, ()),
+    "super_glue_axb": ("super_glue/axb", "rte", ("premise", "hypothesis"),
+                       {"sentence1": "premise", "sentence2": "hypothesis"}, ("matthews_corrcoef", "accuracy")),
+    "super_glue_axg": ("super_glue/axg", "rte", ("premise", "hypothesis"), {}, ("accuracy",)),
+}
+
+
+def _renamed(rename: dict) -> Callable[[dict], dict]:
+    """T5's ``rekey``: AX-b's sentence1/sentence2 read as RTE's premise/hypothesis."""
+    return lambda ex: {rename.get(k, k): v for k, v in ex.items()}
+
+
 def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
     """Register (or re-register) the TFDS tasks with ``vocabulary`` (default: the bundled one).
 
@@ -344,22 +376,30 @@ def _register_text_to_text(feature: Feature, vocabulary, data_dir: Optional[str]
     for task, name, fields, labels, source, metrics in _benchmark_tasks(data_dir):
         TaskRegistry.add(Task(name=task, source=source, preprocessors=(text_to_text(name, fields, labels),),
                               output_features={"inputs": feature, "targets": feature}, metric_names=metrics,
-                              postprocess_fn=label_postprocessor(labels)), overwrite=True)
+                              postprocess_fn=label_postprocessor(labels), eval_fields=("idx",)), overwrite=True)
+    for task, (tfds_name, cast_as, fields, rename, metrics) in DIAGNOSTICS.items():
+        labels = (GLUE if task.startswith("glue") else SUPER_GLUE)[cast_as][1]
+        TaskRegistry.add(Task(name=task, source=_source(tfds_name, data_dir=data_dir),
+                              preprocessors=((_renamed(rename),) if rename else ()) + (
+                                  text_to_text(cast_as, fields, labels),),
+                              output_features={"inputs": feature, "targets": feature}, metric_names=metrics,
+                              postprocess_fn=label_postprocessor(labels), eval_fields=("idx",), splits=("test",)),
+                         overwrite=True)
     text_features = {"inputs": feature, "targets": feature}
     TaskRegistry.add(Task(name="super_glue_multirc", source=_source("super_glue/multirc", data_dir=data_dir),
                           preprocessors=(multirc_text,), output_features=text_features, metric_names=("multirc",),
-                          postprocess_fn=multirc_postprocessor, eval_fields=("group",)), overwrite=True)
+                          postprocess_fn=multirc_postprocessor, eval_fields=("group", "idx")), overwrite=True)
     TaskRegistry.add(Task(name="super_glue_record",
                           source=_split_dependent(_source("super_glue/record", data_dir=data_dir), record_per_answer,
                                                   "one example per answer", "super_glue_record"),
                           preprocessors=(record_text,), output_features=text_features, metric_names=("squad",),
-                          postprocess_fn=record_postprocessor, eval_fields=("answers",)), overwrite=True)
+                          postprocess_fn=record_postprocessor, eval_fields=("answers", "idx")), overwrite=True)
     TaskRegistry.add(Task(name="super_glue_wsc",
                           source=_split_dependent(_source("super_glue/wsc.fixed", data_dir=data_dir),
                                                   wsc_correct_referent_only, "correct referents only",
                                                   "super_glue_wsc"),
                           preprocessors=(wsc_text,), output_features=text_features, metric_names=("accuracy",),
-                          postprocess_fn=wsc_postprocessor, eval_fields=("label",)), overwrite=True)
+                          postprocess_fn=wsc_postprocessor, eval_fields=("label", "idx")), overwrite=True)
     TaskRegistry.add(Task(name="dpr_simple", source=_source("definite_pronoun_resolution", data_dir=data_dir),
                           preprocessors=(dpr_text,), output_features=text_features, metric_names=("accuracy",),
                           postprocess_fn=wsc_postprocessor, eval_fields=("label",), splits=("train", "test")),

@@ -223,3 +223,39 @@ def test_evaluating_again_does_not_trace_the_model_again(monkeypatch):
         second, _ = evaluate(**kw)
         assert len(traces) == traced, f"{type(model).__name__} traced {traces[traced:]} again"
         assert first == second
+
+
+def test_unlabelled_examples_are_predicted_but_left_out_of_metrics_and_loss():
+    # GLUE's and SuperGLUE's test splits hide their labels; T5 keeps those rows with the target "<unk>".
+    from t5x_lite.data.features import Feature
+    from t5x_lite.data.tasks import UNLABELLED_TARGET, Task
+    from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
+    from t5x_lite.tasks.bundled import vocabulary
+    from t5x_lite.tasks.tfds_tasks import label_postprocessor
+
+    class Records(list):
+        description = "mem.jsonl"
+
+        def origin(self, i):
+            return f"mem.jsonl:{i + 1}"
+
+    labelled = [{"inputs": f"sentiment: review number {i} was {'good' if i % 2 else 'bad'}",
+                 "targets": "positive" if i % 2 else "negative"} for i in range(6)]
+    hidden = [{"inputs": f"sentiment: an unlabelled review {i}", "targets": UNLABELLED_TARGET} for i in range(3)]
+    mixed = labelled[:1] + hidden[:1] + labelled[1:3] + hidden[1:2] + labelled[3:5] + hidden[2:] + labelled[5:]
+
+    def task(records, name):
+        return Task(name=name, source=lambda split: Records(records), metric_names=("accuracy",),
+                    output_features={"inputs": Feature(vocabulary()), "targets": Feature(vocabulary())},
+                    postprocess_fn=label_postprocessor(("negative", "positive")))
+
+    model = EncoderDecoderModel(config=TINY)
+    kw = dict(model=model, params=_tiny_params(model), feature_lengths={"inputs": 16, "targets": 4}, batch_size=4,
+              decode=DecodeOptions(max_decode_length=2))
+    only_labelled, _ = evaluate(task=task(labelled, "mem_labelled"), **kw)
+    metrics, rows = evaluate(task=task(mixed, "mem_mixed"), **kw)
+    assert len(rows) == 9 and metrics["num_examples"] == 9 and metrics["unlabelled_examples"] == 3
+    assert metrics["accuracy"] == only_labelled["accuracy"]
+    np.testing.assert_allclose(metrics["loss"], only_labelled["loss"], rtol=1e-5)
+    none, rows = evaluate(task=task(hidden, "mem_hidden"), **kw)  # a test split: predictions, nothing scored
+    assert none == {"unlabelled_examples": 3, "num_examples": 3} and len(rows) == 3

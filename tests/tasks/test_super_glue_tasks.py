@@ -28,7 +28,10 @@ def test_multirc_text_is_t5s_order_without_markup_and_keeps_the_question():
     out = multirc_text(ex)
     assert out["inputs"] == "multirc question: Who ran? answer: Bob paragraph: Sent 1: Bob ran. Sent 2: Ann sat. "
     assert out["targets"] == "True" and out["group"] == [3, 7]
-    assert multirc_text(dict(ex, label=-1)) is None  # the unlabelled test split
+    assert out["idx"] == ex["idx"]  # what the leaderboard's submission file is keyed by
+    # the test split's hidden label: T5's "<unk>" target, kept for predictions, left out of evaluation
+    hidden = multirc_text(dict(ex, label=-1))
+    assert hidden["targets"] == "<unk>" and multirc_postprocessor("<unk>", example=hidden, is_target=True) is None
     assert multirc_postprocessor("True", example={"group": [3, 7]}, is_target=True) == {"group": [3, 7], "value": 1}
     assert multirc_postprocessor("False") == 0 and multirc_postprocessor("maybe") == -1
 
@@ -41,7 +44,9 @@ def test_record_text_trains_on_each_answer_and_scores_against_all():
                              "A race. He won")
     assert out["targets"] == "Bob" and out["answers"] == ["Bob", "Bobby"]
     assert [record_text(e)["targets"] for e in record_per_answer(ex)] == ["Bob", "Bobby"]
-    assert record_text(dict(ex, answers=[])) is None and record_per_answer(dict(ex, answers=[])) == []
+    hidden = record_text(dict(ex, answers=[]))  # the test split: no answers, kept for predictions
+    assert hidden["targets"] == "<unk>" and hidden["idx"] == ex["idx"] and record_per_answer(dict(ex, answers=[])) == []
+    assert record_postprocessor("<unk>", example=hidden, is_target=True) is None
     assert record_postprocessor("Bob") == "Bob"
     assert record_postprocessor("x", example={"answers": ["Bob", "Bobby"]}, is_target=True) == ["Bob", "Bobby"]
 
@@ -53,7 +58,10 @@ def _wsc(text, pronoun, index, referent="Tom", label=1):
 
 def test_wsc_text_marks_the_pronoun():
     out = wsc_text(_wsc("Mitchell asked Tom if he could lend some money.", "he", 4))
-    assert out == {"inputs": "wsc: Mitchell asked Tom if *he* could lend some money.", "targets": "Tom", "label": 1}
+    assert out == {"inputs": "wsc: Mitchell asked Tom if *he* could lend some money.", "targets": "Tom", "label": 1,
+                   "idx": 0}
+    hidden = wsc_text(_wsc("Mitchell asked Tom if he could lend some money.", "he", 4, label=-1))
+    assert wsc_postprocessor("Tom", example={**hidden, "targets_pretokenized": "Tom"}, is_target=True) is None
     # the two WSC records T5 special-cases: punctuation glued to the pronoun, and an index one word early
     glued = wsc_text(_wsc('John laughed out quite loud. "Good for him," he said.', "him", 7))
     assert glued["inputs"] == 'wsc: John laughed out quite loud. "Good for *him* ," he said.'
@@ -302,3 +310,33 @@ def test_which_postprocessors_get_the_example():
     assert _keyword_parameters(example_only) == {"example"}
     assert _keyword_parameters(float) == set() and _keyword_parameters(str.strip) == set()
     assert _keyword_parameters(lambda text: text) == set()
+
+
+AX_RECORDS = [{"premise": f"A man plays guitar number {i}.", "hypothesis": "A person plays music.", "label": -1,
+               "idx": i} for i in range(5)]  # GLUE's AX: no public labels
+
+
+def _ax_data_source(builder, split, **kwargs):  # stands in for tfds.data_source("glue/ax")
+    return [{k: v.encode() if isinstance(v, str) else np.int64(v) for k, v in r.items()} for r in AX_RECORDS]
+
+
+def test_diagnostic_sets_are_cast_as_the_task_they_diagnose(tmp_path):
+    from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
+
+    model, params = _tiny_model()
+    kw = dict(model=model, params=params, split="test", feature_lengths={"inputs": 48, "targets": 4}, batch_size=4,
+              decode=DecodeOptions(max_decode_length=4))
+    with _tfds().testing.mock_data(as_data_source_fn=_ax_data_source):
+        ax, rows = evaluate(task="glue_ax", **kw)
+    # read as MNLI (T5's cast), every row predicted and keyed by idx for the leaderboard, none scored
+    assert rows[0]["inputs"] == "mnli hypothesis: A person plays music. premise: A man plays guitar number 0."
+    assert [r["example"]["idx"] for r in rows] == [0, 1, 2, 3, 4] and {r["targets"] for r in rows} == {"<unk>"}
+    assert ax == {"unlabelled_examples": 5, "num_examples": 5}
+    with _tfds().testing.mock_data(num_examples=6):  # AX-b and AX-g: labelled in TFDS's files
+        axb, rows = evaluate(task="super_glue_axb", **kw)
+        assert rows[0]["inputs"].startswith("rte hypothesis: ") and " premise: " in rows[0]["inputs"]
+        assert {"matthews_corrcoef", "accuracy", "loss"} <= set(axb) and "unlabelled_examples" not in axb
+        axg, rows = evaluate(task="super_glue_axg", **kw)
+        assert rows[0]["inputs"].startswith("rte hypothesis: ") and "accuracy" in axg
+    with pytest.raises(DataError, match="split 'validation'"):
+        evaluate(task="super_glue_axb", **dict(kw, split="validation"))
