@@ -106,48 +106,68 @@ def batch_shards(mesh: Mesh, rules: Rules) -> int:
     return int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
 
 
-def check_rows_stay_in_process(mesh: Mesh, rules: Rules) -> None:
-    """Each process feeds rows of its own (``host_batch_to_global``), so the devices that hold one slice of
-    the batch must all belong to one process. A ``model`` axis spanning processes (tensor parallelism over
-    hosts) would need processes to feed the same rows; that is refused here rather than in XLA's words."""
+def data_shard(mesh: Mesh, rules: Rules, process_index: Optional[int] = None) -> tuple[int, int]:
+    """``(index, count)``: this process feeds slice ``index`` of the ``count`` equal, contiguous slices of every
+    global batch (its rows, ``host_batch_to_global``), as ``data.pipeline.get_dataset``'s ``shard``.
+
+    Usually one slice per process. Processes whose devices hold the same rows (a ``model`` axis spanning
+    hosts: tensor parallelism over hosts) share a slice and read the same examples. A mesh where a process's
+    devices hold rows that are not one such slice (rows in two places, or overlapping another process's) is
+    refused: each process would have to feed rows it does not hold.
+    """
+    process_index = jax.process_index() if process_index is None else process_index
     axis = dict(rules).get("batch")
     batch_axes = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
     names = list(mesh.axis_names)
-    other = [names.index(a) for a in names if a not in batch_axes]
     devices = np.asarray(mesh.devices)
-    # one row per batch slice: the devices along the other axes
-    rows = np.moveaxis(devices, other, list(range(devices.ndim - len(other), devices.ndim))).reshape(
-        -1, int(np.prod([devices.shape[i] for i in other], dtype=np.int64)))
-    for row in rows:
-        owners = {d.process_index for d in row}
-        if len(owners) > 1:
-            raise ConfigError(f"the mesh {dict(mesh.shape)} puts one slice of the batch on devices of processes "
-                              f"{sorted(owners)} (its {', '.join(names[i] for i in other)} axis spans processes); "
-                              "each process feeds rows of its own, so keep that axis within a process's "
-                              f"{jax.local_device_count()} devices")
+    sizes = [devices.shape[names.index(a)] for a in batch_axes]
+    blocks: dict[int, set] = {}  # process -> the batch blocks (row slices) its devices hold
+    for position, device in np.ndenumerate(devices):
+        block = int(np.ravel_multi_index([position[names.index(a)] for a in batch_axes], sizes)) if sizes else 0
+        blocks.setdefault(device.process_index, set()).add(block)
+    per = {len(b) for b in blocks.values()}
+    for process, held in sorted(blocks.items()):
+        k = len(held)
+        if len(per) > 1 or max(held) - min(held) + 1 != k or min(held) % k:
+            raise ConfigError(
+                f"the mesh {dict(mesh.shape)} gives process {process} the batch slices {sorted(held)} of "
+                f"{int(np.prod(sizes, dtype=np.int64))} (each process's devices must hold one contiguous run of "
+                "rows, the same length for every process): order the devices so that each process's lie "
+                "together along the batch's axes")
+    k = per.pop()
+    count = int(np.prod(sizes, dtype=np.int64)) // k
+    if process_index not in blocks:
+        raise ConfigError(f"process {process_index} has no device in the mesh {dict(mesh.shape)}")
+    return min(blocks[process_index]) // k, count
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def _global_shape(host_shape: tuple) -> tuple:
-    return (host_shape[0] * jax.process_count(),) + tuple(host_shape[1:])
+def _global_shape(host_shape: tuple, slices: int) -> tuple:
+    return (host_shape[0] * slices,) + tuple(host_shape[1:])
 
 
-def host_batch_to_global(batch: dict, mesh: Mesh, sharding: NamedSharding) -> dict:
-    """This host's rows -> global jax.Arrays laid out by ``sharding`` (works for 1 or many hosts)."""
+def host_batch_to_global(batch: dict, mesh: Mesh, sharding: NamedSharding, slices: Optional[int] = None) -> dict:
+    """This host's rows (slice ``i`` of ``slices``, ``data_shard``) -> global jax.Arrays laid out by ``sharding``
+    (1 or many hosts; hosts that share a slice pass the same rows)."""
+    slices = jax.process_count() if slices is None else slices
+
     def to_global(x):
         x = np.asarray(x)
-        return jax.make_array_from_process_local_data(sharding, x, _global_shape(x.shape))
+        return jax.make_array_from_process_local_data(sharding, x, _global_shape(x.shape, slices))
 
     return {k: to_global(v) for k, v in batch.items()}
 
 
-def abstract_global_batch(batch: dict, sharding: NamedSharding) -> dict:
+def abstract_global_batch(batch: dict, sharding: NamedSharding, slices: Optional[int] = None) -> dict:
     """The shapes, dtypes and sharding ``host_batch_to_global`` gives this host's rows, without the data."""
+    slices = jax.process_count() if slices is None else slices
+
     def abstract(x):
         x = x if hasattr(x, "dtype") else np.asarray(x)
-        return jax.ShapeDtypeStruct(_global_shape(x.shape), jax.dtypes.canonicalize_dtype(x.dtype), sharding=sharding)
+        return jax.ShapeDtypeStruct(_global_shape(x.shape, slices), jax.dtypes.canonicalize_dtype(x.dtype),
+                                    sharding=sharding)
 
     return {k: abstract(v) for k, v in batch.items()}

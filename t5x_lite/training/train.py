@@ -45,13 +45,15 @@ class TrainResult:
     model_dir: str
 
 
-def _all_hosts(count: int) -> int:
-    """``count`` summed over the processes (each counts its own rows)."""
+def _all_hosts(count: int, slices: int) -> int:
+    """``count`` summed over the ``slices`` of the batch (each process counts its own rows; processes that
+    share a slice, tensor parallelism over hosts, count the same rows)."""
     if jax.process_count() == 1:
         return count
     from jax.experimental import multihost_utils
 
-    return int(np.sum(multihost_utils.process_allgather(np.asarray(count, np.int64))))
+    total = int(np.sum(multihost_utils.process_allgather(np.asarray(count, np.int64))))
+    return total * slices // jax.process_count()
 
 
 def _token_count(batch: Mapping[str, np.ndarray]) -> int:
@@ -209,10 +211,10 @@ def train(
     rules = tuple(logical_axis_rules) if logical_axis_rules else partitioning.rules_for(partitioning_strategy)
     device_mesh = partitioning.make_mesh(mesh)
     _check_batch_divides(batch_size, num_microbatches or 1, partitioning.batch_shards(device_mesh, rules))
-    partitioning.check_rows_stay_in_process(device_mesh, rules)
     trainer = Trainer(model=model, optimizer=optimizer, mesh=device_mesh, rules=rules,
                       base_rng=jax.random.key(seed), learning_rate_fn=learning_rate_fn,
                       num_microbatches=num_microbatches, use_dropout=use_dropout)
+    shard = trainer.data_shard  # which rows this process feeds; an irregular mesh is refused here
 
     converter = model.feature_converter(pack)
     feature_lengths = checked_feature_lengths(feature_lengths, converter)
@@ -222,7 +224,7 @@ def train(
     # Rows of padding would cost real steps: refused, unless the eval_task needs the length (said, then).
     absent = "warn" if eval_task and eval_every > 0 else "error"
     dataset, truncation = get_dataset(task, split="train", feature_lengths=feature_lengths, batch_size=batch_size,
-                                      converter=converter, seed=seed, pack=pack, absent=absent)
+                                      converter=converter, seed=seed, pack=pack, absent=absent, shard=shard)
     data_iter = iter(dataset)
     first_batch = next(data_iter)  # also tells the step its shapes
     shardings = trainer.state_shardings(first_batch)
@@ -308,7 +310,7 @@ def train(
                 if timer_due:
                     jax.block_until_ready(metrics)
                     _check_finite(metrics, step, last_good, model_dir)
-                    timer.mark(step, _all_hosts(window_tokens))
+                    timer.mark(step, _all_hosts(window_tokens, shard[1]))
                     window_tokens = 0
                     metrics_out = summarize_metrics(window)
                     window = []
@@ -483,9 +485,13 @@ def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examp
     from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
 
     if jax.process_count() > 1:
-        log.warning("evaluation during multi-host training is not supported yet; run t5x_lite eval instead")
-        return {}
-    host_params = jax.device_get(params)
+        # Every process gathers the params and evaluates the whole split on its own devices: the same metrics
+        # in each, at a replicated cost (the evaluation itself is not sharded over the processes).
+        from jax.experimental import multihost_utils
+
+        host_params = multihost_utils.process_allgather(params, tiled=True)
+    else:
+        host_params = jax.device_get(params)
     metrics, _ = evaluate(model=model, params=host_params, task=task, split=split,
                           feature_lengths=feature_lengths, batch_size=batch_size,
                           decode=decode or DecodeOptions(), max_examples=max_examples,

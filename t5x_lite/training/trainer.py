@@ -236,7 +236,8 @@ class Trainer:
         ``step`` waits for that program when it first gets such a batch. Call it
         before restoring a checkpoint, so the step compiles while the state loads.
         """
-        abstract_batch = partitioning.abstract_global_batch(batch, partitioning.batch_sharding(self.mesh, self.rules))
+        abstract_batch = partitioning.abstract_global_batch(batch, partitioning.batch_sharding(self.mesh, self.rules),
+                                                            self.data_shard[1])
         signature = _signature(abstract_batch)
         if self._precompiled is not None and self._precompiled[0] == signature:
             return
@@ -321,9 +322,14 @@ class Trainer:
             self._in_flight = out[1]
         return out
 
+    @functools.cached_property
+    def data_shard(self) -> tuple[int, int]:
+        """``(index, count)``: which slice of every global batch this process feeds (``partitioning.data_shard``)."""
+        return partitioning.data_shard(self.mesh, self.rules)
+
     def global_batch(self, host_batch: Mapping[str, Any]) -> dict:
         return partitioning.host_batch_to_global(
-            dict(host_batch), self.mesh, partitioning.batch_sharding(self.mesh, self.rules)
+            dict(host_batch), self.mesh, partitioning.batch_sharding(self.mesh, self.rules), self.data_shard[1]
         )
 
 

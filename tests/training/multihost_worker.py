@@ -6,9 +6,11 @@
 Each process joins the run through ``t5x_lite.training.distributed.initialize``
 (gloo collectives over TCP on CPU), builds the same tiny T5, and trains it for
 ``--steps`` steps of ``Trainer`` on a mesh over every device of every process,
-feeding only its own rows of the fixed global batch of 8
-(``Trainer.global_batch`` -> ``partitioning.host_batch_to_global``). It prints
-one JSON line (process index/count, devices, per-step losses) and writes the
+feeding only its own rows of the fixed global batch of 8 (``Trainer.data_shard``
+says which; ``Trainer.global_batch`` -> ``partitioning.host_batch_to_global``).
+With ``--model-parallel`` above the devices per process, the ``model`` axis spans
+the processes and they feed the same rows. It prints one JSON line (process
+index/count, devices, its slice of the batch, per-step losses) and writes the
 final params, gathered from all processes, to ``DIR/params_<process>.npz``.
 
 The functions here also serve the single-process reference run (imported by the test).
@@ -30,12 +32,12 @@ STEPS = 3
 SEED = 0
 
 
-def tiny_model():
+def tiny_model(vocab_size: int = 64):
     from t5x_lite.models.config import T5Config
     from t5x_lite.models.model import EncoderDecoderModel
 
     cfg = T5Config(
-        vocab_size=64, d_model=32, d_ff=48, num_heads=4, d_kv=8, num_encoder_layers=2, num_decoder_layers=2,
+        vocab_size=vocab_size, d_model=32, d_ff=48, num_heads=4, d_kv=8, num_encoder_layers=2, num_decoder_layers=2,
         mlp_activations=("gelu", "linear"), logits_via_embedding=False, dropout_rate=0.1,
         relative_attention_num_buckets=8, relative_attention_max_distance=16,
     )
@@ -55,14 +57,17 @@ def global_batch():
     return {"encoder_input_tokens": enc, "decoder_input_tokens": dec_in, "decoder_target_tokens": tgt}
 
 
-def host_rows(batch, process_index: int, process_count: int):
-    """This process's contiguous share of the global batch rows."""
-    per = GLOBAL_BATCH // process_count
-    return {k: v[process_index * per:(process_index + 1) * per] for k, v in batch.items()}
+def host_rows(batch, index: int, count: int):
+    """Slice ``index`` of the ``count`` contiguous slices of the global batch rows."""
+    per = GLOBAL_BATCH // count
+    return {k: v[index * per:(index + 1) * per] for k, v in batch.items()}
 
 
-def train_steps(host_batch, *, mesh_config, strategy: str, steps: int = STEPS, devices=None):
-    """(losses, final params as numpy, param specs) after ``steps`` Trainer steps; same code for 1 or N processes."""
+def train_steps(batch, *, mesh_config, strategy: str, steps: int = STEPS, devices=None, evaluate: bool = False):
+    """(losses, final params as numpy, param specs, this process's (index, count) slice of ``batch``, eval
+    metrics) after ``steps`` Trainer steps on the global ``batch``; same code for 1 or N processes. With
+    ``evaluate``, the final params are evaluated as ``train`` evaluates during training (4 examples of the
+    bundled sentiment task)."""
     import jax
     import numpy as np
     from jax.experimental import multihost_utils
@@ -72,8 +77,11 @@ def train_steps(host_batch, *, mesh_config, strategy: str, steps: int = STEPS, d
     from t5x_lite.training.trainer import Trainer
 
     mesh = partitioning.make_mesh(mesh_config, devices=devices)
-    trainer = Trainer(model=tiny_model(), optimizer=make_optimizer("adafactor_t5", learning_rate=0.01),
-                      mesh=mesh, rules=partitioning.rules_for(strategy), base_rng=jax.random.key(7))
+    # Evaluation reads a bundled task: the model then needs the bundled vocabulary's size.
+    trainer = Trainer(model=tiny_model(8000 if evaluate else 64),
+                      optimizer=make_optimizer("adafactor_t5", learning_rate=0.01), mesh=mesh,
+                      rules=partitioning.rules_for(strategy), base_rng=jax.random.key(7))
+    host_batch = host_rows(batch, *trainer.data_shard)
     state = trainer.init(SEED, host_batch)
     losses = []
     for _ in range(steps):
@@ -85,7 +93,14 @@ def train_steps(host_batch, *, mesh_config, strategy: str, steps: int = STEPS, d
     else:
         params = jax.device_get(state.params)
     flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
-    return losses, flat, specs
+    eval_metrics = None
+    if evaluate:
+        from t5x_lite.evaluation.evaluate import DecodeOptions
+        from t5x_lite.training.train import _run_eval
+
+        eval_metrics = _run_eval(trainer.model, state.params, "bundled_sentiment", "validation",
+                                 {"inputs": 32, "targets": 4}, 4, 4, DecodeOptions(max_decode_length=2))
+    return losses, flat, specs, trainer.data_shard, eval_metrics
 
 
 def main(argv=None) -> None:
@@ -97,6 +112,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model-parallel", type=int, default=1)
     parser.add_argument("--strategy", default="data_parallel")
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--evaluate", action="store_true", help="evaluate the final params as train does")
     parser.add_argument("--timeout", type=int, default=60, help="seconds to wait for the other processes")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -126,10 +142,9 @@ def main(argv=None) -> None:
     assert distributed.initialize(args.coordinator, args.num_processes, args.process_id) == joined  # idempotent
     init_seconds = time.perf_counter() - start
 
-    batch = host_rows(global_batch(), jax.process_index(), jax.process_count())
-    losses, params, specs = train_steps(
-        batch, mesh_config=partitioning.MeshConfig(model=args.model_parallel), strategy=args.strategy,
-        steps=args.steps)
+    losses, params, specs, (index, count), eval_metrics = train_steps(
+        global_batch(), mesh_config=partitioning.MeshConfig(model=args.model_parallel), strategy=args.strategy,
+        steps=args.steps, evaluate=args.evaluate)
     if args.out:
         np.savez(Path(args.out) / f"params_{jax.process_index()}.npz", **params)
     print(json.dumps({
@@ -139,9 +154,11 @@ def main(argv=None) -> None:
         "local_devices": jax.local_device_count(),
         "global_devices": jax.device_count(),
         "cpu_collectives": jax.config.jax_cpu_collectives_implementation,
-        "host_rows": int(next(iter(batch.values())).shape[0]),
+        "data_shard": [index, count],
+        "host_rows": GLOBAL_BATCH // count,
         "losses": losses,
         "param_specs": specs,
+        "eval_metrics": eval_metrics,
         "init_seconds": round(init_seconds, 2),
         "seconds": round(time.perf_counter() - start, 2),
     }), flush=True)

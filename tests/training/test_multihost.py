@@ -1,12 +1,18 @@
 """Multi-process training on one machine: two CPU processes joined by jax.distributed (gloo over TCP).
 
 Each worker (``multihost_worker.py``) has 2 CPU devices, so the run has 4
-devices in 2 processes on a 2 (data) x 2 (model) mesh with FSDP rules: the
-batch rows and the ``embed`` axis of every parameter are split *across the
-processes*, the tensor-parallel axis within each. Each process feeds only its
-half of the global batch. The losses and final params must equal a
-single-process, single-device run of the same global batch to float32
-rounding, and the two processes must agree exactly.
+devices in 2 processes. Two meshes:
+
+- 2 (data) x 2 (model) with FSDP rules: the batch rows and the ``embed`` axis of
+  every parameter are split *across the processes*, the tensor-parallel axis
+  within each. Each process feeds only its half of the global batch.
+- 1 (data) x 4 (model), tensor parallel over both processes: the ``model`` axis
+  spans them, so both feed the whole batch.
+
+The losses and final params must equal a single-process, single-device run of
+the same global batch to float32 rounding, and the two processes must agree
+exactly. In the second, each process also evaluates the final params as ``train``
+does during training (it gathers them from both processes).
 
 The distributed runtime listens on 127.0.0.1 only (a free port); gloo's own
 TCP pairs bind the address the hostname resolves to (127.0.0.1 on a typical
@@ -61,7 +67,7 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
-def _start_workers(tmp_path: Path) -> list:
+def _start_workers(tmp_path: Path, model_parallel: int, strategy: str) -> list:
     port = _free_port()
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
@@ -72,8 +78,8 @@ def _start_workers(tmp_path: Path) -> list:
     for pid in range(NUM_PROCESSES):
         cmd = [sys.executable, str(WORKER), "--coordinator", f"127.0.0.1:{port}",
                "--num-processes", str(NUM_PROCESSES), "--process-id", str(pid),
-               "--devices-per-process", "2", "--model-parallel", "2", "--strategy", "fsdp",
-               "--timeout", "60", "--out", str(tmp_path)]
+               "--devices-per-process", "2", "--model-parallel", str(model_parallel), "--strategy", strategy,
+               "--timeout", "60", "--out", str(tmp_path)] + (["--evaluate"] if strategy == "data_parallel" else [])
         out = open(tmp_path / f"stdout_{pid}.txt", "w")
         err = open(tmp_path / f"stderr_{pid}.txt", "w")
         procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True),
@@ -106,19 +112,21 @@ def _wait(procs, tmp_path: Path, deadline: float) -> list:
 
 
 @pytest.mark.slow
-def test_two_processes_match_single_process(tmp_path):
+@pytest.mark.parametrize("model_parallel, strategy", [(2, "fsdp"), (4, "data_parallel")],
+                         ids=["fsdp_across_processes", "tensor_parallel_across_processes"])
+def test_two_processes_match_single_process(tmp_path, model_parallel, strategy):
     try:  # gloo's TCP pairs listen on the address the hostname resolves to
         socket.gethostbyname(socket.gethostname())
     except OSError as e:
         pytest.skip(f"hostname {socket.gethostname()!r} does not resolve ({e}); gloo CPU collectives need it")
     start = time.monotonic()
-    procs = _start_workers(tmp_path)
+    procs = _start_workers(tmp_path, model_parallel, strategy)
     try:
         # The reference runs here, in this (single-device) process, while the workers compile.
         worker = _load_worker()
-        ref_losses, ref_params, _ = worker.train_steps(
+        ref_losses, ref_params, _, _, ref_eval = worker.train_steps(
             worker.global_batch(), mesh_config=partitioning.MeshConfig(data=1, model=1),
-            strategy="data_parallel", devices=jax.devices()[:1])
+            strategy="data_parallel", devices=jax.devices()[:1], evaluate=strategy == "data_parallel")
     except BaseException:
         for proc, _, _ in procs:
             _kill(proc)
@@ -130,10 +138,18 @@ def test_two_processes_match_single_process(tmp_path):
     for r in results:
         assert r["joined"] and r["process_count"] == NUM_PROCESSES and r["cpu_collectives"] == "gloo", r
         assert r["local_devices"] == 2 and r["global_devices"] == 4, r
-        assert r["host_rows"] == worker.GLOBAL_BATCH // NUM_PROCESSES, r
         assert len(r["losses"]) == worker.STEPS, r
-        # FSDP over the process axis: parameters really are split across the two processes.
-        assert any("'data'" in spec for spec in r["param_specs"]), r["param_specs"]
+        if strategy == "fsdp":  # each process feeds its half; parameters really are split across the two
+            assert r["data_shard"] == [r["process_index"], NUM_PROCESSES], r
+            assert r["host_rows"] == worker.GLOBAL_BATCH // NUM_PROCESSES, r
+            assert any("'data'" in spec for spec in r["param_specs"]), r["param_specs"]
+        else:  # one model over both processes: both feed every row; weights split 4 ways over the model axis
+            assert r["data_shard"] == [0, 1] and r["host_rows"] == worker.GLOBAL_BATCH, r
+            assert any("'model'" in spec for spec in r["param_specs"]), r["param_specs"]
+            # evaluation during training: the same metrics in each process as in one
+            assert r["eval_metrics"]["num_examples"] == 4 and "accuracy" in r["eval_metrics"], r
+            assert r["eval_metrics"]["accuracy"] == ref_eval["accuracy"], (r["eval_metrics"], ref_eval)
+            assert abs(r["eval_metrics"]["loss"] - ref_eval["loss"]) < TOL, (r["eval_metrics"], ref_eval)
     # Both processes hold the same replicated loss, bit for bit.
     assert results[0]["losses"] == results[1]["losses"]
 

@@ -148,7 +148,7 @@ def test_sharded_training_matches_single_device(sharding_report, model):
     assert any("'model'" in spec for spec in tp["param_specs"])
 
 
-def test_a_batch_slice_must_stay_within_one_process():
+def test_each_process_feeds_one_contiguous_slice_of_the_batch():
     import types
 
     import numpy as np
@@ -161,9 +161,21 @@ def test_a_batch_slice_must_stay_within_one_process():
                                      shape=dict(zip(("data", "model"), shape)))
 
     rules = partitioning.rules_for("data_parallel")
-    # 2 processes x 2 devices: model=2 within each process is fine; across processes it is not
-    partitioning.check_rows_stay_in_process(mesh([0, 0, 1, 1], (2, 2)), rules)
-    with pytest.raises(ConfigError, match=r"puts one slice of the batch on devices of processes \[0, 1\] \(its "
-                                          r"model axis spans processes\)"):
-        partitioning.check_rows_stay_in_process(mesh([0, 1, 0, 1], (2, 2)), rules)
-    partitioning.check_rows_stay_in_process(partitioning.make_mesh(), rules)  # this machine's own mesh
+
+    def shards(m):
+        return [partitioning.data_shard(m, rules, process_index=p) for p in sorted({d.process_index for d in
+                                                                                     m.devices.flat})]
+
+    # 2 processes x 2 devices, model=2 within each process: each feeds its half
+    assert shards(mesh([0, 0, 1, 1], (2, 2))) == [(0, 2), (1, 2)]
+    # the model axis across the processes (tensor parallelism over hosts): both feed the same, whole batch
+    assert shards(mesh([0, 1, 0, 1], (2, 2))) == [(0, 1), (0, 1)]
+    assert shards(mesh([0, 0, 1, 1], (1, 4))) == [(0, 1), (0, 1)]
+    # 4 processes, model across pairs of them: two slices, each fed by two processes
+    assert shards(mesh([0, 1, 2, 3], (2, 2))) == [(0, 2), (0, 2), (1, 2), (1, 2)]
+    with pytest.raises(ConfigError, match=r"gives process 0 the batch slices \[0, 2\] of 4 \(each process's "
+                                          r"devices must hold one contiguous run of rows"):
+        partitioning.data_shard(mesh([0, 1, 0, 1], (4, 1)), rules, process_index=1)
+    with pytest.raises(ConfigError, match=r"gives process 0 the batch slices \[0, 1\] of 4"):  # unequal shares
+        partitioning.data_shard(mesh([0, 0, 1, 2], (4, 1)), rules, process_index=2)
+    assert partitioning.data_shard(partitioning.make_mesh(), rules) == (0, 1)  # this machine's own mesh
