@@ -53,7 +53,8 @@ def build(args):
         hf.lm_head.weight.mul_(hf_config.d_model ** -0.5)
     state = {k: v.detach().float().numpy() for k, v in hf.state_dict().items()}
     config_dict = dict(hf_config.to_dict(), tie_word_embeddings=False)  # transformers 5 reports T5 heads as tied
-    cfg = t5_config_from_hf(config_dict).replace(eos_id=-1, dropout_rate=0.0, dtype=args.dtype)
+    # The output projection in the compute dtype, as HF's lm_head runs (t5x_lite's default computes it in float32).
+    cfg = t5_config_from_hf(config_dict).replace(eos_id=-1, dropout_rate=0.0, dtype=args.dtype, float32_logits=False)
     params = t5_params_from_hf(state, cfg, "random HF T5 1.1 small")
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     hf = hf.to(device=args.device, dtype=torch_dtype)

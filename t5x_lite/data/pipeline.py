@@ -683,7 +683,8 @@ def get_dataset(
     item = get_task_or_mixture(task_or_mixture) if isinstance(task_or_mixture, str) else task_or_mixture
     index, count = shard if shard is not None else process_shard()
     if batch_size % count:
-        raise DataError(f"batch_size {batch_size} is not divisible by the number of processes {count}")
+        raise DataError(f"batch_size {batch_size} is not divisible by the {count} slices it is fed in (one per "
+                        "process, or per group of processes that feed the same rows)")
     per_host = batch_size // count
     stats = TruncationStats()
     lengths = checked_feature_lengths(feature_lengths, converter, warn_unread=False)

@@ -300,16 +300,44 @@ def score(*, model, params, task, split: str = "validation", feature_lengths: Ma
 
 def validation_loss(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
                     batch_size: int = 16, max_examples: Optional[int] = None) -> float:
-    """Token-weighted mean loss over the split (z-loss excluded; label smoothing as in training)."""
-    return _loss_and_examples(model, params, resolve_task(task), split, feature_lengths, batch_size, max_examples)[0]
+    """Token-weighted mean loss over the split's labelled examples (z-loss excluded; label smoothing as in
+    training)."""
+    task = resolve_task(task)
+    return _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples,
+                              _labelled_rule(model, task)).mean()
 
 
-def _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples) -> tuple[float, int]:
+def _labelled_rule(model, task) -> Optional[Callable[[dict], bool]]:
+    """Whether a row has a label: its target through the task's postprocessor is not None. None where every
+    row has one (no postprocessor, a pretraining objective, a classifier's class ids)."""
+    if model.kind == "encoder_only_classification" or task.objective is not None or task.postprocess_fn is None:
+        return None
+    label = _labeller(task)
+    return lambda row: label(row, True) is not None
+
+
+def _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples,
+                       labelled: Optional[Callable[[dict], bool]] = None) -> "_LossTally":
+    """The split's loss, read without decoding; with ``labelled``, over the rows it says have a label (the
+    batches then carry their text, for it to read)."""
     tally = _LossTally(model)
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
-                                  converter=model.feature_converter(), max_examples=max_examples):
-        tally.add(params, batch, n)
-    return tally.mean(), tally.examples
+                                  converter=model.feature_converter(), max_examples=max_examples,
+                                  keep_text=labelled is not None):
+        unlabelled = ()
+        if labelled is not None and "targets_pretokenized" in batch:  # token-id targets have no text: labelled
+            unlabelled = [r for r in range(n) if not labelled(_text_row(batch, r))]
+            batch = {k: v for k, v in batch.items() if not k.endswith(BOOKKEEPING_SUFFIXES)}
+        tally.add(params, batch, n, unlabelled)
+    return tally
+
+
+def _text_row(batch: Mapping[str, Any], r: int) -> dict:
+    """Row ``r``'s target text and eval fields, as a postprocessor reads them."""
+    row = {"targets": str(batch["targets_pretokenized"][r]), "prediction": ""}
+    if EVAL_FIELDS_KEY in batch:
+        row["example"] = json.loads(str(batch[EVAL_FIELDS_KEY][r]))
+    return row
 
 
 class _LossTally:
@@ -323,12 +351,13 @@ class _LossTally:
     def __init__(self, model):
         self._model = model.replace(z_loss=0.0, loss_normalizer=None)
         self._total = self._tokens = 0.0
-        self.examples = 0
+        self.examples = self.unlabelled = 0
 
     def add(self, params, batch: dict, n: int, unlabelled: Sequence[int] = ()) -> None:
         """A batch padded to the batch size whose first ``n`` rows are real; the ``unlabelled`` rows among them
         have no loss either."""
         self.examples += n
+        self.unlabelled += len(unlabelled)
         if len(unlabelled) == n:
             return
         loss, metrics = _jit_loss(self._model, params, _mask_rows(batch, n, unlabelled))
@@ -382,27 +411,28 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     rows = []
     predicted = decodes and bool(names or (decode_without_metrics and has_inputs(task)))
     loss = _LossTally(model)
-    classifier = model.kind == "encoder_only_classification"  # its rows hold label ids, never unlabelled ones
-    label = _labeller(task) if not classifier else lambda row, is_target: row["targets" if is_target else
-                                                                              "prediction"]
+    labelled = _labelled_rule(model, task)
     if predicted:
         rows = _predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                         batch_size=batch_size, decode=decode, max_examples=max_examples, loss=loss,
-                        labelled=lambda row: label(row, True) is not None)
+                        labelled=labelled or (lambda row: True))
+    else:
+        loss = _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples, labelled)
+    if model.kind == "encoder_only_classification":  # its rows hold class ids, never unlabelled ones
+        label = lambda row, is_target: row["targets" if is_target else "prediction"]  # noqa: E731
+    else:
+        label = _labeller(task)
     pairs = [(target, label(r, False)) for r in rows if (target := label(r, True)) is not None]
     metrics = compute_metrics([t for t, _ in pairs], [p for _, p in pairs], names) if names and pairs else {}
-    if len(pairs) < len(rows):  # a test split's hidden labels (GLUE, SuperGLUE): predictions only
-        metrics["unlabelled_examples"] = len(rows) - len(pairs)
-        if not pairs and names:
+    if loss.unlabelled:  # a test split's hidden labels (GLUE, SuperGLUE): predictions only
+        metrics["unlabelled_examples"] = loss.unlabelled
+        if loss.unlabelled == loss.examples and names:
             log.warning("task %r split %r: none of the %d examples has a label, so nothing is scored; the "
-                        "predictions are what it gives (t5x_lite infer writes them)", task.name, split, len(rows))
-    if predicted:  # the loss came with the predictions
-        if not math.isnan(loss.mean()):  # some rows had labels
-            metrics["loss"] = loss.mean()
-        metrics["num_examples"] = loss.examples
-    else:
-        metrics["loss"], metrics["num_examples"] = _loss_and_examples(model, params, task, split, feature_lengths,
-                                                                      batch_size, max_examples)
+                        "predictions are what it gives (t5x_lite infer writes them)", task.name, split,
+                        loss.examples)
+    if not math.isnan(loss.mean()):  # some rows had labels
+        metrics["loss"] = loss.mean()
+    metrics["num_examples"] = loss.examples
     return metrics, rows
 
 

@@ -64,8 +64,8 @@ def text_to_text(benchmark: str, fields: Sequence[str], labels: Optional[Sequenc
     """T5's format: ``"mnli hypothesis: ... premise: ..."`` -> ``"entailment"``, the fields sorted by name
     (T5's ``glue`` preprocessor; the checkpoints it trained read them so) unless ``sort`` is off (MultiRC's
     are in T5's own order). STS-B scores round to 0.2 as T5's ``stsb`` does: ``round(label * 5) / 5`` in
-    float32, halves to even. A hidden test label (-1) becomes T5's ``"<unk>"`` (``UNLABELLED_TARGET``): the
-    example stays, for predictions, and evaluation leaves it out. The record's ``idx`` is kept: the
+    float32, halves to even. A hidden test label (-1) becomes T5's ``"<unk>"`` (``UNLABELLED_TARGET``; T5 writes
+    STS-B's as ``"-1.0"``): the example stays, for predictions, and evaluation leaves it out. The record's ``idx`` is kept: the
     leaderboards' submission files are keyed by it."""
     ordered = sorted(fields) if sort else list(fields)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
 import math
 import os
@@ -26,6 +28,7 @@ import jax
 import numpy as np
 import optax
 
+from t5x_lite.data.sources import DataError
 from t5x_lite.errors import ConfigError, check_at_least, check_types
 from t5x_lite.training import checkpoints, partitioning
 from t5x_lite.training.run_lock import LOCK_FILE, run_lock
@@ -227,13 +230,14 @@ def train(
                                       converter=converter, seed=seed, pack=pack, absent=absent, shard=shard)
     data_iter = iter(dataset)
     first_batch = next(data_iter)  # also tells the step its shapes
+    _check_shared_rows(first_batch, shard)
     shardings = trainer.state_shardings(first_batch)
     trainer.precompile_step(first_batch)  # compiles while the checkpoint restores or init runs
 
     # What the checkpoint must agree with to continue this run's data and rng streams exactly.
     run_info = {"seed": seed, "rng": np.asarray(jax.random.key_data(trainer.base_rng)).ravel().tolist(),
                 "task": task, "tokenizer": describe_tokenizer(task), "pack": pack, "batch_size": batch_size,
-                "feature_lengths": feature_lengths, "processes": jax.process_count()}
+                "feature_lengths": feature_lengths, "processes": jax.process_count(), "data_slices": shard[1]}
     found = set(os.listdir(model_dir)) if os.path.isdir(model_dir) else None
     with contextlib.ExitStack() as cleanup:
         # One run per MODEL_DIR, released however this ends. Only the lock's holder may tidy up after a refusal:
@@ -347,7 +351,7 @@ def train(
                 if step % checkpoint_every == 0 or step == train_steps:
                     jax.block_until_ready(metrics)
                     _check_finite(metrics, step, last_good, model_dir)
-                    ckpt.save(step, state, {"iterator": data_iter.get_state(), "run": run_info})
+                    ckpt.save(step, state, {"iterators": _every_process(data_iter.get_state()), "run": run_info})
                     last_good = step
         finally:
             writer.close()
@@ -367,7 +371,7 @@ _SAME_STREAM = ("seed", "rng", "task", "pack")  # changed, the resumed run would
 # Config fields that change how the model runs, regularizes, was initialized or names its classes, not the
 # function its params compute.
 _HOW_IT_RUNS = ("dtype", "remat_policy", "attention_impl", "scan_layers", "dropout_rate", "attention_dropout_rate",
-                "classifier_dropout_rate", "initializer_range", "label_names")
+                "classifier_dropout_rate", "initializer_range", "label_names", "float32_logits", "broadcast_dropout")
 
 
 def _check_same_model(model_dir: Path, model) -> None:
@@ -423,7 +427,7 @@ def _resumable_data_state(saved: Mapping[str, Any], run_info: Mapping[str, Any],
     read a position in a different dataset. A new batch size or lengths only
     warns: the data continue from the same example.
     """
-    if "iterator" not in saved:  # written before checkpoints held the run's settings
+    if "iterator" not in saved and "iterators" not in saved:  # written before checkpoints held the run's settings
         return saved
     before = saved.get("run", {})
     for key in run_info:
@@ -441,11 +445,59 @@ def _resumable_data_state(saved: Mapping[str, Any], run_info: Mapping[str, Any],
             raise TrainingError(f"{where}: was written by a run with train.{key}={before[key]!r}, and this run "
                                 f"has {run_info[key]!r}; resume with the same {key}, or use a new MODEL_DIR "
                                 "(fine-tune from this one with INITIAL_CHECKPOINT)")
-        setting = "the number of processes" if key == "processes" else f"train.{key}"
+        setting = {"processes": "the number of processes",
+                   "data_slices": "the number of data slices (the mesh changed)"}.get(key, f"train.{key}")
         log.warning("resuming %s with %s=%r (the checkpoint's run had %r); the data continue from the same "
                     "example%s", where, setting, run_info[key], before[key],
-                    ", but each host now reads another share of them" if key == "processes" else "")
-    return saved["iterator"]
+                    ", but each host now reads another share of them" if key in ("processes", "data_slices")
+                    else "")
+    if "iterators" not in saved:  # one position, written before each process's was kept
+        return saved["iterator"]
+    states = saved["iterators"]
+    # Each process's own position; with another number of processes, process 0's (the shares changed anyway).
+    return states[jax.process_index()] if len(states) == jax.process_count() else states[0]
+
+
+def _check_shared_rows(batch: Mapping[str, Any], shard: tuple[int, int], allgather: Optional[Callable] = None
+                       ) -> None:
+    """Processes that feed one slice of the batch (a model axis across hosts) must feed the same rows: the
+    global array takes each process's word for them, and different rows would train different replicas of one
+    model apart, silently. Checked once, on the first batch, by a digest of each process's rows."""
+    if allgather is None:
+        if shard[1] == jax.process_count():  # a slice per process: nothing is shared
+            return
+        from jax.experimental import multihost_utils
+
+        allgather = multihost_utils.process_allgather
+    digest = hashlib.sha256()
+    for key in sorted(batch):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(np.asarray(batch[key])).tobytes())
+    mine = np.frombuffer(digest.digest()[:8], np.int64)[0]
+    rows = np.asarray(allgather(np.asarray([shard[0], mine], np.int64))).reshape(-1, 2)
+    for index in sorted(set(rows[:, 0].tolist())):
+        feeders = [p for p, (i, _) in enumerate(rows) if i == index]
+        if len({int(rows[p, 1]) for p in feeders}) > 1:
+            raise DataError(f"processes {feeders} feed the same slice {index} of the batch but read different "
+                            "rows: their data differs (a local file that is not the same on every host, or a "
+                            "source that is not deterministic); give them the same data")
+
+
+def _every_process(state: Any, allgather: Optional[Callable] = None) -> list:
+    """``state`` (JSON) of every process, in process order: each reads its own shard, and its position
+    (a packed pipeline's, say) can differ from the others'; only process 0 writes the checkpoint's JSON."""
+    if jax.process_count() == 1 and allgather is None:
+        return [state]
+    if allgather is None:
+        from jax.experimental import multihost_utils
+
+        allgather = multihost_utils.process_allgather
+    raw = np.frombuffer(json.dumps(state).encode(), np.uint8)
+    lengths = np.asarray(allgather(np.asarray(raw.size, np.int64))).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[:raw.size] = raw
+    rows = np.asarray(allgather(padded))
+    return [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, lengths)]
 
 
 def _restore_data_position(data_iter, state: Any, where: Path) -> None:
@@ -485,8 +537,9 @@ def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examp
     from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
 
     if jax.process_count() > 1:
-        # Every process gathers the params and evaluates the whole split on its own devices: the same metrics
-        # in each, at a replicated cost (the evaluation itself is not sharded over the processes).
+        # Every process gathers the params to host memory and evaluates the whole split on one of its devices:
+        # the same metrics in each, at a replicated cost (the evaluation is not sharded). Fine for models that
+        # fit one device; one that needs a model axis across hosts does not fit this way.
         from jax.experimental import multihost_utils
 
         host_params = multihost_utils.process_allgather(params, tiled=True)

@@ -259,3 +259,36 @@ def test_unlabelled_examples_are_predicted_but_left_out_of_metrics_and_loss():
     np.testing.assert_allclose(metrics["loss"], only_labelled["loss"], rtol=1e-5)
     none, rows = evaluate(task=task(hidden, "mem_hidden"), **kw)  # a test split: predictions, nothing scored
     assert none == {"unlabelled_examples": 3, "num_examples": 3} and len(rows) == 3
+
+
+def test_the_loss_alone_also_leaves_unlabelled_examples_out():
+    # Evaluation during training with decode_without_metrics=False on a task without metrics (GLUE's AX), and
+    # validation_loss, read no predictions: the loss must still skip "<unk>" targets.
+    from t5x_lite.data.features import Feature
+    from t5x_lite.data.tasks import UNLABELLED_TARGET, Task
+    from t5x_lite.evaluation.evaluate import evaluate, validation_loss
+    from t5x_lite.tasks.bundled import vocabulary
+    from t5x_lite.tasks.tfds_tasks import label_postprocessor
+
+    class Records(list):
+        description = "mem.jsonl"
+
+        def origin(self, i):
+            return f"mem.jsonl:{i + 1}"
+
+    labelled = [{"inputs": f"sentiment: review {i}", "targets": "positive" if i % 2 else "negative"}
+                for i in range(5)]
+    mixed = labelled[:2] + [{"inputs": "sentiment: hidden", "targets": UNLABELLED_TARGET}] + labelled[2:]
+
+    def task(records, name):
+        return Task(name=name, source=lambda split: Records(records),
+                    output_features={"inputs": Feature(vocabulary()), "targets": Feature(vocabulary())},
+                    postprocess_fn=label_postprocessor(("negative", "positive")))
+
+    model = EncoderDecoderModel(config=TINY)
+    kw = dict(model=model, params=_tiny_params(model), feature_lengths={"inputs": 16, "targets": 4}, batch_size=4)
+    only = validation_loss(task=task(labelled, "mem_only_labelled"), **kw)
+    np.testing.assert_allclose(validation_loss(task=task(mixed, "mem_one_hidden"), **kw), only, rtol=1e-5)
+    metrics, rows = evaluate(task=task(mixed, "mem_one_hidden"), decode_without_metrics=False, **kw)
+    assert rows == [] and metrics["unlabelled_examples"] == 1 and metrics["num_examples"] == 6
+    np.testing.assert_allclose(metrics["loss"], only, rtol=1e-5)

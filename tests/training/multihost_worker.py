@@ -64,10 +64,10 @@ def host_rows(batch, index: int, count: int):
 
 
 def train_steps(batch, *, mesh_config, strategy: str, steps: int = STEPS, devices=None, evaluate: bool = False):
-    """(losses, final params as numpy, param specs, this process's (index, count) slice of ``batch``, eval
-    metrics) after ``steps`` Trainer steps on the global ``batch``; same code for 1 or N processes. With
-    ``evaluate``, the final params are evaluated as ``train`` evaluates during training (4 examples of the
-    bundled sentiment task)."""
+    """After ``steps`` Trainer steps on the global ``batch`` (same code for 1 or N processes): the losses, the
+    final params as numpy, their specs, this process's ``data_shard`` and the rows it fed, and with
+    ``evaluate`` the final params' metrics as ``train`` evaluates during training (4 examples of the bundled
+    sentiment task)."""
     import jax
     import numpy as np
     from jax.experimental import multihost_utils
@@ -100,7 +100,8 @@ def train_steps(batch, *, mesh_config, strategy: str, steps: int = STEPS, device
 
         eval_metrics = _run_eval(trainer.model, state.params, "bundled_sentiment", "validation",
                                  {"inputs": 32, "targets": 4}, 4, 4, DecodeOptions(max_decode_length=2))
-    return losses, flat, specs, trainer.data_shard, eval_metrics
+    return {"losses": losses, "params": flat, "param_specs": specs, "data_shard": list(trainer.data_shard),
+            "host_rows": int(next(iter(host_batch.values())).shape[0]), "eval_metrics": eval_metrics}
 
 
 def main(argv=None) -> None:
@@ -142,9 +143,9 @@ def main(argv=None) -> None:
     assert distributed.initialize(args.coordinator, args.num_processes, args.process_id) == joined  # idempotent
     init_seconds = time.perf_counter() - start
 
-    losses, params, specs, (index, count), eval_metrics = train_steps(
-        global_batch(), mesh_config=partitioning.MeshConfig(model=args.model_parallel), strategy=args.strategy,
-        steps=args.steps, evaluate=args.evaluate)
+    result = train_steps(global_batch(), mesh_config=partitioning.MeshConfig(model=args.model_parallel),
+                         strategy=args.strategy, steps=args.steps, evaluate=args.evaluate)
+    params = result.pop("params")
     if args.out:
         np.savez(Path(args.out) / f"params_{jax.process_index()}.npz", **params)
     print(json.dumps({
@@ -154,11 +155,7 @@ def main(argv=None) -> None:
         "local_devices": jax.local_device_count(),
         "global_devices": jax.device_count(),
         "cpu_collectives": jax.config.jax_cpu_collectives_implementation,
-        "data_shard": [index, count],
-        "host_rows": GLOBAL_BATCH // count,
-        "losses": losses,
-        "param_specs": specs,
-        "eval_metrics": eval_metrics,
+        **result,
         "init_seconds": round(init_seconds, 2),
         "seconds": round(time.perf_counter() - start, 2),
     }), flush=True)

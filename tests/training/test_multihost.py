@@ -124,9 +124,10 @@ def test_two_processes_match_single_process(tmp_path, model_parallel, strategy):
     try:
         # The reference runs here, in this (single-device) process, while the workers compile.
         worker = _load_worker()
-        ref_losses, ref_params, _, _, ref_eval = worker.train_steps(
-            worker.global_batch(), mesh_config=partitioning.MeshConfig(data=1, model=1),
-            strategy="data_parallel", devices=jax.devices()[:1], evaluate=strategy == "data_parallel")
+        ref = worker.train_steps(worker.global_batch(), mesh_config=partitioning.MeshConfig(data=1, model=1),
+                                 strategy="data_parallel", devices=jax.devices()[:1],
+                                 evaluate=strategy == "data_parallel")
+        ref_losses, ref_params, ref_eval = ref["losses"], ref["params"], ref["eval_metrics"]
     except BaseException:
         for proc, _, _ in procs:
             _kill(proc)
@@ -311,3 +312,57 @@ def test_initialize_is_idempotent(clean_env, monkeypatch):
     monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
     assert distributed.initialize("10.0.0.1:1234", 2, 0) is True
     assert clean_env == []
+
+
+# ------------------------------------------------------------- per-process data positions and shared rows
+
+
+def _two_processes(theirs: np.ndarray):
+    """A stand-in for process_allgather in process 0 of 2, whose other process contributes ``theirs``."""
+    def allgather(x):
+        x = np.asarray(x)
+        other = np.asarray(theirs(x) if callable(theirs) else theirs, x.dtype).reshape(x.shape)
+        return np.stack([x, other])
+    return allgather
+
+
+def test_each_process_keeps_its_own_data_position(monkeypatch, tmp_path):
+    # Only process 0 writes the checkpoint's JSON, and a packed pipeline's position differs between shards
+    # (grain's next_index 15 in one, 13 in the other after 3 batches): every process's is gathered and kept.
+    from t5x_lite.training import train as train_lib
+
+    mine, theirs = {"parent": {"next_index": 15}}, {"parent": {"next_index": 13}}
+    raw = json.dumps(theirs).encode()
+
+    def other(x):  # the other process's length, then its padded bytes
+        if x.ndim == 0:
+            return len(raw)
+        padded = np.zeros(x.shape, np.uint8)
+        padded[:len(raw)] = np.frombuffer(raw, np.uint8)
+        return padded
+
+    states = train_lib._every_process(mine, allgather=_two_processes(other))
+    assert states == [mine, theirs]
+    saved = {"iterators": states, "run": {"processes": 2}}
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    for index in (0, 1):
+        monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+        assert train_lib._resumable_data_state(saved, {"processes": 2}, tmp_path) == states[index]
+    # checkpoints written before each process's position was kept: the one position there is
+    assert train_lib._resumable_data_state({"iterator": mine, "run": {}}, {"processes": 2}, tmp_path) == mine
+
+
+def test_processes_feeding_one_slice_must_read_the_same_rows():
+    from t5x_lite.data.sources import DataError
+    from t5x_lite.training import train as train_lib
+
+    batch = {"encoder_input_tokens": np.arange(12, dtype=np.int32).reshape(3, 4)}
+    other = {"encoder_input_tokens": batch["encoder_input_tokens"] + 1}
+    seen = []
+    train_lib._check_shared_rows(other, (0, 1), allgather=lambda x: seen.append(np.asarray(x)) or np.stack([x]))
+    train_lib._check_shared_rows(batch, (0, 1), allgather=_two_processes(lambda x: x))  # the same rows: fine
+    with pytest.raises(DataError, match=r"processes \[0, 1\] feed the same slice 0 of the batch but read "
+                                        r"different rows"):
+        train_lib._check_shared_rows(batch, (0, 1), allgather=_two_processes(seen[0]))
+    # different slices may differ (data parallelism)
+    train_lib._check_shared_rows(batch, (0, 2), allgather=_two_processes(np.asarray([1, seen[0][1]])))
