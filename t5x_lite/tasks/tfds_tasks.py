@@ -344,6 +344,15 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
                               preprocessors=(to_class(name, fields, labels, pairs),),
                               output_features={"inputs": feature}, metric_names=metrics,
                               num_labels=len(labels) if labels is not None else 1), overwrite=True)
+    for task, (tfds_name, cast_as, fields, rename, metrics) in DIAGNOSTICS.items():
+        if not metrics:  # GLUE's AX: no labels, and a classifier's task drops unlabelled rows
+            continue
+        labels = (GLUE if task.startswith("glue") else SUPER_GLUE)[cast_as][1]
+        TaskRegistry.add(Task(name=f"{task}_classification", source=_source(tfds_name, data_dir=data_dir),
+                              preprocessors=((_renamed(rename),) if rename else ()) + (
+                                  to_class(cast_as, fields, labels, pairs),),
+                              output_features={"inputs": feature}, metric_names=metrics, num_labels=len(labels),
+                              splits=("test",)), overwrite=True)
 
 
 def _benchmark_tasks(data_dir: Optional[str]):

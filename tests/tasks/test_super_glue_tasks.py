@@ -340,3 +340,17 @@ def test_diagnostic_sets_are_cast_as_the_task_they_diagnose(tmp_path):
         assert rows[0]["inputs"].startswith("rte hypothesis: ") and "accuracy" in axg
     with pytest.raises(DataError, match="split 'validation'"):
         evaluate(task="super_glue_axb", **dict(kw, split="validation"))
+    # for a BERT classifier fine-tuned on RTE: AX-b and AX-g as RTE pairs of classes
+    from t5x_lite.models.config import BertConfig
+    from t5x_lite.models.model import EncoderOnlyClassificationModel
+
+    bert = EncoderOnlyClassificationModel(config=BertConfig(vocab_size=8000, hidden_size=16, num_layers=1,
+                                                            num_heads=2, intermediate_size=32,
+                                                            max_position_embeddings=64, num_labels=2))
+    bert_params = bert.init(jax.random.key(0), bert.dummy_batch(1, {"inputs": 48}))
+    assert "glue_ax_classification" not in TaskRegistry.names()
+    with _tfds().testing.mock_data(num_examples=6):
+        for task in ("super_glue_axb_classification", "super_glue_axg_classification"):
+            metrics, rows = evaluate(model=bert, params=bert_params, task=task, split="test",
+                                     feature_lengths={"inputs": 48}, batch_size=4)
+            assert len(rows) == 6 and "accuracy" in metrics and rows[0]["inputs"].startswith("rte hypothesis: ")
