@@ -68,3 +68,13 @@ def test_attention_layouts_benchmark_compares_equal_gradients():
     # One row per kind of attention layer, each timed in both layouts (the script checked their gradients agree).
     assert [" ".join(r[1:3]) for r in rows] == ["encoder self", "decoder cross", "decoder self"]
     assert all(float(r[-3]) > 0 and float(r[-2]) > 0 for r in rows), proc.stdout
+
+
+@pytest.mark.slow
+def test_dropout_masks_benchmark_times_every_arm():
+    proc = subprocess.run([sys.executable, "benchmarks/dropout_masks.py", "--rounds", "1", "--steps", "1"], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [line.split() for line in proc.stdout.splitlines() if "ms/step" in line]
+    assert [line[0] for line in lines] == ["per_element", "broadcast", "no_dropout"]
+    assert all(float(line[1]) > 0 for line in lines)

@@ -1,0 +1,73 @@
+"""Train step with dropout 0.1: masks drawn per element (Hugging Face's way, the default) against t5x's masks
+shared along the sequence (``T5Config.broadcast_dropout = True``), and the step without dropout.
+
+    python benchmarks/dropout_masks.py [--shape tiny] [--rounds 10] [--steps 5]
+
+The arms are trainers in one process, their steps alternated round by round (the CPU's speed drifts), each
+round timing ``--steps`` steps. Prints each arm's median milliseconds per step and its ratio to the
+per-element arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ARMS = {  # name -> gin bindings
+    "per_element": ["models.T5Config.dropout_rate = 0.1", "models.T5Config.broadcast_dropout = False"],
+    "broadcast": ["models.T5Config.dropout_rate = 0.1", "models.T5Config.broadcast_dropout = True"],
+    "no_dropout": ["models.T5Config.dropout_rate = 0.0"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="tiny")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+
+    import jax
+    import numpy as np
+
+    import train_step
+    from t5x_lite import config as t5x_config
+    from t5x_lite.training import optimizers, partitioning
+    from t5x_lite.training.trainer import Trainer
+
+    shape = train_step.SHAPES[args.shape]
+    arms = {}
+    for name, bindings in ARMS.items():
+        model = t5x_config.model_from_gin([shape["gin"]], bindings)
+        inputs, decoder_inputs, targets, _ = train_step.make_batch(dict(shape, vocab_size=model.config.vocab_size))
+        batch = {"encoder_input_tokens": inputs, "decoder_input_tokens": decoder_inputs,
+                 "decoder_target_tokens": targets}
+        trainer = Trainer(model=model, optimizer=optimizers.make_optimizer("adafactor_t5", learning_rate=1e-3),
+                          mesh=partitioning.make_mesh(), rules=partitioning.rules_for("data_parallel"),
+                          base_rng=jax.random.key(0), use_dropout=model.config.dropout_rate > 0)
+        state = trainer.init(0, batch)
+        global_batch = trainer.global_batch(batch)
+        for _ in range(3):  # compile and warm up
+            state, metrics = trainer.step(state, global_batch)
+        jax.block_until_ready(metrics)
+        arms[name] = {"trainer": trainer, "state": state, "batch": global_batch, "seconds": []}
+    for _ in range(args.rounds):
+        for arm in arms.values():
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                arm["state"], metrics = arm["trainer"].step(arm["state"], arm["batch"])
+            jax.block_until_ready(metrics)
+            arm["seconds"].append((time.perf_counter() - start) / args.steps)
+    base = float(np.median(arms["per_element"]["seconds"]))
+    for name, arm in arms.items():
+        median = float(np.median(arm["seconds"]))
+        print(f"{name:12s} {median * 1000:7.1f} ms/step  {base / median:.2f}x per_element  "
+              f"(rounds: {' '.join(f'{s * 1000:.0f}' for s in arm['seconds'])})")
+
+
+if __name__ == "__main__":
+    main()
