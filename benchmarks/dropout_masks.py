@@ -35,20 +35,12 @@ def main() -> None:
     import numpy as np
 
     import train_step
-    from t5x_lite import config as t5x_config
-    from t5x_lite.training import optimizers, partitioning
-    from t5x_lite.training.trainer import Trainer
 
     shape = train_step.SHAPES[args.shape]
     arms = {}
     for name, bindings in ARMS.items():
-        model = t5x_config.model_from_gin([shape["gin"]], bindings)
-        inputs, decoder_inputs, targets, _ = train_step.make_batch(dict(shape, vocab_size=model.config.vocab_size))
-        batch = {"encoder_input_tokens": inputs, "decoder_input_tokens": decoder_inputs,
-                 "decoder_target_tokens": targets}
-        trainer = Trainer(model=model, optimizer=optimizers.make_optimizer("adafactor_t5", learning_rate=1e-3),
-                          mesh=partitioning.make_mesh(), rules=partitioning.rules_for("data_parallel"),
-                          base_rng=jax.random.key(0), use_dropout=model.config.dropout_rate > 0)
+        _, trainer, batch, _ = train_step.t5x_lite_trainer(shape["gin"], shape, bindings,
+                                                          use_dropout=name != "no_dropout")
         state = trainer.init(0, batch)
         global_batch = trainer.global_batch(batch)
         for _ in range(3):  # compile and warm up

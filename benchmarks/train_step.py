@@ -85,10 +85,10 @@ def make_batch(shape: dict, seed: int = 0):
     return inputs, decoder_inputs, targets, tokens
 
 
-def t5x_lite_trainer(gin_file: str, batch_shape: dict, bindings=()):
+def t5x_lite_trainer(gin_file: str, batch_shape: dict, bindings=(), use_dropout: bool = False):
     """The t5x_lite side every benchmark times: (model, trainer, host batch, tokens per batch).
 
-    The model from ``gin_file`` with dropout off, a random batch of
+    The model from ``gin_file`` with dropout off (unless ``bindings`` set a rate and ``use_dropout``), a random batch of
     ``batch_shape``'s sizes over the model's vocabulary, and a ``Trainer`` on a
     data-parallel mesh with ``adafactor_t5`` at lr 1e-3 (the optimizer the HF
     side's Adafactor matches).
@@ -104,7 +104,7 @@ def t5x_lite_trainer(gin_file: str, batch_shape: dict, bindings=()):
     batch = {"encoder_input_tokens": inputs, "decoder_input_tokens": decoder_inputs, "decoder_target_tokens": targets}
     trainer = Trainer(model=model, optimizer=optimizers.make_optimizer("adafactor_t5", learning_rate=1e-3),
                       mesh=partitioning.make_mesh(), rules=partitioning.rules_for("data_parallel"),
-                      base_rng=jax.random.key(0), use_dropout=False)
+                      base_rng=jax.random.key(0), use_dropout=use_dropout)
     return model, trainer, batch, tokens
 
 

@@ -325,16 +325,16 @@ def _loss_and_examples(model, params, task, split, feature_lengths, batch_size, 
                                   converter=model.feature_converter(), max_examples=max_examples,
                                   keep_text=labelled is not None):
         unlabelled = ()
-        if labelled is not None and "targets_pretokenized" in batch:  # token-id targets have no text: labelled
-            unlabelled = [r for r in range(n) if not labelled(_text_row(batch, r))]
+        if labelled is not None:
+            unlabelled = [r for r in range(n) if not labelled(_target_row(model, task, batch, r))]
             batch = {k: v for k, v in batch.items() if not k.endswith(BOOKKEEPING_SUFFIXES)}
         tally.add(params, batch, n, unlabelled)
     return tally
 
 
-def _text_row(batch: Mapping[str, Any], r: int) -> dict:
-    """Row ``r``'s target text and eval fields, as a postprocessor reads them."""
-    row = {"targets": str(batch["targets_pretokenized"][r]), "prediction": ""}
+def _target_row(model, task, batch: Mapping[str, Any], r: int) -> dict:
+    """Row ``r``'s target text and eval fields, as a postprocessor reads them (``_predict``'s row, undecoded)."""
+    row = {"targets": _target_text(model, task.vocabulary, batch, r), "prediction": ""}
     if EVAL_FIELDS_KEY in batch:
         row["example"] = json.loads(str(batch[EVAL_FIELDS_KEY][r]))
     return row

@@ -52,8 +52,8 @@ class T5Config:
     num_decoder_layers: int = 6
     mlp_activations: Tuple[str, ...] = ("relu",)
     logits_via_embedding: bool = True
-    # The output projection in float32 whatever dtype says, as flaxformer's T5 configs compute it (the tied
-    # head's attend_dtype, "for logit training stability"; t5x's own network: its untied logits_dense); False
+    # The output projection in float32 whatever dtype says, as t5x computes it ("for logit training
+    # stability": its network's tied attend_dtype and untied logits_dense, and flaxformer's T5 configs); False
     # keeps it in dtype, as Hugging Face does. Matters only for a bfloat16 dtype.
     float32_logits: bool = True
     dropout_rate: float = 0.1

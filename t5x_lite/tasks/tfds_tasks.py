@@ -11,7 +11,8 @@ and evaluation leaves them out.
 
 Each GLUE and SuperGLUE task but those three also comes as ``<task>_classification``
 for a BERT classifier: the same input text, the label as a class id (STS-B: its 0-5
-score as a float, for a regression head), scored by the same metrics.
+score as a float, for a regression head), scored by the same metrics; so do the
+labelled diagnostic sets, AX-b and AX-g.
 
 These tasks use the bundled vocabulary by default. To use your own (T5's
 ``spiece.model``), call :func:`register` with it before the first lookup.

@@ -253,8 +253,8 @@ def train(
             state, saved, start = restored
             _check_same_model(Path(model_dir), model)
             data_iter, unused_batch = iter(dataset), None
-            _restore_data_position(data_iter, _resumable_data_state(saved, run_info, ckpt.directory / str(start)),
-                                   ckpt.directory / str(start))
+            _restore_data_position(data_iter, _resumable_data_state(saved, run_info, ckpt.directory / str(start),
+                                                                    shard), ckpt.directory / str(start))
             start_note = f"resumed from {ckpt.directory / str(start)}"
         else:
             state = trainer.init(seed, first_batch)
@@ -351,7 +351,9 @@ def train(
                 if step % checkpoint_every == 0 or step == train_steps:
                     jax.block_until_ready(metrics)
                     _check_finite(metrics, step, last_good, model_dir)
-                    ckpt.save(step, state, {"iterators": _every_process(data_iter.get_state()), "run": run_info})
+                    ckpt.save(step, state, {"iterators": _every_process({"shard": list(shard),
+                                                                         "iterator": data_iter.get_state()}),
+                                            "run": run_info})
                     last_good = step
         finally:
             writer.close()
@@ -419,7 +421,8 @@ def _warn_if_other_tokenizer(init_checkpoint: str, tokenizer: str) -> None:
                     init_checkpoint, before, tokenizer)
 
 
-def _resumable_data_state(saved: Mapping[str, Any], run_info: Mapping[str, Any], where: Path) -> Any:
+def _resumable_data_state(saved: Mapping[str, Any], run_info: Mapping[str, Any], where: Path,
+                          shard: tuple[int, int] = (0, 1)) -> Any:
     """The data iterator's state from a checkpoint, once its run's settings are checked against this run's.
 
     The checkpoint's rng and data position belong to its seed and task: another
@@ -453,9 +456,12 @@ def _resumable_data_state(saved: Mapping[str, Any], run_info: Mapping[str, Any],
                     else "")
     if "iterators" not in saved:  # one position, written before each process's was kept
         return saved["iterator"]
+    # The position of the slice this process feeds, as a process that fed it saved it. With other slices (a new
+    # mesh or number of processes) every process takes the first one's, so that processes sharing a slice
+    # still read the same rows.
     states = saved["iterators"]
-    # Each process's own position; with another number of processes, process 0's (the shares changed anyway).
-    return states[jax.process_index()] if len(states) == jax.process_count() else states[0]
+    same = [s["iterator"] for s in states if tuple(s["shard"]) == tuple(shard)]
+    return same[0] if same else states[0]["iterator"]
 
 
 def _check_shared_rows(batch: Mapping[str, Any], shard: tuple[int, int], allgather: Optional[Callable] = None
@@ -473,19 +479,19 @@ def _check_shared_rows(batch: Mapping[str, Any], shard: tuple[int, int], allgath
     for key in sorted(batch):
         digest.update(key.encode())
         digest.update(np.ascontiguousarray(np.asarray(batch[key])).tobytes())
-    mine = np.frombuffer(digest.digest()[:8], np.int64)[0]
-    rows = np.asarray(allgather(np.asarray([shard[0], mine], np.int64))).reshape(-1, 2)
-    for index in sorted(set(rows[:, 0].tolist())):
-        feeders = [p for p, (i, _) in enumerate(rows) if i == index]
-        if len({int(rows[p, 1]) for p in feeders}) > 1:
+    mine = int(np.frombuffer(digest.digest()[:4], np.int32)[0])  # 32 bits: JAX gathers int32 without x64
+    rows = np.asarray(allgather(np.asarray([jax.process_index(), shard[0], mine], np.int32))).reshape(-1, 3)
+    for index in sorted(set(rows[:, 1].tolist())):
+        feeders = sorted(int(p) for p, i, _ in rows if i == index)
+        if len({int(d) for _, i, d in rows if i == index}) > 1:
             raise DataError(f"processes {feeders} feed the same slice {index} of the batch but read different "
                             "rows: their data differs (a local file that is not the same on every host, or a "
                             "source that is not deterministic); give them the same data")
 
 
 def _every_process(state: Any, allgather: Optional[Callable] = None) -> list:
-    """``state`` (JSON) of every process, in process order: each reads its own shard, and its position
-    (a packed pipeline's, say) can differ from the others'; only process 0 writes the checkpoint's JSON."""
+    """``state`` (JSON) of every process: each reads its own shard, and its position (a packed pipeline's, say)
+    can differ from the others'; only process 0 writes the checkpoint's JSON."""
     if jax.process_count() == 1 and allgather is None:
         return [state]
     if allgather is None:

@@ -82,6 +82,12 @@ def train_steps(batch, *, mesh_config, strategy: str, steps: int = STEPS, device
                       optimizer=make_optimizer("adafactor_t5", learning_rate=0.01), mesh=mesh,
                       rules=partitioning.rules_for(strategy), base_rng=jax.random.key(7))
     host_batch = host_rows(batch, *trainer.data_shard)
+    gathered = None
+    if jax.process_count() > 1:  # train()'s collectives on data: the rows check and the saved positions
+        from t5x_lite.training.train import _check_shared_rows, _every_process
+
+        _check_shared_rows(host_batch, trainer.data_shard)
+        gathered = _every_process({"process": jax.process_index(), "shard": list(trainer.data_shard)})
     state = trainer.init(SEED, host_batch)
     losses = []
     for _ in range(steps):
@@ -101,7 +107,8 @@ def train_steps(batch, *, mesh_config, strategy: str, steps: int = STEPS, device
         eval_metrics = _run_eval(trainer.model, state.params, "bundled_sentiment", "validation",
                                  {"inputs": 32, "targets": 4}, 4, 4, DecodeOptions(max_decode_length=2))
     return {"losses": losses, "params": flat, "param_specs": specs, "data_shard": list(trainer.data_shard),
-            "host_rows": int(next(iter(host_batch.values())).shape[0]), "eval_metrics": eval_metrics}
+            "host_rows": int(next(iter(host_batch.values())).shape[0]), "eval_metrics": eval_metrics,
+            "gathered_positions": gathered}
 
 
 def main(argv=None) -> None:

@@ -140,6 +140,9 @@ def test_two_processes_match_single_process(tmp_path, model_parallel, strategy):
         assert r["joined"] and r["process_count"] == NUM_PROCESSES and r["cpu_collectives"] == "gloo", r
         assert r["local_devices"] == 2 and r["global_devices"] == 4, r
         assert len(r["losses"]) == worker.STEPS, r
+        # every process's data position gathered (what a checkpoint keeps), the rows check passed
+        assert sorted(r["gathered_positions"], key=lambda g: g["process"]) == [
+            {"process": p["process_index"], "shard": p["data_shard"]} for p in results], r
         if strategy == "fsdp":  # each process feeds its half; parameters really are split across the two
             assert r["data_shard"] == [r["process_index"], NUM_PROCESSES], r
             assert r["host_rows"] == worker.GLOBAL_BATCH // NUM_PROCESSES, r
@@ -326,12 +329,14 @@ def _two_processes(theirs: np.ndarray):
     return allgather
 
 
-def test_each_process_keeps_its_own_data_position(monkeypatch, tmp_path):
+def test_each_process_keeps_its_own_data_position(tmp_path):
     # Only process 0 writes the checkpoint's JSON, and a packed pipeline's position differs between shards
-    # (grain's next_index 15 in one, 13 in the other after 3 batches): every process's is gathered and kept.
+    # (grain's next_index 15 in one, 13 in the other after 3 batches): every process's is gathered and kept,
+    # with the slice it fed.
     from t5x_lite.training import train as train_lib
 
-    mine, theirs = {"parent": {"next_index": 15}}, {"parent": {"next_index": 13}}
+    mine = {"shard": [0, 2], "iterator": {"parent": {"next_index": 15}}}
+    theirs = {"shard": [1, 2], "iterator": {"parent": {"next_index": 13}}}
     raw = json.dumps(theirs).encode()
 
     def other(x):  # the other process's length, then its padded bytes
@@ -343,13 +348,17 @@ def test_each_process_keeps_its_own_data_position(monkeypatch, tmp_path):
 
     states = train_lib._every_process(mine, allgather=_two_processes(other))
     assert states == [mine, theirs]
-    saved = {"iterators": states, "run": {"processes": 2}}
-    monkeypatch.setattr(jax, "process_count", lambda: 2)
-    for index in (0, 1):
-        monkeypatch.setattr(jax, "process_index", lambda index=index: index)
-        assert train_lib._resumable_data_state(saved, {"processes": 2}, tmp_path) == states[index]
+    saved = {"iterators": states, "run": {"processes": 2, "data_slices": 2}}
+    run = {"processes": 2, "data_slices": 2}
+    assert train_lib._resumable_data_state(saved, run, tmp_path, (0, 2)) == mine["iterator"]
+    assert train_lib._resumable_data_state(saved, run, tmp_path, (1, 2)) == theirs["iterator"]
+    # Resumed with the model axis across both processes: both feed slice (0, 1), which no process fed before;
+    # both must take one and the same position, or they would feed different rows into one slice.
+    shared = {"processes": 2, "data_slices": 1}
+    assert train_lib._resumable_data_state(saved, shared, tmp_path, (0, 1)) == mine["iterator"]
     # checkpoints written before each process's position was kept: the one position there is
-    assert train_lib._resumable_data_state({"iterator": mine, "run": {}}, {"processes": 2}, tmp_path) == mine
+    old = {"iterator": mine["iterator"], "run": {}}
+    assert train_lib._resumable_data_state(old, run, tmp_path, (1, 2)) == mine["iterator"]
 
 
 def test_processes_feeding_one_slice_must_read_the_same_rows():
@@ -358,11 +367,12 @@ def test_processes_feeding_one_slice_must_read_the_same_rows():
 
     batch = {"encoder_input_tokens": np.arange(12, dtype=np.int32).reshape(3, 4)}
     other = {"encoder_input_tokens": batch["encoder_input_tokens"] + 1}
-    seen = []
+    seen = []  # this process's payload: [process index, slice index, digest of its rows]
     train_lib._check_shared_rows(other, (0, 1), allgather=lambda x: seen.append(np.asarray(x)) or np.stack([x]))
-    train_lib._check_shared_rows(batch, (0, 1), allgather=_two_processes(lambda x: x))  # the same rows: fine
+    _, _, other_digest = seen[0]
+    train_lib._check_shared_rows(batch, (0, 1), allgather=_two_processes(lambda x: [1, x[1], x[2]]))  # same rows
     with pytest.raises(DataError, match=r"processes \[0, 1\] feed the same slice 0 of the batch but read "
                                         r"different rows"):
-        train_lib._check_shared_rows(batch, (0, 1), allgather=_two_processes(seen[0]))
+        train_lib._check_shared_rows(batch, (0, 1), allgather=_two_processes([1, 0, other_digest]))
     # different slices may differ (data parallelism)
-    train_lib._check_shared_rows(batch, (0, 2), allgather=_two_processes(np.asarray([1, seen[0][1]])))
+    train_lib._check_shared_rows(batch, (0, 2), allgather=_two_processes([1, 1, other_digest]))
