@@ -1,11 +1,11 @@
 """Train step with dropout 0.1: masks drawn per element (Hugging Face's way, the default) against t5x's masks
 shared along the sequence (``T5Config.broadcast_dropout = True``), and the step without dropout.
 
-    python benchmarks/dropout_masks.py [--shape tiny] [--rounds 10] [--steps 5]
+    python benchmarks/dropout_masks.py [--shape tiny] [--rounds 10] [--steps 5] [--arms per_element,broadcast]
 
 The arms are trainers in one process, their steps alternated round by round (the CPU's speed drifts), each
 round timing ``--steps`` steps. Prints each arm's median milliseconds per step and its ratio to the
-per-element arm.
+first arm's (the per-element masks, by default).
 """
 
 from __future__ import annotations
@@ -29,7 +29,12 @@ def main() -> None:
     parser.add_argument("--shape", default="tiny")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
     args = parser.parse_args()
+    names = args.arms.split(",")
+    unknown = [name for name in names if name not in ARMS]
+    if unknown:
+        parser.error(f"unknown arm {unknown[0]!r}; choose from {', '.join(ARMS)}")
 
     import jax
     import numpy as np
@@ -38,8 +43,8 @@ def main() -> None:
 
     shape = train_step.SHAPES[args.shape]
     arms = {}
-    for name, bindings in ARMS.items():
-        _, trainer, batch, _ = train_step.t5x_lite_trainer(shape["gin"], shape, bindings,
+    for name in names:
+        _, trainer, batch, _ = train_step.t5x_lite_trainer(shape["gin"], shape, ARMS[name],
                                                           use_dropout=name != "no_dropout")
         state = trainer.init(0, batch)
         global_batch = trainer.global_batch(batch)
@@ -54,10 +59,10 @@ def main() -> None:
                 arm["state"], metrics = arm["trainer"].step(arm["state"], arm["batch"])
             jax.block_until_ready(metrics)
             arm["seconds"].append((time.perf_counter() - start) / args.steps)
-    base = float(np.median(arms["per_element"]["seconds"]))
+    base = float(np.median(arms[names[0]]["seconds"]))
     for name, arm in arms.items():
         median = float(np.median(arm["seconds"]))
-        print(f"{name:12s} {median * 1000:7.1f} ms/step  {base / median:.2f}x per_element  "
+        print(f"{name:12s} {median * 1000:7.1f} ms/step  {base / median:.2f}x {names[0]}  "
               f"(rounds: {' '.join(f'{s * 1000:.0f}' for s in arm['seconds'])})")
 
 

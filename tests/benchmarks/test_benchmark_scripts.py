@@ -71,10 +71,10 @@ def test_attention_layouts_benchmark_compares_equal_gradients():
 
 
 @pytest.mark.slow
-def test_dropout_masks_benchmark_times_every_arm():
-    proc = subprocess.run([sys.executable, "benchmarks/dropout_masks.py", "--rounds", "1", "--steps", "1"], cwd=ROOT,
-                          env=_env(), capture_output=True, text=True, timeout=600)
+def test_dropout_masks_benchmark_runs():
+    # one arm (each compiles a train step): the plumbing, not the numbers
+    proc = subprocess.run([sys.executable, "benchmarks/dropout_masks.py", "--rounds", "1", "--steps", "1", "--arms",
+                           "broadcast"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [line.split() for line in proc.stdout.splitlines() if "ms/step" in line]
-    assert [line[0] for line in lines] == ["per_element", "broadcast", "no_dropout"]
-    assert all(float(line[1]) > 0 for line in lines)
+    assert [line[0] for line in lines] == ["broadcast"] and float(lines[0][1]) > 0
