@@ -21,8 +21,10 @@ from t5x_lite.models.stacking import run_layers
 Array = jax.Array
 
 
-# [B, L, features] hidden states share a mask along L; [B, heads, Q, K] attention probabilities along Q.
-_BROADCAST_ALONG_SEQUENCE = (-2,)
+def _dropout_dims(cfg: T5Config) -> tuple[int, ...]:
+    """The axes one dropout mask is shared along: with ``broadcast_dropout``, the second-last, which is the
+    length of [B, L, features] hidden states and the queries of [B, heads, Q, K] attention probabilities."""
+    return (-2,) if cfg.broadcast_dropout else ()
 
 
 def _init(scale: float = 1.0):
@@ -35,7 +37,7 @@ def _attention(cfg: T5Config, name: str) -> L.MultiHeadAttention:
         head_dim=cfg.d_kv,
         scale=1.0,
         dropout_rate=cfg.dropout_rate,  # on the attention probabilities, as HF's T5Attention (t5x drops them too)
-        dropout_broadcast_dims=_BROADCAST_ALONG_SEQUENCE if cfg.broadcast_dropout else (),
+        dropout_broadcast_dims=_dropout_dims(cfg),
         implementation=cfg.attention_impl,
         dtype=jnp.dtype(cfg.dtype),
         param_dtype=jnp.dtype(cfg.param_dtype),
@@ -52,7 +54,7 @@ def _mlp(cfg: T5Config) -> L.MlpBlock:
         intermediate_dim=cfg.d_ff,
         activations=cfg.mlp_activations,
         intermediate_dropout_rate=cfg.dropout_rate,
-        dropout_broadcast_dims=_BROADCAST_ALONG_SEQUENCE if cfg.broadcast_dropout else (),
+        dropout_broadcast_dims=_dropout_dims(cfg),
         dtype=jnp.dtype(cfg.dtype),
         param_dtype=jnp.dtype(cfg.param_dtype),
         kernel_init=_init(),
@@ -82,8 +84,7 @@ def _relpos_bias(cfg: T5Config, bidirectional: bool) -> L.RelativePositionBias:
 
 
 def _dropout(cfg: T5Config, x: Array, deterministic: bool) -> Array:
-    dims = _BROADCAST_ALONG_SEQUENCE if cfg.broadcast_dropout else ()
-    return nn.Dropout(cfg.dropout_rate, broadcast_dims=dims)(x, deterministic=deterministic)
+    return nn.Dropout(cfg.dropout_rate, broadcast_dims=_dropout_dims(cfg))(x, deterministic=deterministic)
 
 
 class EncoderLayer(nn.Module):

@@ -65,9 +65,9 @@ def text_to_text(benchmark: str, fields: Sequence[str], labels: Optional[Sequenc
     """T5's format: ``"mnli hypothesis: ... premise: ..."`` -> ``"entailment"``, the fields sorted by name
     (T5's ``glue`` preprocessor; the checkpoints it trained read them so) unless ``sort`` is off (MultiRC's
     are in T5's own order). STS-B scores round to 0.2 as T5's ``stsb`` does: ``round(label * 5) / 5`` in
-    float32, halves to even. A hidden test label (-1) becomes T5's ``"<unk>"`` (``UNLABELLED_TARGET``; T5 writes
-    STS-B's as ``"-1.0"``): the example stays, for predictions, and evaluation leaves it out. The record's ``idx`` is kept: the
-    leaderboards' submission files are keyed by it."""
+    float32, halves to even. A hidden test label (-1) becomes T5's ``"<unk>"`` (``UNLABELLED_TARGET``; T5
+    writes STS-B's as ``"-1.0"``): the example stays, for predictions, and evaluation leaves it out. The
+    record's ``idx`` is kept: the leaderboards' submission files are keyed by it."""
     ordered = sorted(fields) if sort else list(fields)
 
     def preprocess(ex: dict) -> Optional[dict]:
@@ -321,9 +321,13 @@ DIAGNOSTICS = {
 }
 
 
-def _renamed(rename: dict) -> Callable[[dict], dict]:
-    """T5's ``rekey``: AX-b's sentence1/sentence2 read as RTE's premise/hypothesis."""
-    return lambda ex: {rename.get(k, k): v for k, v in ex.items()}
+def _diagnostic_tasks(data_dir: Optional[str]):
+    """(task name, cast as, fields, label names, source, metric names, the preprocessors before the cast) of each
+    diagnostic set; AX-b's go first with T5's ``rekey``, its sentence1/sentence2 read as RTE's premise/hypothesis."""
+    for task, (tfds_name, cast_as, fields, rename, metrics) in DIAGNOSTICS.items():
+        labels = (GLUE if task.startswith("glue") else SUPER_GLUE)[cast_as][1]
+        rekey = (lambda ex, rename=rename: {rename.get(k, k): v for k, v in ex.items()},) if rename else ()
+        yield task, cast_as, fields, labels, _source(tfds_name, data_dir=data_dir), metrics, rekey
 
 
 def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
@@ -345,13 +349,11 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
                               preprocessors=(to_class(name, fields, labels, pairs),),
                               output_features={"inputs": feature}, metric_names=metrics,
                               num_labels=len(labels) if labels is not None else 1), overwrite=True)
-    for task, (tfds_name, cast_as, fields, rename, metrics) in DIAGNOSTICS.items():
+    for task, cast_as, fields, labels, source, metrics, rekey in _diagnostic_tasks(data_dir):
         if not metrics:  # GLUE's AX: no labels, and a classifier's task drops unlabelled rows
             continue
-        labels = (GLUE if task.startswith("glue") else SUPER_GLUE)[cast_as][1]
-        TaskRegistry.add(Task(name=f"{task}_classification", source=_source(tfds_name, data_dir=data_dir),
-                              preprocessors=((_renamed(rename),) if rename else ()) + (
-                                  to_class(cast_as, fields, labels, pairs),),
+        TaskRegistry.add(Task(name=f"{task}_classification", source=source,
+                              preprocessors=rekey + (to_class(cast_as, fields, labels, pairs),),
                               output_features={"inputs": feature}, metric_names=metrics, num_labels=len(labels),
                               splits=("test",)), overwrite=True)
 
@@ -387,11 +389,8 @@ def _register_text_to_text(feature: Feature, vocabulary, data_dir: Optional[str]
         TaskRegistry.add(Task(name=task, source=source, preprocessors=(text_to_text(name, fields, labels),),
                               output_features={"inputs": feature, "targets": feature}, metric_names=metrics,
                               postprocess_fn=label_postprocessor(labels), eval_fields=("idx",)), overwrite=True)
-    for task, (tfds_name, cast_as, fields, rename, metrics) in DIAGNOSTICS.items():
-        labels = (GLUE if task.startswith("glue") else SUPER_GLUE)[cast_as][1]
-        TaskRegistry.add(Task(name=task, source=_source(tfds_name, data_dir=data_dir),
-                              preprocessors=((_renamed(rename),) if rename else ()) + (
-                                  text_to_text(cast_as, fields, labels),),
+    for task, cast_as, fields, labels, source, metrics, rekey in _diagnostic_tasks(data_dir):
+        TaskRegistry.add(Task(name=task, source=source, preprocessors=rekey + (text_to_text(cast_as, fields, labels),),
                               output_features={"inputs": feature, "targets": feature}, metric_names=metrics,
                               postprocess_fn=label_postprocessor(labels), eval_fields=("idx",), splits=("test",)),
                          overwrite=True)

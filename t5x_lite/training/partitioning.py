@@ -95,10 +95,15 @@ def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(axis))
 
 
+def _batch_axes(rules: Rules) -> tuple[str, ...]:
+    """The mesh axes the rules put the batch on (none, one, or several)."""
+    axis = dict(rules).get("batch")
+    return () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+
+
 def batch_shards(mesh: Mesh, rules: Rules) -> int:
     """How many pieces the batch axis is split into: a global batch must divide by it."""
-    axis = dict(rules).get("batch")
-    axes = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+    axes = _batch_axes(rules)
     unknown = [a for a in axes if a not in mesh.shape]
     if unknown:
         raise ConfigError(f"logical_axis_rules map 'batch' to mesh axis {unknown[0]!r}; the mesh has "
@@ -116,8 +121,7 @@ def data_shard(mesh: Mesh, rules: Rules, process_index: Optional[int] = None) ->
     refused: each process would have to feed rows it does not hold.
     """
     process_index = jax.process_index() if process_index is None else process_index
-    axis = dict(rules).get("batch")
-    batch_axes = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+    batch_axes = _batch_axes(rules)
     names = list(mesh.axis_names)
     devices = np.asarray(mesh.devices)
     sizes = [devices.shape[names.index(a)] for a in batch_axes]
