@@ -12,8 +12,11 @@ A converter (the three below, or one of one's own) has
 TASK_FEATURE_LENGTHS), ``task_lengths(lengths)`` (every array padded or packed,
 and its length) and ``__call__(batch)``. It may declare ``length_keys`` (the
 features TASK_FEATURE_LENGTHS may name; ``inputs`` and ``targets`` if not),
-``optional_features``, ``passthrough_fields``, ``reads_token_types`` and, for
-messages, ``model_kind`` and ``pretraining_objectives``.
+``optional_features``, ``passthrough_fields`` (fields besides the token
+features that examples carry to it, each with a check of its value),
+``passthrough_defaults`` (the value of such a field an example may leave out),
+``reads_token_types`` and, for messages, ``model_kind`` and
+``pretraining_objectives``.
 """
 
 from __future__ import annotations
@@ -276,9 +279,21 @@ class DecoderOnlyFeatureConverter:
         return _int32(out)
 
 
+def _weight_problem(value: Any) -> Optional[str]:
+    weight = np.asarray(value)
+    if weight.ndim != 0 or weight.dtype.kind not in "iuf" or not np.isfinite(weight) or weight < 0:
+        return f"must be one finite number >= 0 (0: the row has no label), got {value!r:.80}"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderOnlyFeatureConverter:
-    """BERT-style: ``inputs`` -> ``input_tokens``; MLM targets/weights or a class ``label``."""
+    """BERT-style: ``inputs`` -> ``input_tokens``; MLM targets/weights or a class ``label``.
+
+    A classifier's example may also carry ``label_weight`` (default 1), which weighs its loss; 0 marks a row
+    without a label (a test split's hidden one): evaluation leaves it out of the metrics and the loss and
+    still predicts it.
+    """
 
     pack: bool = False
     classification: bool = False
@@ -297,7 +312,12 @@ class EncoderOnlyFeatureConverter:
     def passthrough_fields(self) -> dict[str, Callable[[Any], Optional[str]]]:
         """Fields besides the token features that examples must carry to the converter, each with a check
         that says what is wrong with a value (None: fine)."""
-        return {"label": self._label_problem} if self.classification else {}
+        return {"label": self._label_problem, "label_weight": _weight_problem} if self.classification else {}
+
+    @property
+    def passthrough_defaults(self) -> dict[str, Any]:
+        """The passthrough fields an example may leave out, and their value then."""
+        return {"label_weight": 1.0} if self.classification else {}
 
     @property
     def reads_token_types(self) -> bool:
@@ -341,6 +361,7 @@ class EncoderOnlyFeatureConverter:
             out["token_type_ids"] = batch["inputs" + TOKEN_TYPES_SUFFIX]
         if self.classification:
             out["labels"] = np.asarray(batch["label"], np.float32 if self.regression else None).reshape(-1)
+            out["label_weights"] = np.asarray(batch["label_weight"], np.float32).reshape(-1)
         else:
             out["mlm_targets"] = batch["mlm_targets"]
             out["mlm_weights"] = np.asarray(batch["mlm_weights"], np.float32)

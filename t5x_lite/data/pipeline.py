@@ -38,7 +38,16 @@ from t5x_lite.data.tasks import Mixture, Task, get_task_or_mixture, split_names
 
 log = logging.getLogger(__name__)
 
-_NONE: Mapping[str, Callable] = {}  # no fields besides the token features pass through
+_NONE: Mapping[str, tuple[Callable, Any]] = {}  # no fields besides the token features pass through
+_REQUIRED = object()  # a passthrough field every example must carry
+
+
+def _passthrough(converter) -> dict[str, tuple[Callable, Any]]:
+    """The fields besides the token features that reach ``converter``: name -> (its check of a value, the value
+    of one an example leaves out, or ``_REQUIRED``)."""
+    defaults = getattr(converter, "passthrough_defaults", {})
+    return {name: (check, defaults.get(name, _REQUIRED))
+            for name, check in getattr(converter, "passthrough_fields", {}).items()}
 
 
 def process_shard() -> tuple[int, int]:
@@ -112,12 +121,13 @@ def _pair_ids(value: tuple[str, str], feature, origin: str, task: str, key: str)
 
 
 def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
-                     passthrough: Mapping[str, Callable] = _NONE, keep_text: bool = False,
+                     passthrough: Mapping[str, tuple[Callable, Any]] = _NONE, keep_text: bool = False,
                      pairs: bool = False) -> Optional[dict]:
     """Preprocess one record and tokenize its text features; errors name file:line.
 
     Of the other fields only ``passthrough`` (what the converter reads, such as a
-    classifier's ``label``) is kept: a field some records lack would fail at batching.
+    classifier's ``label``: name -> (check, the value of one left out, or ``_REQUIRED``))
+    is kept: a field some records lack would fail at batching.
     ``keep_text`` adds each text feature as it was before tokenizing, as
     ``<feature>_pretokenized`` (seqio's name), for metrics to score against, and
     the task's ``eval_fields`` as one JSON text (``EVAL_FIELDS_KEY``).
@@ -145,8 +155,11 @@ def _tokenize_record(task: Task, source, index: int, record: Mapping[str, Any],
             out[f"{key}_pretokenized"] = example[key]
     if keep_text and task.eval_fields:
         out[EVAL_FIELDS_KEY] = _eval_fields_json(task, example, lambda: source.origin(index))
-    for key, problem in passthrough.items():
+    for key, (problem, default) in passthrough.items():
         if key not in example:
+            if default is not _REQUIRED:
+                out[key] = np.asarray(default)
+                continue
             raise DataError(f"{source.origin(index)}: task {task.name!r} produced no {key!r} field, which the model "
                             f"reads (record keys: {sorted(example)})")
         wrong = problem(example[key])
@@ -444,7 +457,7 @@ class _RecordCounter:
 
 
 def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[int, int] = (0, 1),
-              stats: Optional[TruncationStats] = None, passthrough: Mapping[str, Callable] = _NONE,
+              stats: Optional[TruncationStats] = None, passthrough: Mapping[str, tuple[Callable, Any]] = _NONE,
               keep_text: bool = False, pairs: bool = False) -> grain.MapDataset:
     """Tokenized examples before corruption (pretraining) or as they are (everything else)."""
     _check_split(task, split)
@@ -469,8 +482,9 @@ def _examples(task: Task, split: str, lengths: Mapping[str, int], shard: tuple[i
 
 
 def _task_dataset(task: Task, split: str, lengths, trim_lengths, *, seed: int, shuffle: bool, repeat: bool,
-                  shard: tuple[int, int], stats: TruncationStats, passthrough: Mapping[str, Callable] = _NONE,
-                  keep_text: bool = False, count_cut: bool = False, pairs: bool = False
+                  shard: tuple[int, int], stats: TruncationStats,
+                  passthrough: Mapping[str, tuple[Callable, Any]] = _NONE, keep_text: bool = False,
+                  count_cut: bool = False, pairs: bool = False
                   ) -> grain.MapDataset | grain.IterDataset:
     if task.streaming:
         if task.objective is None:
@@ -558,7 +572,8 @@ def _check_features(task: Task, trim_lengths: Mapping[str, int], converter, besi
     optional = {name for name, f in task.output_features.items()
                 if not f.required and name in getattr(converter, "optional_features", ())}
     missing = [name for name in trim_lengths if name not in makes and name not in optional]
-    missing += [name for name in getattr(converter, "passthrough_fields", {}) if name not in makes]  # a label
+    missing += [name for name, (_, default) in _passthrough(converter).items()  # a label
+                if name not in makes and default is _REQUIRED]
     if missing:
         try:  # a length given for a feature the model reads only when it has one (a decoder-only LM's inputs)
             rest = {k: v for k, v in trim_lengths.items() if k not in missing}
@@ -691,7 +706,7 @@ def get_dataset(
     trim = converter.trim_lengths(lengths)
     parts = item.resolved() if isinstance(item, Mixture) else [(item, 1.0)]
     check_task_fits(item, lengths, converter, absent=absent)
-    passthrough = dict(getattr(converter, "passthrough_fields", {}))
+    passthrough = _passthrough(converter)
     datasets = [_task_dataset(t, split, lengths, trim, seed=seed + i, shuffle=shuffle, repeat=repeat,
                               shard=(index, count), stats=stats, passthrough=passthrough, keep_text=keep_text,
                               count_cut=count_cut, pairs=getattr(converter, "reads_token_types", False))

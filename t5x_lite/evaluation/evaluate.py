@@ -261,11 +261,17 @@ def _jit_loss(model, params, batch):
 
 def _classify(*, model, params, task, split, feature_lengths, batch_size, max_examples,
               loss: Optional["_LossTally"] = None) -> list[dict]:
+    """A classifier's rows: the class id (a regression head's value) predicted and the target's, None where the
+    row has no label (``label_weight`` 0); the task's eval fields (a test split's ``idx``) as ``example``."""
     rows = []
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
-                                  converter=model.feature_converter(), max_examples=max_examples):
+                                  converter=model.feature_converter(), max_examples=max_examples,
+                                  keep_text=bool(task.eval_fields)):
+        fields = batch.get(EVAL_FIELDS_KEY)
+        batch = {k: v for k, v in batch.items() if not k.endswith(BOOKKEEPING_SUFFIXES)}
+        unlabelled = _weightless_rows(batch, n)
         if loss is not None:
-            loss.add(params, batch, n)
+            loss.add(params, batch, n, unlabelled)
         logits = np.asarray(_jit_logits(model, params, batch))
         log_probs = None if model.regression else logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
         for r in range(n):
@@ -275,6 +281,10 @@ def _classify(*, model, params, task, split, feature_lengths, batch_size, max_ex
             else:
                 pred = int(np.argmax(logits[r]))
                 row.update(targets=int(batch["labels"][r]), prediction=pred, score=float(log_probs[r, pred]))
+            if r in unlabelled:
+                row["targets"] = None
+            if fields is not None:
+                row["example"] = json.loads(str(fields[r]))
             rows.append(row)
     return rows
 
@@ -309,7 +319,8 @@ def validation_loss(*, model, params, task, split: str = "validation", feature_l
 
 def _labelled_rule(model, task) -> Optional[Callable[[dict], bool]]:
     """Whether a row has a label: its target through the task's postprocessor is not None. None where every
-    row has one (no postprocessor, a pretraining objective, a classifier's class ids)."""
+    row has one (no postprocessor, a pretraining objective) or the batch says (a classifier's
+    ``label_weights``)."""
     if model.kind == "encoder_only_classification" or task.objective is not None or task.postprocess_fn is None:
         return None
     label = _labeller(task)
@@ -324,12 +335,19 @@ def _loss_and_examples(model, params, task, split, feature_lengths, batch_size, 
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
                                   converter=model.feature_converter(), max_examples=max_examples,
                                   keep_text=labelled is not None):
-        unlabelled = ()
+        unlabelled = _weightless_rows(batch, n)
         if labelled is not None:
             unlabelled = [r for r in range(n) if not labelled(_target_row(model, task, batch, r))]
             batch = {k: v for k, v in batch.items() if not k.endswith(BOOKKEEPING_SUFFIXES)}
         tally.add(params, batch, n, unlabelled)
     return tally
+
+
+def _weightless_rows(batch: Mapping[str, Any], n: int) -> list[int]:
+    """The classifier's rows without a label (``label_weight`` 0) among the first ``n``."""
+    if "label_weights" not in batch:
+        return []
+    return [int(r) for r in np.flatnonzero(np.asarray(batch["label_weights"])[:n] == 0)]
 
 
 def _target_row(model, task, batch: Mapping[str, Any], r: int) -> dict:
@@ -371,10 +389,10 @@ class _LossTally:
 
 def _mask_rows(batch: dict, n: int, unlabelled: Sequence[int] = ()) -> dict:
     """``batch`` with no loss on its padding rows (from ``n`` on) nor on the ``unlabelled`` ones."""
-    if "labels" in batch and n < len(batch["labels"]):  # a classifier weighs every row: drop the padding ones
-        return {k: v[:n] for k, v in batch.items()}
+    if "labels" in batch and "label_weights" not in batch and n < len(batch["labels"]):
+        return {k: v[:n] for k, v in batch.items()}  # a classifier that weighs every row: drop the padding ones
     out = dict(batch)
-    for key in ("decoder_loss_weights", "mlm_weights"):
+    for key in ("decoder_loss_weights", "mlm_weights", "label_weights"):
         if key in out:
             w = np.asarray(out[key]).copy()
             w[n:] = 0

@@ -238,7 +238,8 @@ class EncoderOnlyClassificationModel(_BertModel):
     ``BertConfig.num_labels`` >= 2 classes train with softmax cross-entropy on an integer ``label``;
     ``num_labels = 1`` is Hugging Face's regression head (STS-B's similarity score, a cross-encoder's
     relevance): mean squared error on a float ``label``, for which ``z_loss`` (a softmax's normalizer)
-    does not apply.
+    does not apply. Either loss is weighted by ``label_weights`` where the batch has them (an example's
+    ``label_weight``, 0 on a row without a label).
     """
 
     kind = "encoder_only_classification"
@@ -269,10 +270,11 @@ class EncoderOnlyClassificationModel(_BertModel):
 
     def loss_fn(self, params: Params, batch: Batch, dropout_rng: Optional[Array] = None):
         logits = self.logits(params, batch, dropout_rng)
+        weights = batch.get("label_weights")  # 0 on a row without a label
         if self.regression:
-            return squared_error_loss(logits[:, 0], batch["labels"], normalizer=self.loss_normalizer)
+            return squared_error_loss(logits[:, 0], batch["labels"], weights, normalizer=self.loss_normalizer)
         labels = batch["labels"][:, None]  # one "token" per example
-        return weighted_mean_loss(logits[:, None, :], labels, jnp.ones(labels.shape, jnp.float32),
+        return weighted_mean_loss(logits[:, None, :], labels, None if weights is None else weights[:, None],
                                   z_loss=self.z_loss, label_smoothing=self.label_smoothing,
                                   normalizer=self.loss_normalizer)
 

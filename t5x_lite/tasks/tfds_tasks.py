@@ -11,8 +11,8 @@ and evaluation leaves them out.
 
 Each GLUE and SuperGLUE task but those three also comes as ``<task>_classification``
 for a BERT classifier: the same input text, the label as a class id (STS-B: its 0-5
-score as a float, for a regression head), scored by the same metrics; so do the
-labelled diagnostic sets, AX-b and AX-g.
+score as a float, for a regression head), scored by the same metrics, a test split's
+rows predicted with their ``idx``; so do the diagnostic sets.
 
 These tasks use the bundled vocabulary by default. To use your own (T5's
 ``spiece.model``), call :func:`register` with it before the first lookup.
@@ -89,22 +89,26 @@ def text_to_text(benchmark: str, fields: Sequence[str], labels: Optional[Sequenc
 
 def to_class(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[str]], pairs: bool = False
              ) -> Callable:
-    """For a BERT classifier: T5's input text and the label as a class id (unlabelled test rows dropped), or
-    STS-B's score as a float, unrounded, for a regression head (num_labels = 1). With ``pairs`` (a vocabulary
-    that joins two texts, as BERT reads them), the inputs are what Hugging Face's ``run_glue`` gives: a one-field
-    task's bare text, a two-field task's two texts in GLUE's order (premise before hypothesis); tasks with more
-    fields (WiC, COPA) keep T5's text."""
+    """For a BERT classifier: T5's input text and the label as a class id, or STS-B's score as a float,
+    unrounded, for a regression head (num_labels = 1). A test split's hidden label gives ``label_weight`` 0 (and
+    a stand-in label 0): the row is predicted, keyed by its ``idx``, and left out of metrics and loss. With
+    ``pairs`` (a vocabulary that joins two texts, as BERT reads them), the inputs are what Hugging Face's
+    ``run_glue`` gives: a one-field task's bare text, a two-field task's two texts in GLUE's order (premise
+    before hypothesis); tasks with more fields (WiC, COPA) keep T5's text."""
     text = text_to_text(benchmark, fields, labels)
 
     def preprocess(ex: dict) -> Optional[dict]:
-        if float(ex["label"]) < 0:  # unlabelled test rows (STS-B's say -1 too)
-            return None
-        label = np.float32(ex["label"]) if labels is None else int(ex["label"])
+        labelled = float(ex["label"]) >= 0  # a test split's hidden label is -1 (STS-B's too)
+        label = ex["label"] if labelled else 0
+        label = np.float32(label) if labels is None else int(label)
         if pairs and len(fields) <= 2:  # as run_glue: the bare sentence, or the two texts
             inputs = ex[fields[0]] if len(fields) == 1 else (ex[fields[0]], ex[fields[1]])
         else:
             inputs = text(ex)["inputs"]
-        return {"inputs": inputs, "label": label}
+        out = {"inputs": inputs, "label": label, "label_weight": np.float32(labelled)}
+        if "idx" in ex:
+            out["idx"] = ex["idx"]
+        return out
 
     return preprocess
 
@@ -347,15 +351,13 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
     for task, name, fields, labels, source, metrics in _benchmark_tasks(data_dir):
         TaskRegistry.add(Task(name=f"{task}_classification", source=source,
                               preprocessors=(to_class(name, fields, labels, pairs),),
-                              output_features={"inputs": feature}, metric_names=metrics,
+                              output_features={"inputs": feature}, metric_names=metrics, eval_fields=("idx",),
                               num_labels=len(labels) if labels is not None else 1), overwrite=True)
     for task, cast_as, fields, labels, source, metrics, rekey in _diagnostic_tasks(data_dir):
-        if not metrics:  # GLUE's AX: no labels, and a classifier's task drops unlabelled rows
-            continue
         TaskRegistry.add(Task(name=f"{task}_classification", source=source,
                               preprocessors=rekey + (to_class(cast_as, fields, labels, pairs),),
-                              output_features={"inputs": feature}, metric_names=metrics, num_labels=len(labels),
-                              splits=("test",)), overwrite=True)
+                              output_features={"inputs": feature}, metric_names=metrics, eval_fields=("idx",),
+                              num_labels=len(labels), splits=("test",)), overwrite=True)
 
 
 def _benchmark_tasks(data_dir: Optional[str]):

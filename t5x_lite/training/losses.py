@@ -140,11 +140,18 @@ def weighted_mean_loss(
     return loss, metrics
 
 
-def squared_error_loss(predictions: Array, labels: Array, *, normalizer: Optional[float] = None
-                       ) -> tuple[Array, dict[str, Array]]:
-    """A regression head's loss: Hugging Face's ``MSELoss`` (the mean over the batch), or the sum divided by a
-    fixed ``normalizer``; ``num_tokens`` counts the examples, which weigh microbatches as tokens do."""
+def squared_error_loss(predictions: Array, labels: Array, weights: Optional[Array] = None, *,
+                       normalizer: Optional[float] = None) -> tuple[Array, dict[str, Array]]:
+    """A regression head's loss: Hugging Face's ``MSELoss`` (the mean over the batch; with ``weights``, the
+    weighted mean), or the (weighted) sum divided by a fixed ``normalizer``; ``num_tokens`` counts the examples
+    (sums the weights), which weigh microbatches as tokens do."""
     squared = jnp.square(predictions.astype(jnp.float32) - labels.astype(jnp.float32))
-    count = jnp.float32(squared.size)
-    loss = jnp.sum(squared) / (jnp.float32(normalizer) if normalizer is not None else count)
+    if weights is None:
+        count = jnp.float32(squared.size)
+    else:
+        weights = weights.astype(jnp.float32)
+        squared = squared * weights
+        count = jnp.sum(weights)
+    denom = jnp.float32(normalizer) if normalizer is not None else jnp.maximum(count, 1.0)  # as weighted_mean_loss
+    loss = jnp.sum(squared) / denom
     return loss, {"loss": loss, "num_tokens": count}

@@ -364,6 +364,21 @@ def test_only_the_fields_the_model_reads_pass_through():
                             converter=regression)
         with pytest.raises(DataError, match=r"mem\.jsonl:\d+: 'label' in task 'mem_labels' " + message):
             next(iter(ds))
+    # a label_weight (default 1; 0: no label) weighs each row's loss, and must be a finite number >= 0
+    weighted = Task(**{**with_labels.__dict__, "preprocessors": (
+        lambda ex: {"inputs": ex["q"], "label": 0, **({"label_weight": 0.0} if ex["a"] == "yes" else {})},)})
+    ds, _ = get_dataset(weighted, split="train", feature_lengths={"inputs": 16}, batch_size=4, seed=0, shard=(0, 1),
+                        shuffle=False, converter=EncoderOnlyFeatureConverter(classification=True, num_labels=2))
+    weights = next(iter(ds))["label_weights"]
+    assert weights.dtype == np.float32 and weights.tolist() == [1, 0, 1, 0]
+    for weight in (-1.0, float("inf"), "heavy"):
+        bad = Task(**{**with_labels.__dict__, "preprocessors": (
+            lambda ex, w=weight: {"inputs": ex["q"], "label": 0, "label_weight": w},)})
+        ds, _ = get_dataset(bad, split="train", feature_lengths={"inputs": 16}, batch_size=4, seed=0, shard=(0, 1),
+                            converter=EncoderOnlyFeatureConverter(classification=True, num_labels=2))
+        with pytest.raises(DataError, match=r"mem\.jsonl:\d+: 'label_weight' in task 'mem_labels' must be one "
+                                            r"finite number >= 0 \(0: the row has no label\)"):
+            next(iter(ds))
     # a task that says its classes is checked against the head before any record is read
     three = Task(**{**with_labels.__dict__, "num_labels": 3})
     with pytest.raises(DataError, match=r"^task 'mem_labels' has 3 classes, and the classifier's head has "

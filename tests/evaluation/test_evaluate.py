@@ -197,6 +197,56 @@ def test_a_classifier_reports_its_loss_over_the_real_rows_only():
     np.testing.assert_allclose(metrics["loss"], whole, rtol=1e-5)
 
 
+@pytest.mark.parametrize("num_labels", [2, 1])
+def test_a_classifier_predicts_unlabelled_rows_and_scores_the_labelled_ones_alone(num_labels):
+    # A test split's hidden labels reach a BERT classifier as label_weight 0: predicted, keyed by idx, not scored.
+    from t5x_lite.data.features import Feature
+    from t5x_lite.data.tasks import Task
+    from t5x_lite.evaluation.evaluate import evaluate, validation_loss
+    from t5x_lite.models.config import BertConfig
+    from t5x_lite.models.model import EncoderOnlyClassificationModel
+    from t5x_lite.tasks.bundled import vocabulary
+
+    class Records(list):
+        description = "mem.jsonl"
+
+        def origin(self, i):
+            return f"mem.jsonl:{i + 1}"
+
+    def label(i):
+        return float(i % 5) if num_labels == 1 else i % 2
+
+    labelled = [{"inputs": f"review number {i}", "label": label(i), "idx": i} for i in range(7)]
+    hidden = [{"inputs": f"an unlabelled review {i}", "label": label(0), "label_weight": 0.0, "idx": 100 + i}
+              for i in range(3)]
+    mixed = labelled[:1] + hidden[:1] + labelled[1:4] + hidden[1:] + labelled[4:]
+
+    def task(records, name):
+        return Task(name=name, source=lambda split: Records(records), output_features={"inputs": Feature(vocabulary())},
+                    metric_names=("pearson",) if num_labels == 1 else ("accuracy",), eval_fields=("idx",))
+
+    model = EncoderOnlyClassificationModel(config=BertConfig(vocab_size=8000, hidden_size=16, num_layers=1,
+                                                             num_heads=2, intermediate_size=32,
+                                                             max_position_embeddings=32, num_labels=num_labels))
+    kw = dict(model=model, params=model.init(jax.random.key(0), model.dummy_batch(1, {"inputs": 16})),
+              feature_lengths={"inputs": 16}, batch_size=4)
+    alone, alone_rows = evaluate(task=task(labelled, "mem_labelled"), **kw)
+    metrics, rows = evaluate(task=task(mixed, "mem_mixed"), **kw)
+    assert metrics.pop("unlabelled_examples") == 3 and metrics.pop("num_examples") == 10
+    alone.pop("num_examples")
+    assert metrics.keys() == alone.keys()
+    for key in alone:
+        np.testing.assert_allclose(metrics[key], alone[key], rtol=1e-5)
+    assert [r["example"]["idx"] for r in rows] == [r["idx"] for r in mixed]
+    assert [r["targets"] is None for r in rows] == ["label_weight" in r for r in mixed]
+    labelled_rows = [r for r in rows if r["targets"] is not None]
+    np.testing.assert_allclose([r["prediction"] for r in labelled_rows], [r["prediction"] for r in alone_rows],
+                               rtol=1e-5)
+    np.testing.assert_allclose(validation_loss(task=task(mixed, "mem_mixed"), **kw), alone["loss"], rtol=1e-5)
+    none, rows = evaluate(task=task(hidden, "mem_hidden"), **kw)
+    assert none == {"unlabelled_examples": 3, "num_examples": 3} and len(rows) == 3
+
+
 def test_evaluating_again_does_not_trace_the_model_again(monkeypatch):
     # Evaluation during training runs every eval period; each run must reuse the compiled loss and logits.
     from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate

@@ -348,7 +348,13 @@ def test_diagnostic_sets_are_cast_as_the_task_they_diagnose(tmp_path):
                                                             num_heads=2, intermediate_size=32,
                                                             max_position_embeddings=64, num_labels=2))
     bert_params = bert.init(jax.random.key(0), bert.dummy_batch(1, {"inputs": 48}))
-    assert "glue_ax_classification" not in TaskRegistry.names()
+    mnli_bert = bert.replace(config=dataclasses.replace(bert.config, num_labels=3))
+    with _tfds().testing.mock_data(as_data_source_fn=_ax_data_source):  # AX for a classifier fine-tuned on MNLI
+        ax, rows = evaluate(model=mnli_bert, params=mnli_bert.init(jax.random.key(0), bert.dummy_batch(1, {"inputs": 48})),
+                            task="glue_ax_classification", split="test", feature_lengths={"inputs": 48}, batch_size=4)
+    assert ax == {"unlabelled_examples": 5, "num_examples": 5}
+    assert [r["example"]["idx"] for r in rows] == [0, 1, 2, 3, 4] and {r["targets"] for r in rows} == {None}
+    assert {r["prediction"] for r in rows} <= {0, 1, 2}
     with _tfds().testing.mock_data(num_examples=6):
         for task in ("super_glue_axb_classification", "super_glue_axg_classification"):
             metrics, rows = evaluate(model=bert, params=bert_params, task=task, split="test",

@@ -67,13 +67,16 @@ def test_text_to_text_format_and_postprocess():
 def test_classification_format_for_bert():
     # T5's input text; the label as a class id, STS-B's score unrounded as a float (a regression head's target)
     rte = to_class("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"))
-    assert rte({"sentence1": "A man.", "sentence2": "A person.", "label": 1}) == {
-        "inputs": "rte sentence1: A man. sentence2: A person.", "label": 1}
-    assert rte({"sentence1": "x", "sentence2": "y", "label": -1}) is None
+    assert rte({"sentence1": "A man.", "sentence2": "A person.", "label": 1, "idx": 7}) == {
+        "inputs": "rte sentence1: A man. sentence2: A person.", "label": 1, "label_weight": 1.0, "idx": 7}
+    # a test split's hidden label: kept for predictions, with no weight (a stand-in class id 0)
+    assert rte({"sentence1": "x", "sentence2": "y", "label": -1, "idx": 3}) == {
+        "inputs": "rte sentence1: x sentence2: y", "label": 0, "label_weight": 0.0, "idx": 3}
     stsb = to_class("stsb", ("sentence1", "sentence2"), None)
     out = stsb({"sentence1": "a", "sentence2": "b", "label": np.float32(3.27)})
-    assert out["label"] == np.float32(3.27) and out["label"].dtype == np.float32
-    assert stsb({"sentence1": "a", "sentence2": "b", "label": np.float32(-1)}) is None  # unlabelled test rows
+    assert out["label"] == np.float32(3.27) and out["label"].dtype == np.float32 and out["label_weight"] == 1
+    hidden = stsb({"sentence1": "a", "sentence2": "b", "label": np.float32(-1)})
+    assert hidden["label"] == 0 and hidden["label"].dtype == np.float32 and hidden["label_weight"] == 0
     from t5x_lite.data.tasks import TaskRegistry
 
     assert TaskRegistry.get("glue_mnli_classification").num_labels == 3
