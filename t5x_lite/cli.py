@@ -1,4 +1,4 @@
-"""``t5x_lite`` command line: ``train``, ``eval``, ``infer``, ``convert`` and ``vocab``.
+"""``t5x_lite`` command line: ``train``, ``eval``, ``infer``, ``submit``, ``convert`` and ``vocab``.
 
 Errors that a user can fix (a missing file, a bad key) print one line naming the
 file or key and exit with status 2; no traceback.
@@ -144,6 +144,17 @@ def _infer(args: argparse.Namespace, extra: Sequence[str]) -> None:
     print(f"wrote {result['num_examples']} {'scores' if args.score else 'predictions'} to {result['path']}")
 
 
+def _submit(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from t5x_lite import config
+
+    _parse_run(args, extra)
+    result = config.CONFIGURED["submit"]()
+    unreadable = sum(f["unreadable"] for f in result["files"].values())
+    print(f"wrote {result['zip']}: {', '.join(result['files'])}"
+          + (f"; {unreadable} predictions named no label (written as the first one)" if unreadable else "")
+          + (f"; the leaderboard also expects {', '.join(result['missing'])}" if result["missing"] else ""))
+
+
 def _count(params) -> int:
     import jax
     import numpy as np
@@ -188,9 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train, accepts_gin_flags=True)
 
     for name, fn, text in (("eval", _eval, "evaluate a checkpoint on a task (metrics JSON + predictions)"),
-                           ("infer", _infer, "decode or score a task's examples with a checkpoint (JSONL)")):
+                           ("infer", _infer, "decode or score a task's examples with a checkpoint (JSONL)"),
+                           ("submit", _submit, "predict GLUE's or SuperGLUE's test splits: the leaderboard's zip")):
+        example = "--gin.BENCHMARK=glue" if name == "submit" else "--gin.TASK=bundled_sentiment"
         p = sub.add_parser(name, help=text, epilog="Override bindings with --gin.KEY=VALUE, e.g. "
-                                                    "--gin.CHECKPOINT=/tmp/run --gin.TASK=bundled_sentiment")
+                                                    f"--gin.CHECKPOINT=/tmp/run {example}")
         p.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable)")
         p.add_argument("--gin_bindings", action="append", default=[], help="a raw gin binding (repeatable)")
         p.add_argument("--gin_search_paths", action="append", default=[], help="extra gin search paths")
@@ -241,7 +254,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise  # a bug, not a setting: keep the traceback
         # gin appends "In call to configurable ..." lines; the first line is the message.
         message = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        entry = {"train": "train(", "eval": "evaluate_checkpoint(", "infer": "infer_checkpoint("}.get(args.command)
+        entry = {"train": "train(", "eval": "evaluate_checkpoint(", "infer": "infer_checkpoint(",
+                 "submit": "submit_checkpoint("}.get(args.command)
         if isinstance(e, TypeError) and entry and message.startswith(entry) and "required keyword-only" in message:
             run_config = "runs/pretrain.gin or another runs/*.gin" if args.command == "train" else \
                 f"runs/{args.command}.gin"

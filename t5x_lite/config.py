@@ -66,6 +66,9 @@ def register_configurables() -> None:
     gin.external_configurable(DecodeOptions, module="evaluation")
     CONFIGURED["eval"] = gin.external_configurable(evaluate_checkpoint, name="evaluate_checkpoint")
     CONFIGURED["infer"] = gin.external_configurable(infer_checkpoint, name="infer_checkpoint")
+    from t5x_lite.evaluation.submission import submit_checkpoint
+
+    CONFIGURED["submit"] = gin.external_configurable(submit_checkpoint, name="submit_checkpoint")
     _REGISTERED = True
 
 
