@@ -86,6 +86,8 @@ def label_names(task: str) -> Optional[tuple[str, ...]]:
     """The class names a GLUE or SuperGLUE task's (or diagnostic set's) label ids index; None for the others."""
     from t5x_lite.tasks.tfds_tasks import DIAGNOSTICS, GLUE, SUPER_GLUE
 
+    if task == "glue_wnli_simple":  # WNLI read as WSC: 1, the candidate is the referent, is WNLI's entailment
+        task = "glue_wnli"
     if task in DIAGNOSTICS:
         cast_as = DIAGNOSTICS[task][1]
         return (GLUE if task.startswith("glue_") else SUPER_GLUE)[cast_as][1]
@@ -187,12 +189,21 @@ def _check_unique(file: LeaderboardFile, keys: Sequence[Any]) -> None:
         seen.add(key)
 
 
-def leaderboard_files(benchmark: str, tasks: Optional[Sequence[str]] = None) -> tuple[LeaderboardFile, ...]:
-    """The benchmark's files, or those of ``tasks`` (text-to-text task names, ``glue_mnli`` ...) among them."""
+WNLI_TASKS = ("glue_wnli", "glue_wnli_simple")
+
+
+def leaderboard_files(benchmark: str, tasks: Optional[Sequence[str]] = None, wnli_task: str = "glue_wnli"
+                      ) -> tuple[LeaderboardFile, ...]:
+    """The benchmark's files, or those of ``tasks`` (text-to-text task names, ``glue_mnli`` ...) among them;
+    GLUE's WNLI predicted by ``wnli_task``: ``glue_wnli``, or ``glue_wnli_simple``, WNLI read as WSC (T5's way: its
+    GLUE mixture has no WNLI, and a model trained on SuperGLUE's WSC answers it)."""
     if benchmark not in BENCHMARKS:
         raise ConfigError(f"benchmark {benchmark!r} has no leaderboard files here; it is one of "
                           f"{', '.join(BENCHMARKS)}")
-    files = BENCHMARKS[benchmark]
+    if wnli_task not in WNLI_TASKS:
+        raise ConfigError(f"wnli_task must be one of {', '.join(WNLI_TASKS)}, got {wnli_task!r}")
+    files = tuple(dataclasses.replace(f, task=wnli_task) if f.task == "glue_wnli" else f
+                  for f in BENCHMARKS[benchmark])
     if tasks is None:
         return files
     known = {f.task for f in files}
@@ -211,6 +222,7 @@ def submit_checkpoint(
     batch_size: int = 32,
     decode: DecodeOptions = DecodeOptions(),
     tasks: Optional[Sequence[str]] = None,
+    wnli_task: str = "glue_wnli",
     max_examples: Optional[int] = None,
     output_dir: Optional[Union[str, os.PathLike]] = None,
     overwrite: bool = False,
@@ -221,7 +233,8 @@ def submit_checkpoint(
     (``glue_cola`` ...) to its own (fine-tuned task by task; a BERT classifier always is, its head sized to the
     task's classes). A BERT classifier predicts the task's ``_classification`` variant; MultiRC, ReCoRD and WSC
     have none. ``tasks`` restricts the submission to some of the tasks, for a partial check: the leaderboard
-    expects every file. The files and ``<benchmark>.zip`` go to ``output_dir``, by default
+    expects every file. ``wnli_task="glue_wnli_simple"`` predicts WNLI as T5 did, read as WSC (give it the
+    checkpoint trained on SuperGLUE, whose WSC examples taught it the format). The files and ``<benchmark>.zip`` go to ``output_dir``, by default
     ``CHECKPOINT/submission`` (a training run's ``MODEL_DIR/submission``, with the step in the names), numbered
     past an earlier submission there unless ``overwrite``. Returns {"zip", "files": {name: {"path", "lines",
     "unreadable"}}, "missing"}.
@@ -230,10 +243,11 @@ def submit_checkpoint(
     from t5x_lite.training import checkpoints
 
     per_task = isinstance(checkpoint, abc.Mapping)
-    check_types("submit_checkpoint", benchmark=(benchmark, str), tasks=(tasks, (abc.Sequence, type(None))))
+    check_types("submit_checkpoint", benchmark=(benchmark, str), tasks=(tasks, (abc.Sequence, type(None))),
+                wnli_task=(wnli_task, str))
     if isinstance(tasks, str):
         raise ConfigError(f"submit_checkpoint.tasks must be a list of task names, got the string {tasks!r}")
-    files = leaderboard_files(benchmark, tasks)
+    files = leaderboard_files(benchmark, tasks, wnli_task)
     if per_task:
         if output_dir is None:
             raise ConfigError("submit_checkpoint: with a checkpoint per task, give output_dir")

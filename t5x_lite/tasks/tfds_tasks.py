@@ -5,7 +5,7 @@ lazy). The datasets must already be prepared in ``data_dir`` (``tfds build``);
 nothing is downloaded here. The inputs follow T5's ``glue`` / ``super_glue``
 preprocessors: ``"<task> <field>: <value> ..."`` -> the label's name; SuperGLUE's
 MultiRC, ReCoRD and WSC follow T5's ``multirc``, ``record`` and ``wsc_simple``
-(see below). The diagnostic sets are cast as T5 casts them (``DIAGNOSTICS``).
+(see below), and ``glue_wnli_simple`` reads WNLI as WSC, as T5 evaluated it. The diagnostic sets are cast as T5 casts them (``DIAGNOSTICS``).
 A test split's hidden labels give T5's ``"<unk>"`` target: the rows are predicted,
 and evaluation leaves them out.
 
@@ -261,6 +261,75 @@ def dpr_text(ex: dict) -> dict:
     return {"inputs": f"wsc: {marked}", "targets": ex["candidates"][int(ex["label"])], "label": 1}
 
 
+# ----------------------------------------------------------------------------- WNLI as WSC
+# T5 trained no model on WNLI (its GLUE mixture leaves it out): it read WNLI's sentence pairs as WSC examples and
+# answered them with the WSC-trained model (T5's ``wnli_simple``, for evaluation only).
+
+WNLI_PRONOUNS = frozenset({"he", "she", "they", "it", "her", "his", "their", "them", "him"})
+_ARTICLES = ("a", "an", "the")
+
+
+def _bare_words(text: str) -> list:
+    """Lower-cased words with a trailing ``.``, ``,``, ``?`` or ``!`` cut, empty ones left out."""
+    return [w for w in (re.sub(r"[.,?!]$", "", w) for w in text.strip().lower().split(" ")) if w]
+
+
+def _leading_words_within(words: list, text: str) -> int:
+    """How many of ``words``, from the first, joined by spaces still occur in ``text``."""
+    n = 0
+    while n < len(words) and " ".join(words[:n + 1]) in text:
+        n += 1
+    return n
+
+
+def _pronoun_reading(premise: list, hypothesis: list, i: int) -> tuple:
+    """(score, candidate) for the pronoun at word ``i`` of the premise: the hypothesis restates the premise with
+    the pronoun replaced, so the words around it that the hypothesis repeats (the score) frame the candidate."""
+    before, after = premise[:i], premise[i + 1:]
+    # the words just before the pronoun, read backwards against the hypothesis read backwards (as T5 does)
+    n_before = _leading_words_within(before[::-1], " ".join(hypothesis[::-1]))
+    n_after = _leading_words_within(after, " ".join(hypothesis))
+    if not n_before + n_after:
+        return 0, ""
+    text = " ".join(hypothesis)
+    framed = [re.escape(w) for w in before[len(before) - n_before:]], [re.escape(w) for w in after[:n_after]]
+    for pattern in (" ".join(framed[0] + ["(.+)"] + framed[1]), " ".join(["^(.+)"] + framed[1]),
+                    " ".join(framed[0] + ["(.+)$"])):
+        found = re.search(pattern, text)
+        if found:
+            return n_before + n_after, found.group(1)
+    return n_before + n_after, ""
+
+
+def wnli_text(ex: dict) -> dict:
+    """GLUE's WNLI as T5's ``wnli_simple``: the premise with its pronoun marked, -> the candidate the hypothesis
+    puts in the pronoun's place; ``label`` 1 (entailment) says the candidate is the referent, which
+    ``wsc_postprocessor`` compares the prediction with. The pronoun is the one whose neighbouring words the
+    hypothesis repeats most (the first such); the candidate starts at its last article, is read back from the
+    hypothesis with its case and without a possessive ending."""
+    premise, hypothesis = ex["sentence1"], ex["sentence2"]
+    words = _bare_words(premise)
+    readings = [(*_pronoun_reading(words, _bare_words(hypothesis), i), i)
+                for i, w in enumerate(words) if w in WNLI_PRONOUNS]
+    if not readings:
+        raise ValueError(f"no pronoun ({', '.join(sorted(WNLI_PRONOUNS))}) in the premise {premise!r}")
+    score, candidate, index = max(readings, key=lambda r: r[0])
+    if not candidate:
+        raise ValueError(f"the hypothesis {hypothesis!r} puts nothing recognizable in place of a pronoun of the "
+                         f"premise {premise!r}")
+    cut = candidate.split(" ")
+    cut = cut[max([cut.index(a) for a in _ARTICLES if a in cut] or [0]):]  # from the last article on
+    found = re.search("(" + " ".join(re.escape(w) + r"[.,?!]?" for w in cut) + ")", hypothesis, re.IGNORECASE)
+    if not found:
+        raise ValueError(f"the candidate {' '.join(cut)!r} is not in the hypothesis {hypothesis!r}")
+    target = re.sub(r"[.,?!]$", "", found.group(1))
+    target = target[:-2] if target.endswith("'s") else target[:-1] if target.endswith("'") else target
+    marked = premise.split(" ")
+    word = marked[index]
+    marked[index] = f"*{word[:-1]}* {word[-1]}" if word[-1] in ".,!?" else f"*{word}*"
+    return {"inputs": "wsc: " + " ".join(marked), "targets": target, "label": int(ex["label"]), "idx": ex["idx"]}
+
+
 def _split_dependent(make: Callable, train_expand: Callable, what: str, task: str) -> Callable:
     """A source factory whose training split (``train``, or a slice of it) is expanded, or filtered, by
     ``train_expand``; training data joined with another split would be half one, half the other: refused."""
@@ -411,6 +480,10 @@ def _register_text_to_text(feature: Feature, vocabulary, data_dir: Optional[str]
                                                   "super_glue_wsc"),
                           preprocessors=(wsc_text,), output_features=text_features, metric_names=("accuracy",),
                           postprocess_fn=wsc_postprocessor, eval_fields=("label", "idx")), overwrite=True)
+    TaskRegistry.add(Task(name="glue_wnli_simple", source=_source("glue/wnli", data_dir=data_dir),
+                          preprocessors=(wnli_text,), output_features=text_features, metric_names=("accuracy",),
+                          postprocess_fn=wsc_postprocessor, eval_fields=("label", "idx"),
+                          splits=("validation", "test")), overwrite=True)
     TaskRegistry.add(Task(name="dpr_simple", source=_source("definite_pronoun_resolution", data_dir=data_dir),
                           preprocessors=(dpr_text,), output_features=text_features, metric_names=("accuracy",),
                           postprocess_fn=wsc_postprocessor, eval_fields=("label",), splits=("train", "test")),

@@ -57,6 +57,16 @@ def test_glue_files_are_tsvs_of_index_and_prediction_in_idx_order(tmp_path):
         write_file(_file("glue", "SST-2.tsv"), [{"prediction": "positive", "targets": "<unk>"}], tmp_path)
 
 
+def test_wnli_read_as_wsc_writes_entailment_where_the_candidate_is_the_referent(tmp_path):
+    wnli = leaderboard_files("glue", ["glue_wnli_simple"], wnli_task="glue_wnli_simple")
+    assert [(f.name, f.task) for f in wnli] == [("WNLI.tsv", "glue_wnli_simple")]
+    rows = [{"targets": "The worm", "prediction": "the worm", "example": {"label": -1, "idx": 0}},
+            {"targets": "Mark", "prediction": "Pete", "example": {"label": -1, "idx": 1}}]
+    assert _lines(write_file(wnli[0], rows, tmp_path)["path"]) == ["index\tprediction", "0\t1", "1\t0"]
+    with pytest.raises(ConfigError, match="wnli_task must be one of glue_wnli, glue_wnli_simple, got 'wsc'"):
+        leaderboard_files("glue", wnli_task="wsc")
+
+
 def test_super_glue_files_are_jsonl_in_each_tasks_format(tmp_path):
     def records(path):
         return [json.loads(line) for line in _lines(path)]

@@ -14,7 +14,7 @@ import t5x_lite.tasks  # noqa: F401
 from t5x_lite.data.sources import DataError
 from t5x_lite.data.tasks import TaskRegistry
 from t5x_lite.tasks.tfds_tasks import (dpr_text, multirc_postprocessor, multirc_text, record_per_answer,
-                                       record_postprocessor, record_text, wsc_correct_referent_only,
+                                       record_postprocessor, record_text, wnli_text, wsc_correct_referent_only,
                                        wsc_postprocessor, wsc_text)
 
 
@@ -360,3 +360,60 @@ def test_diagnostic_sets_are_cast_as_the_task_they_diagnose(tmp_path):
             metrics, rows = evaluate(model=bert, params=bert_params, task=task, split="test",
                                      feature_lengths={"inputs": 48}, batch_size=4)
             assert len(rows) == 6 and "accuracy" in metrics and rows[0]["inputs"].startswith("rte hypothesis: ")
+
+
+WNLI_RECORDS = [  # WNLI-style pairs: the hypothesis restates the premise's clause with the pronoun replaced
+    ("The fish ate the worm. It was tasty.", "The worm was tasty.", 1),
+    ("Mark told Pete many lies about himself, which Pete included in his book. He should have been more skeptical.",
+     "Mark should have been more skeptical.", 0),
+    ("I stuck a pin through a carrot. When I pulled the pin out, it had a hole.", "The carrot had a hole.", 1),
+    ("Steve follows Fred's example in everything. He influences him hugely.", "Steve influences him hugely.", 0),
+    ("Tom gave Ralph a lift to school so he wouldn't have to walk. His mother was grateful.",
+     "Ralph's mother was grateful.", -1),
+]
+
+
+def test_wnli_is_read_as_wsc_as_t5_reads_it():
+    # T5's wnli_simple docstring: 'The fish ate the worm. It was tasty.' / 'The worm was tasty.' ->
+    # 'wsc: The fish ate the worm. *It* was tasty.' -> 'The worm'
+    out = [wnli_text({"sentence1": p, "sentence2": h, "label": label, "idx": i})
+           for i, (p, h, label) in enumerate(WNLI_RECORDS)]
+    assert out[0] == {"inputs": "wsc: The fish ate the worm. *It* was tasty.", "targets": "The worm", "label": 1,
+                      "idx": 0}
+    # the pronoun whose neighbours the hypothesis repeats most ("He ... should have been", not "his book")
+    assert out[1]["inputs"].endswith("in his book. *He* should have been more skeptical.")
+    assert out[1]["targets"] == "Mark"
+    assert out[2]["inputs"].endswith("pulled the pin out, *it* had a hole.") and out[2]["targets"] == "The carrot"
+    assert out[3]["inputs"] == "wsc: Steve follows Fred's example in everything. *He* influences him hugely."
+    assert out[3]["targets"] == "Steve"
+    # a possessive pronoun's candidate loses its possessive ending; a hidden label stays -1
+    assert out[4]["inputs"].endswith("*His* mother was grateful.") and out[4]["targets"] == "Ralph"
+    assert out[4]["label"] == -1
+    # a candidate read with words before it starts at its last article
+    assert wnli_text({"sentence1": "The fish ate the worm. It was tasty.", "label": 1, "idx": 8,
+                      "sentence2": "Yesterday the worm was tasty."})["targets"] == "the worm"
+    with pytest.raises(ValueError, match="no pronoun"):
+        wnli_text({"sentence1": "The fish ate the worm.", "sentence2": "The worm was eaten.", "label": 0, "idx": 9})
+
+
+def _wnli_data_source(builder, split, **kwargs):  # stands in for tfds.data_source("glue/wnli")
+    return [{"sentence1": p.encode(), "sentence2": h.encode(), "label": np.int64(label), "idx": np.int64(i)}
+            for i, (p, h, label) in enumerate(WNLI_RECORDS)]
+
+
+def test_glue_wnli_simple_evaluates_with_the_wsc_postprocessor_and_never_trains():
+    from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
+
+    model, params = _tiny_model()
+    kw = dict(model=model, params=params, feature_lengths={"inputs": 48, "targets": 8}, batch_size=2,
+              decode=DecodeOptions(max_decode_length=4))
+    with _tfds().testing.mock_data(as_data_source_fn=_wnli_data_source):
+        metrics, rows = evaluate(task="glue_wnli_simple", split="validation", **kw)
+        with pytest.raises(DataError, match="split 'train'"):
+            evaluate(task="glue_wnli_simple", split="train", **kw)
+    assert metrics["num_examples"] == 5 and metrics["unlabelled_examples"] == 1
+    assert [r["targets"] for r in rows] == ["The worm", "Mark", "The carrot", "Steve", "Ralph"]
+    expected = np.mean([wsc_postprocessor(r["prediction"], example={**r["example"], "targets_pretokenized":
+                                                                    r["targets"]}) == r["example"]["label"]
+                        for r in rows[:4]]) * 100
+    assert metrics["accuracy"] == pytest.approx(expected)
