@@ -1,7 +1,9 @@
 """UL2's mixture of denoisers (Tay et al. 2022, "Unifying Language Learning Paradigms").
 
 Each example is handled by one denoiser, drawn at random (uniformly by
-default), and its inputs start with the paradigm token of the denoiser's mode:
+default: the paper's appendix code, ``ul2_objective``, samples its denoisers'
+datasets uniformly when given no ``rates``, each document going to one
+denoiser), and its inputs start with the paradigm token of the denoiser's mode:
 
 - R (regular): span corruption, (mean span 3, rate 0.15) and (8, 0.15).
 - S (sequential): prefix LM; the paper writes (mu = L/4, r = 0.25, n = 1), one
