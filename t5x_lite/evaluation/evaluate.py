@@ -114,6 +114,17 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
     return np.concatenate([x, np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)])
 
 
+def _host(x) -> np.ndarray:
+    """A computed value as host numpy. With params sharded over several processes' devices (evaluation during
+    multi-host training) a result may be spread over processes too: every process gathers it (a collective,
+    which every process reaches, since each evaluates the same batches)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
 def _text(vocab, tokens) -> str:
     return vocab.decode([int(t) for t in np.asarray(tokens).reshape(-1)])
 
@@ -192,7 +203,7 @@ def _predict(*, model, params, task, split, feature_lengths, batch_size, decode,
             model, params, _model_inputs(model, batch), max_decode_length=decode.max_decode_length,
             method=decode.method, num_beams=decode.num_beams, alpha=decode.alpha, temperature=decode.temperature,
             top_k=decode.top_k, top_p=decode.top_p, rng=jax.random.fold_in(rng, i))
-        tokens, scores = np.asarray(tokens), np.asarray(scores)
+        tokens, scores = _host(tokens), _host(scores)
         batch_rows = []
         for r in range(n):
             row = {
@@ -272,7 +283,7 @@ def _classify(*, model, params, task, split, feature_lengths, batch_size, max_ex
         unlabelled = _weightless_rows(batch, n)
         if loss is not None:
             loss.add(params, batch, n, unlabelled)
-        logits = np.asarray(_jit_logits(model, params, batch))
+        logits = _host(_jit_logits(model, params, batch))
         log_probs = None if model.regression else logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
         for r in range(n):
             row = {"inputs": _text(task.vocabulary, batch["input_tokens"][r])}
@@ -299,7 +310,7 @@ def score(*, model, params, task, split: str = "validation", feature_lengths: Ma
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
                                   converter=model.feature_converter(), max_examples=max_examples):
         total, per_token = score_batch(model, params, batch)
-        total, per_token = np.asarray(total), np.asarray(per_token)
+        total, per_token = _host(total), _host(per_token)
         weights = np.asarray(batch.get("decoder_loss_weights", batch["decoder_target_tokens"] != 0)) > 0
         for r in range(n):
             rows.append({"inputs": _text(task.vocabulary, _inputs_of(model, batch, r)),
@@ -379,8 +390,8 @@ class _LossTally:
         if len(unlabelled) == n:
             return
         loss, metrics = _jit_loss(self._model, params, _mask_rows(batch, n, unlabelled))
-        count = float(metrics["num_tokens"])
-        self._total += float(loss) * count
+        count = float(_host(metrics["num_tokens"]))
+        self._total += float(_host(loss)) * count
         self._tokens += count
 
     def mean(self) -> float:

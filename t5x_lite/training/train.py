@@ -542,16 +542,9 @@ def _check_eval_task(model, eval_task, feature_lengths: Mapping[str, int]) -> No
 def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examples, decode) -> dict:
     from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
 
-    if jax.process_count() > 1:
-        # Every process gathers the params to host memory and evaluates the whole split on one of its devices:
-        # the same metrics in each, at a replicated cost (the evaluation is not sharded). Fine for models that
-        # fit one device; one that needs a model axis across hosts does not fit this way.
-        from jax.experimental import multihost_utils
-
-        host_params = multihost_utils.process_allgather(params, tiled=True)
-    else:
-        host_params = jax.device_get(params)
-    metrics, _ = evaluate(model=model, params=host_params, task=task, split=split,
+    # The params stay as training shards them, so evaluation runs on the mesh (jit follows the params' shardings):
+    # a model that needs its model axis to fit is evaluated as it trains. Every process reads the whole split.
+    metrics, _ = evaluate(model=model, params=params, task=task, split=split,
                           feature_lengths=feature_lengths, batch_size=batch_size,
                           decode=decode or DecodeOptions(), max_examples=max_examples,
                           decode_without_metrics=False)  # the predictions are not kept

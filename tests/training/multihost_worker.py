@@ -67,7 +67,7 @@ def train_steps(batch, *, mesh_config, strategy: str, steps: int = STEPS, device
     """After ``steps`` Trainer steps on the global ``batch`` (same code for 1 or N processes): the losses, the
     final params as numpy, their specs, this process's ``data_shard`` and the rows it fed, and with
     ``evaluate`` the final params' metrics as ``train`` evaluates during training (4 examples of the bundled
-    sentiment task)."""
+    sentiment task, read with the params as training shards them)."""
     import jax
     import numpy as np
     from jax.experimental import multihost_utils
@@ -106,6 +106,9 @@ def train_steps(batch, *, mesh_config, strategy: str, steps: int = STEPS, device
 
         eval_metrics = _run_eval(trainer.model, state.params, "bundled_sentiment", "validation",
                                  {"inputs": 32, "targets": 4}, 4, 4, DecodeOptions(max_decode_length=2))
+        # evaluated where training holds them: spread over the processes' devices, not gathered first
+        eval_metrics["params_on_this_process_only"] = all(
+            x.is_fully_addressable for x in jax.tree_util.tree_leaves(state.params))
     return {"losses": losses, "params": flat, "param_specs": specs, "data_shard": list(trainer.data_shard),
             "host_rows": int(next(iter(host_batch.values())).shape[0]), "eval_metrics": eval_metrics,
             "gathered_positions": gathered}

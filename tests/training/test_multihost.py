@@ -11,8 +11,8 @@ devices in 2 processes. Two meshes:
 
 The losses and final params must equal a single-process, single-device run of
 the same global batch to float32 rounding, and the two processes must agree
-exactly. In the second, each process also evaluates the final params as ``train``
-does during training (it gathers them from both processes).
+exactly. Each process also evaluates the final params as ``train`` does during
+training: on the mesh, with the params sharded as they trained.
 
 The distributed runtime listens on 127.0.0.1 only (a free port); gloo's own
 TCP pairs bind the address the hostname resolves to (127.0.0.1 on a typical
@@ -79,7 +79,7 @@ def _start_workers(tmp_path: Path, model_parallel: int, strategy: str) -> list:
         cmd = [sys.executable, str(WORKER), "--coordinator", f"127.0.0.1:{port}",
                "--num-processes", str(NUM_PROCESSES), "--process-id", str(pid),
                "--devices-per-process", "2", "--model-parallel", str(model_parallel), "--strategy", strategy,
-               "--timeout", "60", "--out", str(tmp_path)] + (["--evaluate"] if strategy == "data_parallel" else [])
+               "--timeout", "60", "--out", str(tmp_path), "--evaluate"]
         out = open(tmp_path / f"stdout_{pid}.txt", "w")
         err = open(tmp_path / f"stderr_{pid}.txt", "w")
         procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True),
@@ -125,8 +125,7 @@ def test_two_processes_match_single_process(tmp_path, model_parallel, strategy):
         # The reference runs here, in this (single-device) process, while the workers compile.
         worker = _load_worker()
         ref = worker.train_steps(worker.global_batch(), mesh_config=partitioning.MeshConfig(data=1, model=1),
-                                 strategy="data_parallel", devices=jax.devices()[:1],
-                                 evaluate=strategy == "data_parallel")
+                                 strategy="data_parallel", devices=jax.devices()[:1], evaluate=True)
         ref_losses, ref_params, ref_eval = ref["losses"], ref["params"], ref["eval_metrics"]
     except BaseException:
         for proc, _, _ in procs:
@@ -150,10 +149,11 @@ def test_two_processes_match_single_process(tmp_path, model_parallel, strategy):
         else:  # one model over both processes: both feed every row; weights split 4 ways over the model axis
             assert r["data_shard"] == [0, 1] and r["host_rows"] == worker.GLOBAL_BATCH, r
             assert any("'model'" in spec for spec in r["param_specs"]), r["param_specs"]
-            # evaluation during training: the same metrics in each process as in one
-            assert r["eval_metrics"]["num_examples"] == 4 and "accuracy" in r["eval_metrics"], r
-            assert r["eval_metrics"]["accuracy"] == ref_eval["accuracy"], (r["eval_metrics"], ref_eval)
-            assert abs(r["eval_metrics"]["loss"] - ref_eval["loss"]) < TOL, (r["eval_metrics"], ref_eval)
+        # evaluation during training, with the params spread over both processes: the same metrics as in one
+        assert r["eval_metrics"].pop("params_on_this_process_only") is False, r
+        assert r["eval_metrics"]["num_examples"] == 4 and "accuracy" in r["eval_metrics"], r
+        assert r["eval_metrics"]["accuracy"] == ref_eval["accuracy"], (r["eval_metrics"], ref_eval)
+        assert abs(r["eval_metrics"]["loss"] - ref_eval["loss"]) < TOL, (r["eval_metrics"], ref_eval)
     # Both processes hold the same replicated loss, bit for bit.
     assert results[0]["losses"] == results[1]["losses"]
 
