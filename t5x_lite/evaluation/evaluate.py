@@ -125,6 +125,31 @@ def _host(x) -> np.ndarray:
     return np.asarray(x)
 
 
+Place = Callable[[Mapping[str, Any]], dict]
+
+
+def _batch_placer(sharding: Optional[jax.sharding.Sharding]) -> Place:
+    """Model inputs -> global arrays whose rows are split as ``sharding`` splits a training batch (every process
+    holds the whole evaluation batch), so the mesh's data devices share the work; arrays whose rows do not divide
+    evenly stay as they are (jit replicates them)."""
+    if sharding is None:
+        return dict
+
+    def place(batch: Mapping[str, Any]) -> dict:
+        out = {}
+        for key, value in batch.items():
+            value = np.asarray(value)
+            try:
+                sharding.shard_shape(value.shape)
+            except ValueError:  # rows that do not divide over the batch devices
+                out[key] = value
+                continue
+            out[key] = jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
+        return out
+
+    return place
+
+
 def _text(vocab, tokens) -> str:
     return vocab.decode([int(t) for t in np.asarray(tokens).reshape(-1)])
 
@@ -183,9 +208,10 @@ def predict(*, model, params, task, split: str = "validation", feature_lengths: 
 
 
 def _predict(*, model, params, task, split, feature_lengths, batch_size, decode, max_examples,
-             loss: Optional["_LossTally"] = None, labelled: Callable[[dict], bool] = lambda row: True) -> list[dict]:
+             loss: Optional["_LossTally"] = None, labelled: Callable[[dict], bool] = lambda row: True,
+             place: Place = dict) -> list[dict]:
     """``predict``; with ``loss``, each batch's loss is added to it too (one read of the split for both), over
-    the rows ``labelled`` says have a label."""
+    the rows ``labelled`` says have a label; ``place`` lays out each batch's model inputs (``_batch_placer``)."""
     from t5x_lite.decoding import predict_batch
 
     if not can_decode(model):
@@ -195,12 +221,15 @@ def _predict(*, model, params, task, split, feature_lengths, batch_size, decode,
     rows: list[dict] = []
     if model.kind == "encoder_only_classification":
         return _classify(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
-                         batch_size=batch_size, max_examples=max_examples, loss=loss)
+                         batch_size=batch_size, max_examples=max_examples, loss=loss, place=place)
     for i, (batch, n) in enumerate(_eval_batches(task, split=split, feature_lengths=feature_lengths,
                                                   batch_size=batch_size, converter=model.feature_converter(),
                                                   max_examples=max_examples, keep_text=True)):
+        inputs = _model_inputs(model, batch)
+        if model.kind != "decoder_only":  # a decoder-only prompt is measured on the host first
+            inputs = place(inputs)
         tokens, scores = predict_batch(
-            model, params, _model_inputs(model, batch), max_decode_length=decode.max_decode_length,
+            model, params, inputs, max_decode_length=decode.max_decode_length,
             method=decode.method, num_beams=decode.num_beams, alpha=decode.alpha, temperature=decode.temperature,
             top_k=decode.top_k, top_p=decode.top_p, rng=jax.random.fold_in(rng, i))
         tokens, scores = _host(tokens), _host(scores)
@@ -271,7 +300,7 @@ def _jit_loss(model, params, batch):
 
 
 def _classify(*, model, params, task, split, feature_lengths, batch_size, max_examples,
-              loss: Optional["_LossTally"] = None) -> list[dict]:
+              loss: Optional["_LossTally"] = None, place: Place = dict) -> list[dict]:
     """A classifier's rows: the class id (a regression head's value) predicted and the target's, None where the
     row has no label (``label_weight`` 0); the task's eval fields (a test split's ``idx``) as ``example``."""
     rows = []
@@ -283,7 +312,7 @@ def _classify(*, model, params, task, split, feature_lengths, batch_size, max_ex
         unlabelled = _weightless_rows(batch, n)
         if loss is not None:
             loss.add(params, batch, n, unlabelled)
-        logits = _host(_jit_logits(model, params, batch))
+        logits = _host(_jit_logits(model, params, place(batch)))
         log_probs = None if model.regression else logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
         for r in range(n):
             row = {"inputs": _text(task.vocabulary, batch["input_tokens"][r])}
@@ -339,10 +368,10 @@ def _labelled_rule(model, task) -> Optional[Callable[[dict], bool]]:
 
 
 def _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples,
-                       labelled: Optional[Callable[[dict], bool]] = None) -> "_LossTally":
+                       labelled: Optional[Callable[[dict], bool]] = None, place: Place = dict) -> "_LossTally":
     """The split's loss, read without decoding; with ``labelled``, over the rows it says have a label (the
     batches then carry their text, for it to read)."""
-    tally = _LossTally(model)
+    tally = _LossTally(model, place)
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
                                   converter=model.feature_converter(), max_examples=max_examples,
                                   keep_text=labelled is not None):
@@ -377,8 +406,9 @@ class _LossTally:
     would depend on the batch size.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, place: Place = dict):
         self._model = model.replace(z_loss=0.0, loss_normalizer=None)
+        self._place = place
         self._total = self._tokens = 0.0
         self.examples = self.unlabelled = 0
 
@@ -389,7 +419,7 @@ class _LossTally:
         self.unlabelled += len(unlabelled)
         if len(unlabelled) == n:
             return
-        loss, metrics = _jit_loss(self._model, params, _mask_rows(batch, n, unlabelled))
+        loss, metrics = _jit_loss(self._model, params, self._place(_mask_rows(batch, n, unlabelled)))
         count = float(_host(metrics["num_tokens"]))
         self._total += float(_host(loss)) * count
         self._tokens += count
@@ -414,9 +444,13 @@ def _mask_rows(batch: dict, n: int, unlabelled: Sequence[int] = ()) -> dict:
 
 def evaluate(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
              batch_size: int = 16, decode: DecodeOptions = DecodeOptions(), max_examples: Optional[int] = None,
-             metric_names: Optional[Sequence[str]] = None, decode_without_metrics: bool = True
-             ) -> tuple[dict, list[dict]]:
+             metric_names: Optional[Sequence[str]] = None, decode_without_metrics: bool = True,
+             batch_sharding: Optional[jax.sharding.Sharding] = None) -> tuple[dict, list[dict]]:
     """(metrics, predictions): the task's metrics on postprocessed predictions, plus the loss.
+
+    ``batch_sharding`` (a training batch's, ``partitioning.batch_sharding``) splits each batch's rows over the
+    mesh's data devices, for params sharded on that mesh (evaluation during training); without it, jit
+    replicates the batch over the devices the params are on.
 
     Without metrics to compute (a pretraining task) ``decode_without_metrics`` says
     whether to decode anyway, for the predictions; a model that cannot decode
@@ -433,20 +467,23 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     if isinstance(task, Mixture):
         return _evaluate_mixture(task, split, model=model, params=params, feature_lengths=feature_lengths,
                                  batch_size=batch_size, decode=decode, max_examples=max_examples,
-                                 metric_names=metric_names, decode_without_metrics=decode_without_metrics)
+                                 metric_names=metric_names, decode_without_metrics=decode_without_metrics,
+                                 batch_sharding=batch_sharding)
     names = list(metric_names) if metric_names else list(task.metric_names)
     check_metrics_can_be_decoded(model, task, names)
     decodes = can_decode(model)
     rows = []
     predicted = decodes and bool(names or (decode_without_metrics and has_inputs(task)))
-    loss = _LossTally(model)
+    place = _batch_placer(batch_sharding)
+    loss = _LossTally(model, place)
     labelled = _labelled_rule(model, task)
     if predicted:
         rows = _predict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
                         batch_size=batch_size, decode=decode, max_examples=max_examples, loss=loss,
-                        labelled=labelled or (lambda row: True))
+                        labelled=labelled or (lambda row: True), place=place)
     else:
-        loss = _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples, labelled)
+        loss = _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples, labelled,
+                                  place)
     if model.kind == "encoder_only_classification":  # its rows hold class ids, never unlabelled ones
         label = lambda row, is_target: row["targets" if is_target else "prediction"]  # noqa: E731
     else:

@@ -340,7 +340,8 @@ def train(
                         step_callback(step, metrics_out)
                 if eval_task and eval_every > 0 and (step % eval_every == 0 or step == train_steps):
                     eval_metrics = _run_eval(model, state.params, eval_task, eval_split, feature_lengths, batch_size,
-                                             eval_max_examples, eval_decode)
+                                             eval_max_examples, eval_decode,
+                                             partitioning.batch_sharding(trainer.mesh, trainer.rules))
                     writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()}, force=True)
                     metrics_out.update({f"eval_{k}": v for k, v in eval_metrics.items()})
                     bar.write(f"eval at step {step}: " + ", ".join(
@@ -539,15 +540,18 @@ def _check_eval_task(model, eval_task, feature_lengths: Mapping[str, int]) -> No
         raise DataError(f"train.eval_task: {e}") from e
 
 
-def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examples, decode) -> dict:
+def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examples, decode,
+              batch_sharding=None) -> dict:
     from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
 
     # The params stay as training shards them, so evaluation runs on the mesh (jit follows the params' shardings):
-    # a model that needs its model axis to fit is evaluated as it trains. Every process reads the whole split.
+    # a model that needs its model axis to fit is evaluated as it trains. Every process reads the whole split;
+    # each batch's rows are split over the data devices as a training batch's are.
     metrics, _ = evaluate(model=model, params=params, task=task, split=split,
                           feature_lengths=feature_lengths, batch_size=batch_size,
                           decode=decode or DecodeOptions(), max_examples=max_examples,
-                          decode_without_metrics=False)  # the predictions are not kept
+                          decode_without_metrics=False,  # the predictions are not kept
+                          batch_sharding=batch_sharding)
     return {k: float(v) for k, v in metrics.items()}
 
 

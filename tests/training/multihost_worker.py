@@ -105,10 +105,18 @@ def train_steps(batch, *, mesh_config, strategy: str, steps: int = STEPS, device
         from t5x_lite.training.train import _run_eval
 
         eval_metrics = _run_eval(trainer.model, state.params, "bundled_sentiment", "validation",
-                                 {"inputs": 32, "targets": 4}, 4, 4, DecodeOptions(max_decode_length=2))
+                                 {"inputs": 32, "targets": 4}, 4, 4, DecodeOptions(max_decode_length=2),
+                                 partitioning.batch_sharding(trainer.mesh, trainer.rules))
         # evaluated where training holds them: spread over the processes' devices, not gathered first
         eval_metrics["params_on_this_process_only"] = all(
             x.is_fully_addressable for x in jax.tree_util.tree_leaves(state.params))
+        # an evaluation batch laid out as a training batch, and gathered back whole
+        from t5x_lite.evaluation.evaluate import _batch_placer, _host
+
+        rows = np.arange(8, dtype=np.int32).reshape(4, 2)
+        placed = _batch_placer(partitioning.batch_sharding(trainer.mesh, trainer.rules))({"rows": rows})["rows"]
+        eval_metrics["eval_rows_per_device"] = int(placed.addressable_shards[0].data.shape[0])
+        eval_metrics["eval_batch_gathered"] = _host(placed).tolist() == rows.tolist()
     return {"losses": losses, "params": flat, "param_specs": specs, "data_shard": list(trainer.data_shard),
             "host_rows": int(next(iter(host_batch.values())).shape[0]), "eval_metrics": eval_metrics,
             "gathered_positions": gathered}
