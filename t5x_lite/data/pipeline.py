@@ -449,9 +449,8 @@ class _RecordCounter:
             return
         where = f"task {self._task.name!r} split {self._split!r}"
         if set(self._why) == {"dropped by its preprocessors"}:
-            hint = "; an unlabelled test split does this" if self._task.objective is None else ""
             raise DataError(f"{where}: its preprocessors dropped every one of the {self._expected} records read "
-                            f"({self._source.description}){hint}")
+                            f"({self._source.description})")
         raise DataError(f"{where}: none of the {self._expected} records read ({self._source.description}) can be "
                         "used: " + ", ".join(f"{n} {why}" for why, n in sorted(self._why.items())))
 

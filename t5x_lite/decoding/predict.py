@@ -33,7 +33,7 @@ prefill filled with padding are overwritten before anything can attend to them.
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -229,6 +229,7 @@ def predict_batch(
     top_k: int = 0,
     top_p: float = 1.0,
     rng: Optional[Array] = None,
+    place: Optional[Callable[[Mapping[str, Any]], Mapping[str, Any]]] = None,
 ) -> Tuple[Array, Array]:
     """Decode a batch: ``(tokens [B, num_decodes, max_decode_length], scores [B, num_decodes])``, best first.
 
@@ -237,6 +238,8 @@ def predict_batch(
     penalty ``alpha``, the ``num_decodes`` best beams). Tokens are the generated
     ones only (no start token, no prompt), EOS kept, padded with ``pad_id``
     after it. Scores are log-likelihoods, length-penalized for beam search.
+    ``place`` lays out the compiled decode's batch features (evaluation during
+    training splits their rows over the data devices) before the call.
     Works for ``EncoderDecoderModel`` and ``DecoderOnlyModel`` (see the module
     docstring for the decoder-only prompt convention).
     """
@@ -258,6 +261,8 @@ def predict_batch(
     else:
         prompt, lengths = decoder_only_prompt(model, batch)
         features = {"prompt": jnp.asarray(prompt), "lengths": jnp.asarray(lengths)}
+    if place is not None:
+        features = place(features)
     return _predict(
         params, features, rng if method == "sample" else None, jnp.float32(alpha), jnp.float32(temperature),
         model=model, max_decode_length=int(max_decode_length), method=method,

@@ -128,20 +128,27 @@ def _host(x) -> np.ndarray:
 Place = Callable[[Mapping[str, Any]], dict]
 
 
-def _batch_placer(sharding: Optional[jax.sharding.Sharding]) -> Place:
+def _batch_placer(sharding: Optional[jax.sharding.NamedSharding]) -> Place:
     """Model inputs -> global arrays whose rows are split as ``sharding`` splits a training batch (every process
-    holds the whole evaluation batch), so the mesh's data devices share the work; arrays whose rows do not divide
-    evenly stay as they are (jit replicates them)."""
+    holds the whole evaluation batch), so the mesh's data devices share the work. Arrays whose rows do not divide
+    over them stay as they are, and jit repeats their work on every device (said once)."""
     if sharding is None:
         return dict
+    axes = sharding.spec[0] if len(sharding.spec) else None
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    split = int(np.prod([sharding.mesh.shape[a] for a in axes], dtype=np.int64))
+    warned = []
 
     def place(batch: Mapping[str, Any]) -> dict:
         out = {}
         for key, value in batch.items():
             value = np.asarray(value)
-            try:
-                sharding.shard_shape(value.shape)
-            except ValueError:  # rows that do not divide over the batch devices
+            if value.ndim == 0 or value.shape[0] % split:
+                if not warned:
+                    log.warning("evaluation: %r has %s rows, which do not split over the %d data devices; its "
+                                "batches are evaluated whole on every device", key,
+                                value.shape[0] if value.ndim else "no", split)
+                    warned.append(key)
                 out[key] = value
                 continue
             out[key] = jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
@@ -225,11 +232,8 @@ def _predict(*, model, params, task, split, feature_lengths, batch_size, decode,
     for i, (batch, n) in enumerate(_eval_batches(task, split=split, feature_lengths=feature_lengths,
                                                   batch_size=batch_size, converter=model.feature_converter(),
                                                   max_examples=max_examples, keep_text=True)):
-        inputs = _model_inputs(model, batch)
-        if model.kind != "decoder_only":  # a decoder-only prompt is measured on the host first
-            inputs = place(inputs)
         tokens, scores = predict_batch(
-            model, params, inputs, max_decode_length=decode.max_decode_length,
+            model, params, _model_inputs(model, batch), place=place, max_decode_length=decode.max_decode_length,
             method=decode.method, num_beams=decode.num_beams, alpha=decode.alpha, temperature=decode.temperature,
             top_k=decode.top_k, top_p=decode.top_p, rng=jax.random.fold_in(rng, i))
         tokens, scores = _host(tokens), _host(scores)
@@ -431,7 +435,8 @@ class _LossTally:
 def _mask_rows(batch: dict, n: int, unlabelled: Sequence[int] = ()) -> dict:
     """``batch`` with no loss on its padding rows (from ``n`` on) nor on the ``unlabelled`` ones."""
     if "labels" in batch and "label_weights" not in batch and n < len(batch["labels"]):
-        return {k: v[:n] for k, v in batch.items()}  # a classifier that weighs every row: drop the padding ones
+        # a classifier whose converter (one of one's own) gives no weights: drop the padding rows
+        return {k: v[:n] for k, v in batch.items()}
     out = dict(batch)
     for key in ("decoder_loss_weights", "mlm_weights", "label_weights"):
         if key in out:
@@ -484,7 +489,7 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     else:
         loss = _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples, labelled,
                                   place)
-    if model.kind == "encoder_only_classification":  # its rows hold class ids, never unlabelled ones
+    if model.kind == "encoder_only_classification":  # class ids as they are; None targets are unlabelled rows
         label = lambda row, is_target: row["targets" if is_target else "prediction"]  # noqa: E731
     else:
         label = _labeller(task)

@@ -30,10 +30,17 @@ from collections import abc
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+from t5x_lite.data.sources import DataError
 from t5x_lite.errors import ConfigError, check_types
 from t5x_lite.evaluation.evaluate import DecodeOptions, _labeller, predict, resolve_task
+from t5x_lite.tasks.tfds_tasks import label_names
 
 log = logging.getLogger(__name__)
+
+
+# How a file writes a label: the class id, the label's name (lower-cased), a score in [0, 5], WSC's "True" /
+# "False", MultiRC's 0 / 1 nested by paragraph and question, or the predicted text.
+FORMS = ("index", "name", "lowercase", "score", "referent", "multirc", "text")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +52,10 @@ class LeaderboardFile:
     task: str
     split: str
     form: str
+
+    def __post_init__(self):
+        if self.form not in FORMS:
+            raise ValueError(f"{self.name}: form {self.form!r} is not one of {', '.join(FORMS)}")
 
 
 def _file(name: str, task: str, form: str, split: str = "test") -> LeaderboardFile:
@@ -79,22 +90,6 @@ BENCHMARKS: dict[str, tuple[LeaderboardFile, ...]] = {
     ),
 }
 
-FORMS = ("index", "name", "lowercase", "score", "referent", "multirc", "text")
-
-
-def label_names(task: str) -> Optional[tuple[str, ...]]:
-    """The class names a GLUE or SuperGLUE task's (or diagnostic set's) label ids index; None for the others."""
-    from t5x_lite.tasks.tfds_tasks import DIAGNOSTICS, GLUE, SUPER_GLUE
-
-    if task == "glue_wnli_simple":  # WNLI read as WSC: 1, the candidate is the referent, is WNLI's entailment
-        task = "glue_wnli"
-    if task in DIAGNOSTICS:
-        cast_as = DIAGNOSTICS[task][1]
-        return (GLUE if task.startswith("glue_") else SUPER_GLUE)[cast_as][1]
-    for prefix, table in (("glue_", GLUE), ("super_glue_", SUPER_GLUE)):
-        if task.startswith(prefix) and task[len(prefix):] in table:
-            return table[task[len(prefix):]][1]
-    return None
 
 
 def _label(file: LeaderboardFile, value: Any) -> tuple[Any, bool]:
@@ -104,13 +99,14 @@ def _label(file: LeaderboardFile, value: Any) -> tuple[Any, bool]:
     if file.form == "score":
         readable = isinstance(value, (int, float)) and math.isfinite(value)
         return (min(max(float(value), 0.0), 5.0) if readable else 0.0), readable
-    classes = 2 if file.form in ("referent", "multirc") else len(label_names(file.task))
+    names = label_names(file.task)
+    classes = 2 if file.form in ("referent", "multirc") else len(names)
     readable = isinstance(value, int) and 0 <= value < classes
     value = value if readable else 0
     if file.form == "name":
-        return label_names(file.task)[value], readable
+        return names[value], readable
     if file.form == "lowercase":
-        return label_names(file.task)[value].lower(), readable
+        return names[value].lower(), readable
     if file.form == "referent":
         return ("False", "True")[value], readable
     return value, readable  # index, multirc
@@ -243,18 +239,27 @@ def submit_checkpoint(
     from t5x_lite.training import checkpoints
 
     per_task = isinstance(checkpoint, abc.Mapping)
-    check_types("submit_checkpoint", benchmark=(benchmark, str), tasks=(tasks, (abc.Sequence, type(None))),
-                wnli_task=(wnli_task, str))
+    check_types("submit_checkpoint", checkpoint=(checkpoint, (str, os.PathLike, abc.Mapping)),
+                benchmark=(benchmark, str), tasks=(tasks, (abc.Sequence, type(None))), wnli_task=(wnli_task, str))
     if isinstance(tasks, str):
         raise ConfigError(f"submit_checkpoint.tasks must be a list of task names, got the string {tasks!r}")
     files = leaderboard_files(benchmark, tasks, wnli_task)
     if per_task:
         if output_dir is None:
             raise ConfigError("submit_checkpoint: with a checkpoint per task, give output_dir")
+        known = {f.task for f in leaderboard_files(benchmark, wnli_task=wnli_task)}
+        for task, path in checkpoint.items():
+            if task not in known:
+                raise ConfigError(f"submit_checkpoint.checkpoint names {task!r}, which has no {benchmark} leaderboard "
+                                  f"file; its tasks are {', '.join(sorted(known))}")
+            check_types("submit_checkpoint", **{f"checkpoint[{task!r}]": (path, (str, os.PathLike))})
         missing = sorted({f.task for f in files} - set(checkpoint))
         if missing:
             raise ConfigError(f"submit_checkpoint.checkpoint has no checkpoint for {', '.join(missing)} (give one "
                               "per task, or restrict tasks)")
+    elif benchmark == "glue" and wnli_task == "glue_wnli_simple":
+        log.warning("WNLI read as WSC is answered by the same checkpoint as GLUE's other tasks; T5 answered it with "
+                    "the checkpoint trained on SuperGLUE's WSC (give a dict, with glue_wnli_simple mapped to that)")
     checkpoint_of = (lambda task: os.fspath(checkpoint[task])) if per_task else (lambda task: os.fspath(checkpoint))
     for f in files:
         _check_settings("submit_checkpoint", checkpoint_of(f.task), f.task, feature_lengths, batch_size, max_examples,
@@ -278,15 +283,22 @@ def submit_checkpoint(
     (zip_path,) = _output_paths(anchor, step, output_dir, overwrite, "submission", f"{benchmark}.zip")
     directory = zip_path.with_suffix("")
     directory.mkdir(exist_ok=True)
+    first_use = {path: i for i, path in reversed(list(enumerate(models)))}
     written = {}
-    for f in files:
-        path = checkpoint_of(f.task)
-        model, params, _ = restored(path)
-        rows = predict(model=model, params=params, task=_task_for(model, f, path), split=f.split,
-                       feature_lengths=feature_lengths, batch_size=batch_size, decode=decode,
-                       max_examples=max_examples)
-        written[f.name] = write_file(f, rows, directory)
-        log.info("%s: %d lines from %s split %r", f.name, written[f.name]["lines"], f.task, f.split)
+    try:
+        for f in sorted(files, key=lambda f: first_use[checkpoint_of(f.task)]):  # each checkpoint's files together
+            path = checkpoint_of(f.task)
+            model, params, _ = restored(path)
+            task = _task_for(model, f, path)
+            rows = predict(model=model, params=params, task=task, split=f.split, feature_lengths=feature_lengths,
+                           batch_size=batch_size, decode=decode, max_examples=max_examples)
+            _check_complete(f, task, len(rows), max_examples)
+            written[f.name] = write_file(f, rows, directory)
+            log.info("%s: %d lines from %s split %r", f.name, written[f.name]["lines"], task, f.split)
+    except BaseException:
+        zip_path.unlink(missing_ok=True)  # no empty zip left to mistake for a submission
+        raise
+    written = {f.name: written[f.name] for f in files}  # the benchmark's order
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
         for name, info in written.items():
             z.write(info["path"], arcname=name)
@@ -295,6 +307,17 @@ def submit_checkpoint(
         log.warning("%s holds %d of the %d files %s's leaderboard expects; missing: %s", zip_path, len(written),
                     len(BENCHMARKS[benchmark]), benchmark, ", ".join(missing))
     return {"zip": str(zip_path), "files": written, "missing": missing}
+
+
+def _check_complete(file: LeaderboardFile, task: str, predicted: int, max_examples: Optional[int]) -> None:
+    """One prediction per test record (these tasks read one example from each): a record dropped by a preprocessor
+    or skipped as bad would leave a line out, and the leaderboard refuses a short file."""
+    records = len(resolve_task(task).source(file.split))
+    expected = records if max_examples is None else min(records, max_examples)
+    if predicted != expected:
+        raise DataError(f"{file.name}: task {task!r} split {file.split!r} gave {predicted} predictions for "
+                        f"{expected} records (the log says which were dropped or skipped); the leaderboard needs "
+                        "one line per test example")
 
 
 def _task_for(model, file: LeaderboardFile, checkpoint: str) -> str:

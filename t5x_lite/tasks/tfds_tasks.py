@@ -21,6 +21,7 @@ These tasks use the bundled vocabulary by default. To use your own (T5's
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import string
 from typing import Callable, Optional, Sequence
@@ -30,6 +31,8 @@ import numpy as np
 from t5x_lite.data.features import Feature
 from t5x_lite.data.objectives import make_objective
 from t5x_lite.data.tasks import UNLABELLED_TARGET, Mixture, MixtureRegistry, Task, TaskRegistry, split_names
+
+log = logging.getLogger(__name__)
 
 # name -> (TFDS features, written sorted by name as T5's glue() does; label names, None for regression)
 GLUE = {
@@ -305,8 +308,12 @@ def wnli_text(ex: dict) -> dict:
     """GLUE's WNLI as T5's ``wnli_simple``: the premise with its pronoun marked, -> the candidate the hypothesis
     puts in the pronoun's place; ``label`` 1 (entailment) says the candidate is the referent, which
     ``wsc_postprocessor`` compares the prediction with. The pronoun is the one whose neighbouring words the
-    hypothesis repeats most (the first such); the candidate starts at its last article, is read back from the
-    hypothesis with its case and without a possessive ending."""
+    hypothesis repeats most (the first such); the candidate starts at the latest of the articles' first
+    occurrences in it, and is read back from the hypothesis with its case and without a possessive ending.
+
+    Where the hypothesis repeats no word around any pronoun, T5's target is empty and the row always scores
+    "not the referent"; here (a target cannot be empty) it is ``"<unk>"``, which no prediction names either,
+    and a warning says so. A premise without a pronoun is an error, as in T5."""
     premise, hypothesis = ex["sentence1"], ex["sentence2"]
     words = _bare_words(premise)
     readings = [(*_pronoun_reading(words, _bare_words(hypothesis), i), i)
@@ -314,16 +321,19 @@ def wnli_text(ex: dict) -> dict:
     if not readings:
         raise ValueError(f"no pronoun ({', '.join(sorted(WNLI_PRONOUNS))}) in the premise {premise!r}")
     score, candidate, index = max(readings, key=lambda r: r[0])
-    if not candidate:
-        raise ValueError(f"the hypothesis {hypothesis!r} puts nothing recognizable in place of a pronoun of the "
-                         f"premise {premise!r}")
-    cut = candidate.split(" ")
-    cut = cut[max([cut.index(a) for a in _ARTICLES if a in cut] or [0]):]  # from the last article on
-    found = re.search("(" + " ".join(re.escape(w) + r"[.,?!]?" for w in cut) + ")", hypothesis, re.IGNORECASE)
-    if not found:
-        raise ValueError(f"the candidate {' '.join(cut)!r} is not in the hypothesis {hypothesis!r}")
-    target = re.sub(r"[.,?!]$", "", found.group(1))
-    target = target[:-2] if target.endswith("'s") else target[:-1] if target.endswith("'") else target
+    if candidate:
+        cut = candidate.split(" ")
+        cut = cut[max([cut.index(a) for a in _ARTICLES if a in cut] or [0]):]
+        found = re.search("(" + " ".join(re.escape(w) + r"[.,?!]?" for w in cut) + ")", hypothesis, re.IGNORECASE)
+        if not found:
+            raise ValueError(f"the candidate {' '.join(cut)!r} is not in the hypothesis {hypothesis!r}")
+        target = re.sub(r"[.,?!]$", "", found.group(1))
+        target = target[:-2] if target.endswith("'s") else target[:-1] if target.endswith("'") else target
+    else:
+        log.warning("WNLI record idx %s: the hypothesis %r repeats no word around a pronoun of the premise %r; "
+                    "its answer is scored as not naming the referent, as T5's empty target is", ex.get("idx"),
+                    hypothesis, premise)
+        target = UNLABELLED_TARGET
     marked = premise.split(" ")
     word = marked[index]
     marked[index] = f"*{word[:-1]}* {word[-1]}" if word[-1] in ".,!?" else f"*{word}*"
@@ -394,11 +404,25 @@ DIAGNOSTICS = {
 }
 
 
+def label_names(task: str) -> Optional[tuple[str, ...]]:
+    """The class names a GLUE or SuperGLUE task's label ids index (a diagnostic set's: those of the task it is cast
+    as; ``glue_wnli_simple``'s: WNLI's, 1 = entailment = the candidate is the referent); None for the others and
+    for STS-B."""
+    if task == "glue_wnli_simple":
+        task = "glue_wnli"
+    if task in DIAGNOSTICS:
+        task = ("glue_" if task.startswith("glue_") else "super_glue_") + DIAGNOSTICS[task][1]
+    for prefix, table in (("glue_", GLUE), ("super_glue_", SUPER_GLUE)):
+        if task.startswith(prefix) and task[len(prefix):] in table:
+            return table[task[len(prefix):]][1]
+    return None
+
+
 def _diagnostic_tasks(data_dir: Optional[str]):
     """(task name, cast as, fields, label names, source, metric names, the preprocessors before the cast) of each
     diagnostic set; AX-b's go first with T5's ``rekey``, its sentence1/sentence2 read as RTE's premise/hypothesis."""
     for task, (tfds_name, cast_as, fields, rename, metrics) in DIAGNOSTICS.items():
-        labels = (GLUE if task.startswith("glue") else SUPER_GLUE)[cast_as][1]
+        labels = label_names(task)
         rekey = (lambda ex, rename=rename: {rename.get(k, k): v for k, v in ex.items()},) if rename else ()
         yield task, cast_as, fields, labels, _source(tfds_name, data_dir=data_dir), metrics, rekey
 

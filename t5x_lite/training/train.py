@@ -340,8 +340,7 @@ def train(
                         step_callback(step, metrics_out)
                 if eval_task and eval_every > 0 and (step % eval_every == 0 or step == train_steps):
                     eval_metrics = _run_eval(model, state.params, eval_task, eval_split, feature_lengths, batch_size,
-                                             eval_max_examples, eval_decode,
-                                             partitioning.batch_sharding(trainer.mesh, trainer.rules))
+                                             eval_max_examples, eval_decode, trainer.mesh, trainer.rules)
                     writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()}, force=True)
                     metrics_out.update({f"eval_{k}": v for k, v in eval_metrics.items()})
                     bar.write(f"eval at step {step}: " + ", ".join(
@@ -540,18 +539,20 @@ def _check_eval_task(model, eval_task, feature_lengths: Mapping[str, int]) -> No
         raise DataError(f"train.eval_task: {e}") from e
 
 
-def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examples, decode,
-              batch_sharding=None) -> dict:
+def _run_eval(model, params, task, split, feature_lengths, batch_size, max_examples, decode, mesh=None,
+              rules=None) -> dict:
     from t5x_lite.evaluation.evaluate import DecodeOptions, evaluate
 
-    # The params stay as training shards them, so evaluation runs on the mesh (jit follows the params' shardings):
-    # a model that needs its model axis to fit is evaluated as it trains. Every process reads the whole split;
-    # each batch's rows are split over the data devices as a training batch's are.
-    metrics, _ = evaluate(model=model, params=params, task=task, split=split,
-                          feature_lengths=feature_lengths, batch_size=batch_size,
-                          decode=decode or DecodeOptions(), max_examples=max_examples,
-                          decode_without_metrics=False,  # the predictions are not kept
-                          batch_sharding=batch_sharding)
+    # The params stay as training shards them and evaluation is traced under training's mesh and rules, so its
+    # activations are laid out as training's are: a model that needs its model axis to fit is evaluated as it
+    # trains. Every process reads the whole split; each batch's rows are split over the data devices.
+    on_mesh = mesh is not None
+    with partitioning.activate(mesh, rules) if on_mesh else contextlib.nullcontext():
+        metrics, _ = evaluate(model=model, params=params, task=task, split=split,
+                              feature_lengths=feature_lengths, batch_size=batch_size,
+                              decode=decode or DecodeOptions(), max_examples=max_examples,
+                              decode_without_metrics=False,  # the predictions are not kept
+                              batch_sharding=partitioning.batch_sharding(mesh, rules) if on_mesh else None)
     return {k: float(v) for k, v in metrics.items()}
 
 

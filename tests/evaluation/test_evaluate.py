@@ -90,7 +90,7 @@ def test_records_a_preprocessor_drops_are_left_out_with_a_warning(caplog):
     with caplog.at_level("WARNING"):
         assert sum(n for _, n in _eval_batches(task(lambda label: label < 7), **kwargs)) == 7
     assert "task 'mem_labels' split 'test': its preprocessors dropped 3 of the records read" in caplog.text
-    with pytest.raises(DataError, match="dropped every one of the 10 records read"):  # GLUE's unlabelled test split
+    with pytest.raises(DataError, match="dropped every one of the 10 records read"):
         list(_eval_batches(task(lambda label: False), **kwargs))
 
 

@@ -7,11 +7,15 @@ import re
 import zipfile
 
 import jax
+import numpy as np
 import pytest
 
 from t5x_lite import cli
 from t5x_lite.errors import ConfigError
+from t5x_lite.data.sources import DataError
+from t5x_lite.evaluation import submission
 from t5x_lite.evaluation.submission import BENCHMARKS, leaderboard_files, submit_checkpoint, write_file
+from t5x_lite.tasks.tfds_tasks import label_names
 from t5x_lite.models.config import BertConfig, T5Config
 from t5x_lite.models.model import EncoderDecoderModel, EncoderOnlyClassificationModel
 from t5x_lite.training import checkpoints
@@ -123,10 +127,13 @@ def test_t5x_lite_submit_writes_glues_zip_under_mock_data(tmp_path, capsys):
                 assert lines[0] == "index\tprediction" and len(lines) == 6
                 idx = [int(line.split("\t")[0]) for line in lines[1:]]
                 assert idx == sorted(set(idx))
-        allowed = {"MNLI-m.tsv": {"entailment", "neutral", "contradiction"}, "RTE.tsv": {"entailment", "not_entailment"},
-                   "CoLA.tsv": {"0", "1"}}
-        for name, labels in allowed.items():
-            assert {line.split("\t")[1] for line in _lines(ckpt / "submission" / "glue" / name)[1:]} <= labels
+        for f in BENCHMARKS["glue"]:  # every value is one the server reads for that file
+            values = [line.split("\t")[1] for line in _lines(ckpt / "submission" / "glue" / f.name)[1:]]
+            if f.form == "score":
+                assert all(0 <= float(v) <= 5 for v in values), (f.name, values)
+            else:
+                allowed = label_names(f.task) if f.form == "name" else ("0", "1")
+                assert set(values) <= set(allowed), (f.name, values)
         # a second submission is numbered beside the first, not written over it
         assert cli.main(flags + ["--gin.submit_checkpoint.tasks=['glue_rte']"]) == 0
     out = capsys.readouterr().out  # an untrained model's predictions name no label: said, and written anyway
@@ -149,6 +156,8 @@ def test_bert_classifiers_fine_tuned_per_task_submit_their_classes(tmp_path):
     assert list(result["files"]) == ["STS-B.tsv", "RTE.tsv"] and "CoLA.tsv" in result["missing"]
     rte = _lines(tmp_path / "out" / "glue" / "RTE.tsv")
     assert len(rte) == 5 and {line.split("\t")[1] for line in rte[1:]} <= {"entailment", "not_entailment"}
+    idx = [int(line.split("\t")[0]) for line in rte[1:]]
+    assert idx == sorted(set(idx))
     scores = [float(line.split("\t")[1]) for line in _lines(tmp_path / "out" / "glue" / "STS-B.tsv")[1:]]
     assert len(scores) == 4 and all(0 <= s <= 5 for s in scores)
     # errors name what is wrong before any params load
@@ -169,3 +178,34 @@ def test_unknown_benchmarks_and_tasks_are_named():
     with pytest.raises(ConfigError, match=r"glue has no leaderboard file for 'glue_boolq'; its tasks are glue_ax, "):
         leaderboard_files("glue", ["glue_boolq"])
     assert [f.split for f in leaderboard_files("glue", ["glue_mnli"])] == ["test_matched", "test_mismatched"]
+
+
+RTE_TEST = [{"sentence1": f"A man plays guitar number {i}.", "sentence2": "A person plays music.", "label": -1,
+             "idx": 3 - i} for i in range(4)]  # a test split: hidden labels, idx not in reading order
+
+
+def _rte_test_source(builder, split, **kwargs):  # stands in for tfds.data_source("glue/rte")
+    return [{k: v.encode() if isinstance(v, str) else np.int64(v) for k, v in r.items()} for r in RTE_TEST]
+
+
+def test_hidden_labels_are_submitted_and_a_short_file_is_refused(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    ckpts = {}
+    for name, model in (("t5", EncoderDecoderModel(config=TINY_T5)),
+                        ("bert", EncoderOnlyClassificationModel(config=TINY_BERT))):
+        params = model.init(jax.random.key(0), model.dummy_batch(1, {"inputs": 8, "targets": 4}))
+        ckpts[name] = str(checkpoints.save_params(tmp_path / name, params, model))
+    kw = dict(benchmark="glue", tasks=["glue_rte"], feature_lengths={"inputs": 32, "targets": 4}, batch_size=4)
+    with tfds.testing.mock_data(as_data_source_fn=_rte_test_source):
+        for name in ckpts:  # T5's text and a BERT classifier's class ids, every test row with its idx
+            result = submit_checkpoint(checkpoint=ckpts[name], **kw)
+            lines = _lines(result["files"]["RTE.tsv"]["path"])
+            assert [line.split("\t")[0] for line in lines] == ["index", "0", "1", "2", "3"], (name, lines)
+            assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
+        # a record that gives no prediction (dropped or skipped) would leave a line out: refused, and no zip left
+        real_predict = submission.predict
+        monkeypatch.setattr(submission, "predict", lambda **k: real_predict(**k)[1:])
+        with pytest.raises(DataError, match=r"RTE.tsv: task 'glue_rte' split 'test' gave 3 predictions for 4 "
+                                            r"records"):
+            submit_checkpoint(checkpoint=ckpts["t5"], **kw)
+    assert sorted(p.name for p in (tmp_path / "t5" / "submission").glob("*.zip")) == ["glue.zip"]

@@ -373,7 +373,7 @@ WNLI_RECORDS = [  # WNLI-style pairs: the hypothesis restates the premise's clau
 ]
 
 
-def test_wnli_is_read_as_wsc_as_t5_reads_it():
+def test_wnli_is_read_as_wsc_as_t5_reads_it(caplog):
     # T5's wnli_simple docstring: 'The fish ate the worm. It was tasty.' / 'The worm was tasty.' ->
     # 'wsc: The fish ate the worm. *It* was tasty.' -> 'The worm'
     out = [wnli_text({"sentence1": p, "sentence2": h, "label": label, "idx": i})
@@ -389,9 +389,16 @@ def test_wnli_is_read_as_wsc_as_t5_reads_it():
     # a possessive pronoun's candidate loses its possessive ending; a hidden label stays -1
     assert out[4]["inputs"].endswith("*His* mother was grateful.") and out[4]["targets"] == "Ralph"
     assert out[4]["label"] == -1
-    # a candidate read with words before it starts at its last article
+    # a candidate read with words before it starts at an article
     assert wnli_text({"sentence1": "The fish ate the worm. It was tasty.", "label": 1, "idx": 8,
                       "sentence2": "Yesterday the worm was tasty."})["targets"] == "the worm"
+    # nothing repeated around any pronoun: T5's target is empty (never the referent); ours "<unk>", said
+    with caplog.at_level("WARNING"):
+        lost = wnli_text({"sentence1": "The cat sat. It purred loudly.", "sentence2": "Dogs bark.", "label": 0,
+                          "idx": 7})
+    assert lost["targets"] == "<unk>" and lost["inputs"] == "wsc: The cat sat. *It* purred loudly."
+    assert "WNLI record idx 7: the hypothesis 'Dogs bark.' repeats no word around a pronoun" in caplog.text
+    assert wsc_postprocessor("the cat", example={"label": 0, "targets_pretokenized": "<unk>"}) == 0
     with pytest.raises(ValueError, match="no pronoun"):
         wnli_text({"sentence1": "The fish ate the worm.", "sentence2": "The worm was eaten.", "label": 0, "idx": 9})
 

@@ -101,25 +101,54 @@ def train_steps(batch, *, mesh_config, strategy: str, steps: int = STEPS, device
     flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
     eval_metrics = None
     if evaluate:
-        from t5x_lite.evaluation.evaluate import DecodeOptions
-        from t5x_lite.training.train import _run_eval
-
-        eval_metrics = _run_eval(trainer.model, state.params, "bundled_sentiment", "validation",
-                                 {"inputs": 32, "targets": 4}, 4, 4, DecodeOptions(max_decode_length=2),
-                                 partitioning.batch_sharding(trainer.mesh, trainer.rules))
-        # evaluated where training holds them: spread over the processes' devices, not gathered first
-        eval_metrics["params_on_this_process_only"] = all(
-            x.is_fully_addressable for x in jax.tree_util.tree_leaves(state.params))
-        # an evaluation batch laid out as a training batch, and gathered back whole
-        from t5x_lite.evaluation.evaluate import _batch_placer, _host
-
-        rows = np.arange(8, dtype=np.int32).reshape(4, 2)
-        placed = _batch_placer(partitioning.batch_sharding(trainer.mesh, trainer.rules))({"rows": rows})["rows"]
-        eval_metrics["eval_rows_per_device"] = int(placed.addressable_shards[0].data.shape[0])
-        eval_metrics["eval_batch_gathered"] = _host(placed).tolist() == rows.tolist()
+        eval_metrics = _evaluate_as_train_does(trainer, state.params)
     return {"losses": losses, "params": flat, "param_specs": specs, "data_shard": list(trainer.data_shard),
             "host_rows": int(next(iter(host_batch.values())).shape[0]), "eval_metrics": eval_metrics,
             "gathered_positions": gathered}
+
+
+def _evaluate_as_train_does(trainer, params) -> dict:
+    """``train``'s evaluation of ``params``, with what its compiled loss and decode were given: whether the params
+    were still spread over every device of the mesh (not gathered to one), and how many of a batch's rows each
+    device held."""
+    import jax
+    import numpy as np
+
+    import importlib
+
+    decoding = importlib.import_module("t5x_lite.decoding.predict")
+    evaluation = importlib.import_module("t5x_lite.evaluation.evaluate")  # the package exports a function so named
+    from t5x_lite.training import partitioning
+    from t5x_lite.training.train import _run_eval
+
+    devices = trainer.mesh.devices.size
+    calls = {"loss": [], "decode": []}
+
+    def layout(params, rows):
+        spread = all(isinstance(x, jax.Array) and len(x.sharding.device_set) == devices
+                     for x in jax.tree_util.tree_leaves(params))
+        return [spread, int(rows.addressable_shards[0].data.shape[0]) if isinstance(rows, jax.Array) else None]
+
+    real_loss, real_decode = evaluation._jit_loss, decoding._predict
+
+    def loss(model, params, batch):
+        calls["loss"].append(layout(params, batch["decoder_target_tokens"]))
+        return real_loss(model, params, batch)
+
+    def decode(params, features, *args, **kwargs):
+        calls["decode"].append(layout(params, features["encoder_input_tokens"]))
+        return real_decode(params, features, *args, **kwargs)
+
+    evaluation._jit_loss, decoding._predict = loss, decode
+    try:
+        metrics = _run_eval(trainer.model, params, "bundled_sentiment", "validation", {"inputs": 32, "targets": 4},
+                            4, 4, evaluation.DecodeOptions(max_decode_length=2), trainer.mesh, trainer.rules)
+    finally:
+        evaluation._jit_loss, decoding._predict = real_loss, real_decode
+    # a result spread over both processes comes back whole to each
+    rows = np.arange(8, dtype=np.int32).reshape(4, 2)
+    placed = evaluation._batch_placer(partitioning.batch_sharding(trainer.mesh, trainer.rules))({"rows": rows})
+    return {**metrics, "calls": calls, "gathered_whole": evaluation._host(placed["rows"]).tolist() == rows.tolist()}
 
 
 def main(argv=None) -> None:

@@ -150,10 +150,12 @@ def test_two_processes_match_single_process(tmp_path, model_parallel, strategy):
             assert r["data_shard"] == [0, 1] and r["host_rows"] == worker.GLOBAL_BATCH, r
             assert any("'model'" in spec for spec in r["param_specs"]), r["param_specs"]
         # evaluation during training, with the params spread over both processes: the same metrics as in one
-        assert r["eval_metrics"].pop("params_on_this_process_only") is False, r
-        assert r["eval_metrics"].pop("eval_batch_gathered") is True, r  # rows split as training splits them
-        # 4 rows over the data axis: 2 per device with FSDP's 2 x 2 mesh, all 4 with the 1 x 4 one
-        assert r["eval_metrics"].pop("eval_rows_per_device") == (2 if strategy == "fsdp" else 4), r
+        # its loss and decode got the params spread over the mesh as trained, and each batch's 4 rows split over
+        # the data axis: 2 per device on FSDP's 2 x 2 mesh, all 4 on the 1 x 4 one
+        calls = r["eval_metrics"].pop("calls")
+        rows = 2 if strategy == "fsdp" else 4
+        assert calls["loss"] == [[True, rows]] and calls["decode"] == [[True, rows]], calls
+        assert r["eval_metrics"].pop("gathered_whole") is True, r
         assert r["eval_metrics"]["num_examples"] == 4 and "accuracy" in r["eval_metrics"], r
         assert r["eval_metrics"]["accuracy"] == ref_eval["accuracy"], (r["eval_metrics"], ref_eval)
         assert abs(r["eval_metrics"]["loss"] - ref_eval["loss"]) < TOL, (r["eval_metrics"], ref_eval)
