@@ -2,6 +2,7 @@
 
 import json
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -134,6 +135,15 @@ def test_training_and_evaluating_on_t5s_glue_mixture(tmp_path):
                        "--gin.TASK=glue_proportional", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",
                        "--gin.evaluate_checkpoint.max_examples=2"])
         assert rc == 0
+        # the leaderboard's files from the training run's newest step, named by it
+        rc = cli.main(["submit", "--gin_file=runs/submit.gin", f"--gin.CHECKPOINT={tmp_path}", "--gin.BENCHMARK=glue",
+                       "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",
+                       "--gin.submit_checkpoint.tasks=['glue_mnli', 'glue_stsb']",
+                       "--gin.submit_checkpoint.max_examples=3"])
+        assert rc == 0
+    with zipfile.ZipFile(tmp_path / "submission" / "glue-step2.zip") as z:
+        assert z.namelist() == ["STS-B.tsv", "MNLI-m.tsv", "MNLI-mm.tsv"]
+        assert all(len(z.read(name).decode().splitlines()) == 4 for name in z.namelist())
     rows = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval/average" in r]
     assert evals and evals[-1]["step"] == 2
