@@ -489,10 +489,9 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     else:
         loss = _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples, labelled,
                                   place)
-    if model.kind == "encoder_only_classification":  # class ids as they are; None targets are unlabelled rows
-        label = lambda row, is_target: row["targets" if is_target else "prediction"]  # noqa: E731
-    else:
-        label = _labeller(task)
+    label = _labeller(task)  # a classifier's class ids too, through a postprocessor if its task has one
+    if model.kind == "encoder_only_classification":
+        label = _skipping_unlabelled(label)
     pairs = [(target, label(r, False)) for r in rows if (target := label(r, True)) is not None]
     metrics = compute_metrics([t for t, _ in pairs], [p for _, p in pairs], names) if names and pairs else {}
     if loss.unlabelled:  # a test split's hidden labels (GLUE, SuperGLUE): predictions only
@@ -505,6 +504,11 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
         metrics["loss"] = loss.mean()
     metrics["num_examples"] = loss.examples
     return metrics, rows
+
+
+def _skipping_unlabelled(label: Callable[[Mapping[str, Any], bool], Any]) -> Callable[[Mapping[str, Any], bool], Any]:
+    """``label``, with a classifier row's None target (no label) read as None, not passed to a postprocessor."""
+    return lambda row, is_target: None if is_target and row["targets"] is None else label(row, is_target)
 
 
 NOT_SCORES = ("loss", "num_examples", "invalid_predictions", "unlabelled_examples")

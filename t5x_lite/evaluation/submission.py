@@ -227,13 +227,13 @@ def submit_checkpoint(
 
     ``checkpoint`` is one checkpoint for every task (fine-tuned on T5's mixture), or a mapping from each task
     (``glue_cola`` ...) to its own (fine-tuned task by task; a BERT classifier always is, its head sized to the
-    task's classes). A BERT classifier predicts the task's ``_classification`` variant; MultiRC, ReCoRD and WSC
-    have none. ``tasks`` restricts the submission to some of the tasks, for a partial check: the leaderboard
-    expects every file. ``wnli_task="glue_wnli_simple"`` predicts WNLI as T5 did, read as WSC (give it the
-    checkpoint trained on SuperGLUE, whose WSC examples taught it the format). The files and ``<benchmark>.zip`` go to ``output_dir``, by default
-    ``CHECKPOINT/submission`` (a training run's ``MODEL_DIR/submission``, with the step in the names), numbered
-    past an earlier submission there unless ``overwrite``. Returns {"zip", "files": {name: {"path", "lines",
-    "unreadable"}}, "missing"}.
+    task's classes). A BERT classifier predicts the task's ``_classification`` variant; ReCoRD and WSC have
+    none. ``tasks`` restricts the submission to some of the tasks, for a partial check: the leaderboard expects
+    every file. ``wnli_task="glue_wnli_simple"`` predicts WNLI as T5 did, read as WSC (give it the checkpoint
+    trained on SuperGLUE, whose WSC examples taught it the format). The files and ``<benchmark>.zip`` go to
+    ``output_dir``, by default ``CHECKPOINT/submission`` (a training run's ``MODEL_DIR/submission``, with the
+    step in the names), numbered past an earlier submission there unless ``overwrite``. Returns {"zip",
+    "files": {name: {"path", "lines", "unreadable"}}, "missing"}.
     """
     from t5x_lite.evaluation.run import _check_model, _check_settings, _output_paths
     from t5x_lite.training import checkpoints

@@ -5,14 +5,16 @@ lazy). The datasets must already be prepared in ``data_dir`` (``tfds build``);
 nothing is downloaded here. The inputs follow T5's ``glue`` / ``super_glue``
 preprocessors: ``"<task> <field>: <value> ..."`` -> the label's name; SuperGLUE's
 MultiRC, ReCoRD and WSC follow T5's ``multirc``, ``record`` and ``wsc_simple``
-(see below), and ``glue_wnli_simple`` reads WNLI as WSC, as T5 evaluated it. The diagnostic sets are cast as T5 casts them (``DIAGNOSTICS``).
+(see below), and ``glue_wnli_simple`` reads WNLI as WSC, as T5 evaluated it. The
+diagnostic sets are cast as T5 casts them (``DIAGNOSTICS``).
 A test split's hidden labels give T5's ``"<unk>"`` target: the rows are predicted,
 and evaluation leaves them out.
 
-Each GLUE and SuperGLUE task but those three also comes as ``<task>_classification``
+Each GLUE and SuperGLUE task but ReCoRD and WSC also comes as ``<task>_classification``
 for a BERT classifier: the same input text, the label as a class id (STS-B: its 0-5
-score as a float, for a regression head), scored by the same metrics, a test split's
-rows predicted with their ``idx``; so do the diagnostic sets.
+score as a float, for a regression head; MultiRC: is this answer option right),
+scored by the same metrics, a test split's rows predicted with their ``idx``; so do
+the diagnostic sets.
 
 These tasks use the bundled vocabulary by default. To use your own (T5's
 ``spiece.model``), call :func:`register` with it before the first lookup.
@@ -165,13 +167,34 @@ def multirc_text(ex: dict) -> Optional[dict]:
     return out
 
 
-def multirc_postprocessor(text: str, example: Optional[dict] = None, is_target: bool = False):
-    """The option's label (0/1, -1 if unreadable); a target also carries its question (the ``multirc`` metric),
-    or is None, unlabelled."""
-    value = label_postprocessor(BOOLEAN_LABELS)(text, is_target=is_target)
+def multirc_to_class(pairs: bool = False) -> Callable:
+    """MultiRC for a BERT classifier, as SuperGLUE's BERT baseline reads it: is this answer option right (1)? The
+    inputs are T5's text, or with ``pairs`` (BERT's own tokenizer) the paragraph and ``question answer`` as a pair;
+    ``group`` (the question) and ``idx`` are kept for the metric and the leaderboard; a hidden label gives
+    ``label_weight`` 0."""
+
+    def preprocess(ex: dict) -> dict:
+        text = multirc_text(ex)
+        if pairs:
+            paragraph = re.sub(r"<(/)?b>", "", ex["paragraph"].replace("<br>", " "))
+            inputs = (paragraph, f"{ex['question']} {ex['answer']}")
+        else:
+            inputs = text["inputs"]
+        labelled = int(ex["label"]) >= 0
+        return {"inputs": inputs, "label": int(ex["label"]) if labelled else 0, "label_weight": np.float32(labelled),
+                "group": text["group"], "idx": ex["idx"]}
+
+    return preprocess
+
+
+def multirc_postprocessor(text, example: Optional[dict] = None, is_target: bool = False):
+    """The option's label (0/1, -1 if unreadable): T5's predicted text, or a classifier's class id as it is; a
+    target also carries its question (the ``multirc`` metric), or is None, unlabelled."""
+    value = text if isinstance(text, (int, np.integer)) else label_postprocessor(BOOLEAN_LABELS)(text,
+                                                                                                   is_target=is_target)
     if not is_target:
         return value
-    return None if value is None else {"group": example["group"], "value": value}
+    return None if value is None else {"group": example["group"], "value": int(value)}
 
 
 def record_per_answer(record: dict) -> list:
@@ -446,6 +469,11 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
                               preprocessors=(to_class(name, fields, labels, pairs),),
                               output_features={"inputs": feature}, metric_names=metrics, eval_fields=("idx",),
                               num_labels=len(labels) if labels is not None else 1), overwrite=True)
+    TaskRegistry.add(Task(name="super_glue_multirc_classification",
+                          source=_source("super_glue/multirc", data_dir=data_dir),
+                          preprocessors=(multirc_to_class(pairs),), output_features={"inputs": feature},
+                          metric_names=("multirc",), postprocess_fn=multirc_postprocessor,
+                          eval_fields=("group", "idx"), num_labels=2), overwrite=True)
     for task, cast_as, fields, labels, source, metrics, rekey in _diagnostic_tasks(data_dir):
         TaskRegistry.add(Task(name=f"{task}_classification", source=source,
                               preprocessors=rekey + (to_class(cast_as, fields, labels, pairs),),

@@ -102,8 +102,9 @@ def test_super_glue_files_are_jsonl_in_each_tasks_format(tmp_path):
     multirc = write_file(_file("super_glue", "MultiRC.jsonl"), multirc_rows, tmp_path)
     assert records(multirc["path"]) == [
         {"idx": 0, "passage": {"questions": [{"idx": 2, "answers": [{"idx": 3, "label": 1}, {"idx": 4, "label": 0}]}]}},
-        {"idx": 1, "passage": {"questions": [{"idx": 3, "answers": [{"idx": 7, "label": 1}]},
-                                             {"idx": 5, "answers": [{"idx": 10, "label": 0}, {"idx": 11, "label": 1}]}]}}]
+        {"idx": 1, "passage": {"questions": [
+            {"idx": 3, "answers": [{"idx": 7, "label": 1}]},
+            {"idx": 5, "answers": [{"idx": 10, "label": 0}, {"idx": 11, "label": 1}]}]}}]
     with pytest.raises(ConfigError, match="paragraph 0 question 2 answer 3"):
         write_file(_file("super_glue", "MultiRC.jsonl"), multirc_rows + multirc_rows[-1:], tmp_path)
 
@@ -165,10 +166,17 @@ def test_bert_classifiers_fine_tuned_per_task_submit_their_classes(tmp_path):
         submit_checkpoint(**dict(kw, tasks=["glue_rte", "glue_cola"]))
     with pytest.raises(ConfigError, match=r"with a checkpoint per task, give output_dir"):
         submit_checkpoint(**dict(kw, output_dir=None))
-    with pytest.raises(ConfigError, match=r"holds a BERT classifier, and 'super_glue_multirc' \(MultiRC.jsonl\) has no "
+    with pytest.raises(ConfigError, match=r"holds a BERT classifier, and 'super_glue_record' \(ReCoRD.jsonl\) has no "
                                           r"_classification variant"):
-        submit_checkpoint(**dict(kw, benchmark="super_glue", tasks=["super_glue_multirc"],
-                                 checkpoint={"super_glue_multirc": ckpts["glue_rte"]}))
+        submit_checkpoint(**dict(kw, benchmark="super_glue", tasks=["super_glue_record"],
+                                 checkpoint={"super_glue_record": ckpts["glue_rte"]}))
+    # MultiRC's answer options, classified, nest by paragraph and question as T5's predictions do
+    with tfds.testing.mock_data(num_examples=4):
+        result = submit_checkpoint(**dict(kw, benchmark="super_glue", tasks=["super_glue_multirc"],
+                                          checkpoint={"super_glue_multirc": ckpts["glue_rte"]}))
+    lines = [json.loads(line) for line in _lines(result["files"]["MultiRC.jsonl"]["path"])]
+    answers = [a for p in lines for q in p["passage"]["questions"] for a in q["answers"]]
+    assert len(answers) == 4 and {a["label"] for a in answers} <= {0, 1}
 
 
 def test_unknown_benchmarks_and_tasks_are_named():

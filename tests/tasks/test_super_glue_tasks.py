@@ -13,9 +13,9 @@ import pytest
 import t5x_lite.tasks  # noqa: F401
 from t5x_lite.data.sources import DataError
 from t5x_lite.data.tasks import TaskRegistry
-from t5x_lite.tasks.tfds_tasks import (dpr_text, multirc_postprocessor, multirc_text, record_per_answer,
-                                       record_postprocessor, record_text, wnli_text, wsc_correct_referent_only,
-                                       wsc_postprocessor, wsc_text)
+from t5x_lite.tasks.tfds_tasks import (dpr_text, multirc_postprocessor, multirc_text, multirc_to_class,
+                                       record_per_answer, record_postprocessor, record_text, wnli_text,
+                                       wsc_correct_referent_only, wsc_postprocessor, wsc_text)
 
 
 def _tfds():
@@ -34,6 +34,21 @@ def test_multirc_text_is_t5s_order_without_markup_and_keeps_the_question():
     assert hidden["targets"] == "<unk>" and multirc_postprocessor("<unk>", example=hidden, is_target=True) is None
     assert multirc_postprocessor("True", example={"group": [3, 7]}, is_target=True) == {"group": [3, 7], "value": 1}
     assert multirc_postprocessor("False") == 0 and multirc_postprocessor("maybe") == -1
+
+
+def test_multirc_for_a_bert_classifier_classifies_each_answer_option():
+    ex = {"question": "Who ran?", "answer": "Bob", "label": 1, "idx": {"paragraph": 3, "question": 7, "answer": 1},
+          "paragraph": "<b>Sent 1: </b>Bob ran.<br><b>Sent 2: </b>Ann sat.<br>"}
+    text = multirc_to_class()(ex)
+    assert text == {"inputs": multirc_text(ex)["inputs"], "label": 1, "label_weight": 1.0, "group": [3, 7],
+                    "idx": ex["idx"]}
+    # with BERT's own tokenizer: the paragraph and "question answer" as a pair, as SuperGLUE's BERT baseline reads them
+    pair = multirc_to_class(pairs=True)(dict(ex, label=-1))
+    assert pair["inputs"] == ("Sent 1: Bob ran. Sent 2: Ann sat. ", "Who ran? Bob")
+    assert pair["label"] == 0 and pair["label_weight"] == 0  # a hidden label: predicted, not scored
+    # a class id goes through the postprocessor as it is; a target carries its question for the metric
+    assert multirc_postprocessor(1, example={"group": [3, 7]}, is_target=True) == {"group": [3, 7], "value": 1}
+    assert multirc_postprocessor(0) == 0
 
 
 def test_record_text_trains_on_each_answer_and_scores_against_all():
@@ -154,6 +169,26 @@ def test_multirc_and_record_evaluate_under_mock_data():
                                      decode=DecodeOptions(max_decode_length=4))
             assert len(rows) == 6 and all(0 <= metrics[k] <= 100 for k in keys), metrics
             assert "example" in rows[0] and json.dumps(rows[0])  # the eval fields reach the predictions file
+        # a BERT classifier reads MultiRC's answer options as classes, scored by the same metric
+        from t5x_lite.models.config import BertConfig
+        from t5x_lite.models.model import EncoderOnlyClassificationModel
+
+        bert = EncoderOnlyClassificationModel(config=BertConfig(vocab_size=8000, hidden_size=16, num_layers=1,
+                                                                num_heads=2, intermediate_size=32,
+                                                                max_position_embeddings=64))
+        bert_params = bert.init(jax.random.key(0), bert.dummy_batch(1, {"inputs": 48}))
+        metrics, rows = evaluate(model=bert, params=bert_params, task="super_glue_multirc_classification",
+                                 feature_lengths={"inputs": 48}, batch_size=4)
+    assert len(rows) == 6 and all(0 <= metrics[k] <= 100 for k in ("f1a", "exact_match")), metrics
+    assert {r["prediction"] for r in rows} <= {0, 1} and set(rows[0]["example"]) == {"group", "idx"}
+    # the metric reads the classes: predicting every option's own label scores 100
+    from t5x_lite.evaluation.evaluate import _labeller
+    from t5x_lite.evaluation.metrics import evaluate as score
+
+    label = _labeller(TaskRegistry.get("super_glue_multirc_classification"))
+    perfect = [dict(r, prediction=r["targets"]) for r in rows]
+    assert score([label(r, True) for r in perfect], [label(r, False) for r in perfect],
+                 ["multirc"])["exact_match"] == 100.0
 
 
 def test_a_missing_eval_field_names_the_record():
@@ -350,8 +385,9 @@ def test_diagnostic_sets_are_cast_as_the_task_they_diagnose(tmp_path):
     bert_params = bert.init(jax.random.key(0), bert.dummy_batch(1, {"inputs": 48}))
     mnli_bert = bert.replace(config=dataclasses.replace(bert.config, num_labels=3))
     with _tfds().testing.mock_data(as_data_source_fn=_ax_data_source):  # AX for a classifier fine-tuned on MNLI
-        ax, rows = evaluate(model=mnli_bert, params=mnli_bert.init(jax.random.key(0), bert.dummy_batch(1, {"inputs": 48})),
-                            task="glue_ax_classification", split="test", feature_lengths={"inputs": 48}, batch_size=4)
+        mnli_params = mnli_bert.init(jax.random.key(0), bert.dummy_batch(1, {"inputs": 48}))
+        ax, rows = evaluate(model=mnli_bert, params=mnli_params, task="glue_ax_classification", split="test",
+                            feature_lengths={"inputs": 48}, batch_size=4)
     assert ax == {"unlabelled_examples": 5, "num_examples": 5}
     assert [r["example"]["idx"] for r in rows] == [0, 1, 2, 3, 4] and {r["targets"] for r in rows} == {None}
     assert {r["prediction"] for r in rows} <= {0, 1, 2}
