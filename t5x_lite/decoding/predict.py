@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from t5x_lite.decoding import cache as cache_lib
+from t5x_lite.models import layers
 from t5x_lite.decoding.beam import beam_search
 from t5x_lite.decoding.sampling import greedy_decode, temperature_sample
 
@@ -169,11 +170,12 @@ def _predict_decoder_only(model, params, batch, rng, alpha, temperature, *, max_
                        eos_id=cfg.eos_id, pad_id=cfg.pad_id, max_decode_length=max_decode_length, **opts)
 
 
-_STATIC = ("model", "max_decode_length", "method", "num_beams", "num_decodes", "top_k", "top_p")
+# axis_rules: the logical-axis rules in context (layers.active_axis_rules), which tracing reads and jit's key lacks
+_STATIC = ("model", "max_decode_length", "method", "num_beams", "num_decodes", "top_k", "top_p", "axis_rules")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _predict(params, batch, rng, alpha, temperature, *, model, **opts):
+def _predict(params, batch, rng, alpha, temperature, *, model, axis_rules, **opts):
     if model.kind == "encoder_decoder":
         return _predict_encoder_decoder(model, params, batch, rng, alpha, temperature, **opts)
     return _predict_decoder_only(model, params, batch, rng, alpha, temperature, **opts)
@@ -256,16 +258,17 @@ def predict_batch(
     check_decode_options(model.config.vocab_size, method=method, max_decode_length=max_decode_length,
                          num_beams=num_beams, alpha=alpha, num_decodes=num_decodes, temperature=temperature,
                          top_k=top_k, top_p=top_p)
+    to_array = jnp.asarray if place is None else np.asarray  # placed from host memory, not via a device
     if model.kind == "encoder_decoder":
-        features = {"encoder_input_tokens": jnp.asarray(batch["encoder_input_tokens"], jnp.int32)}
+        features = {"encoder_input_tokens": to_array(batch["encoder_input_tokens"], jnp.int32)}
     else:
         prompt, lengths = decoder_only_prompt(model, batch)
-        features = {"prompt": jnp.asarray(prompt), "lengths": jnp.asarray(lengths)}
+        features = {"prompt": to_array(prompt), "lengths": to_array(lengths)}
     if place is not None:
         features = place(features)
     return _predict(
         params, features, rng if method == "sample" else None, jnp.float32(alpha), jnp.float32(temperature),
-        model=model, max_decode_length=int(max_decode_length), method=method,
+        model=model, axis_rules=layers.active_axis_rules(), max_decode_length=int(max_decode_length), method=method,
         num_beams=int(num_beams) if method == "beam" else 1, num_decodes=int(num_decodes),
         top_k=int(top_k) if method == "sample" else 0, top_p=float(top_p) if method == "sample" else 1.0,
     )
@@ -278,8 +281,8 @@ _SCORE_FEATURES = (
 )
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _score(params, batch, *, model):
+@functools.partial(jax.jit, static_argnames=("model", "axis_rules"))
+def _score(params, batch, *, model, axis_rules):
     logits = model.logits(params, batch)
     targets = batch["decoder_target_tokens"]
     weights = batch.get("decoder_loss_weights")
@@ -304,4 +307,4 @@ def score_batch(model, params: Any, batch: Batch) -> Tuple[Array, Array]:
         targets = batch["decoder_target_tokens"]
         start = jnp.full(targets.shape[:-1] + (1,), model.config.decoder_start_id, targets.dtype)
         batch["decoder_input_tokens"] = jnp.concatenate([start, targets[..., :-1]], axis=-1)
-    return _score(params, batch, model=model)
+    return _score(params, batch, model=model, axis_rules=layers.active_axis_rules())

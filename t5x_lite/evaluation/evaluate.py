@@ -26,6 +26,7 @@ from t5x_lite.data.tasks import Mixture
 from t5x_lite.decoding.predict import METHODS as DECODE_METHODS, decode_option_problems
 from t5x_lite.errors import ConfigError, check_types
 from t5x_lite.evaluation.metrics import evaluate as compute_metrics
+from t5x_lite.models.layers import active_axis_rules
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,11 @@ class DecodeOptions:
 
 
 def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, converter, max_examples: Optional[int],
-                  keep_text: bool = False) -> Iterator[tuple[dict, int]]:
+                  keep_text: bool = False, counts: Optional[dict] = None) -> Iterator[tuple[dict, int]]:
     """(batch padded to batch_size, number of real rows) over the whole split, in order; with
     ``keep_text`` the batch also holds the text features before tokenizing (``*_pretokenized``).
-    Once read through, logs the records dropped, skipped or cut.
+    Once read through, logs the records dropped, skipped or cut, and puts the pipeline's counts
+    (``TruncationStats.as_dict``) in ``counts``.
     """
     from t5x_lite.data.features import CUT_SUFFIX
     from t5x_lite.data.pipeline import get_dataset
@@ -91,6 +93,8 @@ def _eval_batches(task, *, split: str, feature_lengths, batch_size: int, convert
                 cut_tokens[feature] = cut_tokens.get(feature, 0) + int(cut.sum())
         yield {k: _pad_rows(np.asarray(v), batch_size) for k, v in batch.items()}, n
     _report(getattr(task, "name", task), split, stats.as_dict(), max_examples, seen, cut_examples, cut_tokens)
+    if counts is not None:
+        counts.update(stats.as_dict())
 
 
 def _report(task: str, split: str, counts: Mapping[str, Any], max_examples: Optional[int], evaluated: int,
@@ -131,12 +135,12 @@ Place = Callable[[Mapping[str, Any]], dict]
 def _batch_placer(sharding: Optional[jax.sharding.NamedSharding]) -> Place:
     """Model inputs -> global arrays whose rows are split as ``sharding`` splits a training batch (every process
     holds the whole evaluation batch), so the mesh's data devices share the work. Arrays whose rows do not divide
-    over them stay as they are, and jit repeats their work on every device (said once)."""
+    over them stay host arrays for jit to lay out (said once per evaluation)."""
     if sharding is None:
         return dict
-    axes = sharding.spec[0] if len(sharding.spec) else None
-    axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-    split = int(np.prod([sharding.mesh.shape[a] for a in axes], dtype=np.int64))
+    from t5x_lite.training.partitioning import leading_axis_split
+
+    split = leading_axis_split(sharding)
     warned = []
 
     def place(batch: Mapping[str, Any]) -> dict:
@@ -145,9 +149,8 @@ def _batch_placer(sharding: Optional[jax.sharding.NamedSharding]) -> Place:
             value = np.asarray(value)
             if value.ndim == 0 or value.shape[0] % split:
                 if not warned:
-                    log.warning("evaluation: %r has %s rows, which do not split over the %d data devices; its "
-                                "batches are evaluated whole on every device", key,
-                                value.shape[0] if value.ndim else "no", split)
+                    log.warning("evaluation: %r has %s rows, which do not split over the %d data devices; jit "
+                                "lays it out instead", key, value.shape[0] if value.ndim else "no", split)
                     warned.append(key)
                 out[key] = value
                 continue
@@ -163,7 +166,8 @@ def _text(vocab, tokens) -> str:
 
 def _labeller(task) -> Callable[[Mapping[str, Any], bool], Any]:
     """``(row, is_target) -> `` the row's target or prediction through the task's postprocessor. One that takes
-    seqio's ``example`` gets the row's eval fields and target text in it, and ``is_target`` if it takes that."""
+    seqio's ``example`` gets the row's eval fields and target (text; a classifier's class id) in it, and
+    ``is_target`` if it takes that."""
     fn = task.postprocess_fn
     if fn is None:
         return lambda row, is_target: row["targets"] if is_target else row["prediction"]
@@ -207,16 +211,18 @@ def resolve_task(task, *, mixture_ok: bool = False):
 
 
 def predict(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
-            batch_size: int = 16, decode: DecodeOptions = DecodeOptions(), max_examples: Optional[int] = None
-            ) -> list[dict]:
-    """Decode every example: [{"inputs", "targets", "prediction", "score"}] as text."""
+            batch_size: int = 16, decode: DecodeOptions = DecodeOptions(), max_examples: Optional[int] = None,
+            counts: Optional[dict] = None) -> list[dict]:
+    """Decode every example: [{"inputs", "targets", "prediction", "score"}] as text (a classifier's: class ids).
+    ``counts``, a dict, receives the pipeline's counts once the split is read (records dropped or skipped)."""
     return _predict(model=model, params=params, task=resolve_task(task), split=split,
-                    feature_lengths=feature_lengths, batch_size=batch_size, decode=decode, max_examples=max_examples)
+                    feature_lengths=feature_lengths, batch_size=batch_size, decode=decode, max_examples=max_examples,
+                    counts=counts)
 
 
 def _predict(*, model, params, task, split, feature_lengths, batch_size, decode, max_examples,
              loss: Optional["_LossTally"] = None, labelled: Callable[[dict], bool] = lambda row: True,
-             place: Place = dict) -> list[dict]:
+             place: Place = dict, counts: Optional[dict] = None) -> list[dict]:
     """``predict``; with ``loss``, each batch's loss is added to it too (one read of the split for both), over
     the rows ``labelled`` says have a label; ``place`` lays out each batch's model inputs (``_batch_placer``)."""
     from t5x_lite.decoding import predict_batch
@@ -228,10 +234,10 @@ def _predict(*, model, params, task, split, feature_lengths, batch_size, decode,
     rows: list[dict] = []
     if model.kind == "encoder_only_classification":
         return _classify(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
-                         batch_size=batch_size, max_examples=max_examples, loss=loss, place=place)
+                         batch_size=batch_size, max_examples=max_examples, loss=loss, place=place, counts=counts)
     for i, (batch, n) in enumerate(_eval_batches(task, split=split, feature_lengths=feature_lengths,
                                                   batch_size=batch_size, converter=model.feature_converter(),
-                                                  max_examples=max_examples, keep_text=True)):
+                                                  max_examples=max_examples, keep_text=True, counts=counts)):
         tokens, scores = predict_batch(
             model, params, _model_inputs(model, batch), place=place, max_decode_length=decode.max_decode_length,
             method=decode.method, num_beams=decode.num_beams, alpha=decode.alpha, temperature=decode.temperature,
@@ -292,25 +298,35 @@ def _targets_of_prefix_lm(batch, r) -> np.ndarray:
 
 
 # Jitted once per model (a static, hashable argument): evaluation during training calls these every
-# eval period, and a jax.jit made per call would trace and compile the model again each time.
-@functools.partial(jax.jit, static_argnames=("model",))
-def _jit_logits(model, params, batch):
+# eval period, and a jax.jit made per call would trace and compile the model again each time. The
+# logical-axis rules in context (training's, for evaluation during training) key them too: tracing
+# reads them, and jit's own key does not hold them.
+@functools.partial(jax.jit, static_argnames=("model", "axis_rules"))
+def _logits_program(model, params, batch, axis_rules):
     return model.logits(params, batch)
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _jit_loss(model, params, batch):
+@functools.partial(jax.jit, static_argnames=("model", "axis_rules"))
+def _loss_program(model, params, batch, axis_rules):
     return model.loss_fn(params, batch)
 
 
+def _jit_logits(model, params, batch):
+    return _logits_program(model, params, batch, axis_rules=active_axis_rules())
+
+
+def _jit_loss(model, params, batch):
+    return _loss_program(model, params, batch, axis_rules=active_axis_rules())
+
+
 def _classify(*, model, params, task, split, feature_lengths, batch_size, max_examples,
-              loss: Optional["_LossTally"] = None, place: Place = dict) -> list[dict]:
+              loss: Optional["_LossTally"] = None, place: Place = dict, counts: Optional[dict] = None) -> list[dict]:
     """A classifier's rows: the class id (a regression head's value) predicted and the target's, None where the
     row has no label (``label_weight`` 0); the task's eval fields (a test split's ``idx``) as ``example``."""
     rows = []
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
                                   converter=model.feature_converter(), max_examples=max_examples,
-                                  keep_text=bool(task.eval_fields)):
+                                  keep_text=bool(task.eval_fields), counts=counts):
         fields = batch.get(EVAL_FIELDS_KEY)
         batch = {k: v for k, v in batch.items() if not k.endswith(BOOKKEEPING_SUFFIXES)}
         unlabelled = _weightless_rows(batch, n)
@@ -450,7 +466,7 @@ def _mask_rows(batch: dict, n: int, unlabelled: Sequence[int] = ()) -> dict:
 def evaluate(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
              batch_size: int = 16, decode: DecodeOptions = DecodeOptions(), max_examples: Optional[int] = None,
              metric_names: Optional[Sequence[str]] = None, decode_without_metrics: bool = True,
-             batch_sharding: Optional[jax.sharding.Sharding] = None) -> tuple[dict, list[dict]]:
+             batch_sharding: Optional[jax.sharding.NamedSharding] = None) -> tuple[dict, list[dict]]:
     """(metrics, predictions): the task's metrics on postprocessed predictions, plus the loss.
 
     ``batch_sharding`` (a training batch's, ``partitioning.batch_sharding``) splits each batch's rows over the
@@ -489,7 +505,7 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
     else:
         loss = _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples, labelled,
                                   place)
-    label = _labeller(task)  # a classifier's class ids too, through a postprocessor if its task has one
+    label = _labeller(task)  # a classifier's class ids too: MultiRC's metric needs its postprocessor's group
     if model.kind == "encoder_only_classification":
         label = _skipping_unlabelled(label)
     pairs = [(target, label(r, False)) for r in rows if (target := label(r, True)) is not None]

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import zipfile
 from collections import abc
 from pathlib import Path
@@ -250,8 +251,9 @@ def submit_checkpoint(
         known = {f.task for f in leaderboard_files(benchmark, wnli_task=wnli_task)}
         for task, path in checkpoint.items():
             if task not in known:
+                hint = (f" (WNLI.tsv is predicted by {wnli_task!r}: wnli_task)" if task in WNLI_TASKS else "")
                 raise ConfigError(f"submit_checkpoint.checkpoint names {task!r}, which has no {benchmark} leaderboard "
-                                  f"file; its tasks are {', '.join(sorted(known))}")
+                                  f"file{hint}; its tasks are {', '.join(sorted(known))}")
             check_types("submit_checkpoint", **{f"checkpoint[{task!r}]": (path, (str, os.PathLike))})
         missing = sorted({f.task for f in files} - set(checkpoint))
         if missing:
@@ -282,23 +284,35 @@ def submit_checkpoint(
     step = None if per_task else restored(anchor)[2]  # a training run's newest readable step names the files
     (zip_path,) = _output_paths(anchor, step, output_dir, overwrite, "submission", f"{benchmark}.zip")
     directory = zip_path.with_suffix("")
-    directory.mkdir(exist_ok=True)
-    first_use = {path: i for i, path in reversed(list(enumerate(models)))}
+    # Files are written aside and moved in only once all are: a failed run leaves an earlier submission whole.
+    staging = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    order = list(models)  # restored() holds one checkpoint's params at a time: each is loaded once, for its files
     written = {}
     try:
-        for f in sorted(files, key=lambda f: first_use[checkpoint_of(f.task)]):  # each checkpoint's files together
+        for f in sorted(files, key=lambda f: order.index(checkpoint_of(f.task))):
             path = checkpoint_of(f.task)
             model, params, _ = restored(path)
             task = _task_for(model, f, path)
+            counts: dict = {}
             rows = predict(model=model, params=params, task=task, split=f.split, feature_lengths=feature_lengths,
-                           batch_size=batch_size, decode=decode, max_examples=max_examples)
-            _check_complete(f, task, len(rows), max_examples)
-            written[f.name] = write_file(f, rows, directory)
+                           batch_size=batch_size, decode=decode, max_examples=max_examples, counts=counts)
+            _check_complete(f, task, counts)
+            written[f.name] = write_file(f, rows, staging)
             log.info("%s: %d lines from %s split %r", f.name, written[f.name]["lines"], task, f.split)
     except BaseException:
-        zip_path.unlink(missing_ok=True)  # no empty zip left to mistake for a submission
+        shutil.rmtree(staging, ignore_errors=True)
+        if not overwrite:
+            zip_path.unlink(missing_ok=True)  # this run's empty placeholder, not a submission
         raise
-    written = {f.name: written[f.name] for f in files}  # the benchmark's order
+    directory.mkdir(exist_ok=True)
+    for info in written.values():
+        moved = directory / Path(info["path"]).name
+        os.replace(info["path"], moved)
+        info["path"] = str(moved)
+    staging.rmdir()
+    written = {f.name: written[f.name] for f in files}  # the leaderboard's order, in the zip and the result
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
         for name, info in written.items():
             z.write(info["path"], arcname=name)
@@ -309,15 +323,15 @@ def submit_checkpoint(
     return {"zip": str(zip_path), "files": written, "missing": missing}
 
 
-def _check_complete(file: LeaderboardFile, task: str, predicted: int, max_examples: Optional[int]) -> None:
-    """One prediction per test record (these tasks read one example from each): a record dropped by a preprocessor
-    or skipped as bad would leave a line out, and the leaderboard refuses a short file."""
-    records = len(resolve_task(task).source(file.split))
-    expected = records if max_examples is None else min(records, max_examples)
-    if predicted != expected:
-        raise DataError(f"{file.name}: task {task!r} split {file.split!r} gave {predicted} predictions for "
-                        f"{expected} records (the log says which were dropped or skipped); the leaderboard needs "
-                        "one line per test example")
+def _check_complete(file: LeaderboardFile, task: str, counts: Mapping[str, Any]) -> None:
+    """A record dropped by a preprocessor or skipped as bad leaves its line out, and the leaderboard refuses a
+    short file."""
+    lost = [f"{counts[key][task]} {why}" for key, why in (("dropped_examples", "dropped by its preprocessors"),
+                                                           ("skipped_examples", "skipped as bad"))
+            if counts[key].get(task)]
+    if lost:
+        raise DataError(f"{file.name}: task {task!r} split {file.split!r} has records {' and '.join(lost)} (the "
+                        "log says which); the leaderboard needs one line per test example")
 
 
 def _task_for(model, file: LeaderboardFile, checkpoint: str) -> str:

@@ -31,6 +31,15 @@ def constrain(x: Array, axes: tuple) -> Array:
     return nn.with_logical_constraint(x, axes)
 
 
+def active_axis_rules() -> tuple:
+    """The logical-axis rules ``constrain`` reads while tracing (Flax's thread-local context), hashable.
+
+    A module-level ``jax.jit`` keys its cache on the mesh in context but not on these: jits that may trace both
+    inside and outside training's rules take them as a static argument, so each set gets its own program.
+    """
+    return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in nn.get_logical_axis_rules())
+
+
 # --------------------------------------------------------------------------- norms
 
 

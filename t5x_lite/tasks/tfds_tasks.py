@@ -103,19 +103,24 @@ def to_class(benchmark: str, fields: Sequence[str], labels: Optional[Sequence[st
     text = text_to_text(benchmark, fields, labels)
 
     def preprocess(ex: dict) -> Optional[dict]:
-        labelled = float(ex["label"]) >= 0  # a test split's hidden label is -1 (STS-B's too)
-        label = ex["label"] if labelled else 0
-        label = np.float32(label) if labels is None else int(label)
         if pairs and len(fields) <= 2:  # as run_glue: the bare sentence, or the two texts
             inputs = ex[fields[0]] if len(fields) == 1 else (ex[fields[0]], ex[fields[1]])
         else:
             inputs = text(ex)["inputs"]
-        out = {"inputs": inputs, "label": label, "label_weight": np.float32(labelled)}
+        out = {"inputs": inputs, **_class_label(ex["label"], regression=labels is None)}
         if "idx" in ex:
             out["idx"] = ex["idx"]
         return out
 
     return preprocess
+
+
+def _class_label(label, regression: bool = False) -> dict:
+    """A classifier's ``label`` (a class id; a regression head's float) and ``label_weight``: a test split's hidden
+    label (-1, STS-B's too) gives weight 0 and a stand-in label 0."""
+    labelled = float(label) >= 0
+    value = label if labelled else 0
+    return {"label": np.float32(value) if regression else int(value), "label_weight": np.float32(labelled)}
 
 
 def translate(source: str, target: str) -> Callable:
@@ -155,6 +160,11 @@ MULTIRC_FIELDS = ("question", "answer", "paragraph")  # T5's order for MultiRC, 
 BOOLEAN_LABELS = ("False", "True")
 
 
+def _without_markup(text: str) -> str:
+    """MultiRC's paragraphs carry HTML (``<b>Sent 1: </b>...<br>``), which T5 removes."""
+    return re.sub(r"<(/)?b>", "", text.replace("<br>", " "))
+
+
 def multirc_text(ex: dict) -> Optional[dict]:
     """``"multirc question: ... answer: ... paragraph: ..."`` -> ``"True"`` / ``"False"`` (is this answer option
     right?), with the paragraph's HTML markup removed as T5 does; ``group`` is the question, for scoring the
@@ -162,7 +172,7 @@ def multirc_text(ex: dict) -> Optional[dict]:
     out = text_to_text("multirc", MULTIRC_FIELDS, BOOLEAN_LABELS, sort=False)(ex)
     if out is None:
         return None
-    out["inputs"] = re.sub(r"<(/)?b>", "", out["inputs"].replace("<br>", " "))
+    out["inputs"] = _without_markup(out["inputs"])
     out["group"] = [int(ex["idx"]["paragraph"]), int(ex["idx"]["question"])]
     return out
 
@@ -176,13 +186,10 @@ def multirc_to_class(pairs: bool = False) -> Callable:
     def preprocess(ex: dict) -> dict:
         text = multirc_text(ex)
         if pairs:
-            paragraph = re.sub(r"<(/)?b>", "", ex["paragraph"].replace("<br>", " "))
-            inputs = (paragraph, f"{ex['question']} {ex['answer']}")
+            inputs = (_without_markup(ex["paragraph"]), f"{ex['question']} {ex['answer']}")
         else:
             inputs = text["inputs"]
-        labelled = int(ex["label"]) >= 0
-        return {"inputs": inputs, "label": int(ex["label"]) if labelled else 0, "label_weight": np.float32(labelled),
-                "group": text["group"], "idx": ex["idx"]}
+        return {"inputs": inputs, **_class_label(ex["label"]), "group": text["group"], "idx": ex["idx"]}
 
     return preprocess
 
@@ -292,6 +299,9 @@ def dpr_text(ex: dict) -> dict:
 # answered them with the WSC-trained model (T5's ``wnli_simple``, for evaluation only).
 
 WNLI_PRONOUNS = frozenset({"he", "she", "they", "it", "her", "his", "their", "them", "him"})
+# The target of a WNLI row whose candidate was not found (T5's is empty, which a target cannot be here): text the
+# bundled and T5's vocabularies decode to no word, so no prediction names it.
+_NO_CANDIDATE = "<unk>"
 _ARTICLES = ("a", "an", "the")
 
 
@@ -334,9 +344,10 @@ def wnli_text(ex: dict) -> dict:
     hypothesis repeats most (the first such); the candidate starts at the latest of the articles' first
     occurrences in it, and is read back from the hypothesis with its case and without a possessive ending.
 
-    Where the hypothesis repeats no word around any pronoun, T5's target is empty and the row always scores
-    "not the referent"; here (a target cannot be empty) it is ``"<unk>"``, which no prediction names either,
-    and a warning says so. A premise without a pronoun is an error, as in T5."""
+    Where no candidate is found (the hypothesis repeats no word around any pronoun, or nothing between the words
+    it repeats), T5's target is empty and the row always scores "not the referent"; here (a target cannot be
+    empty) it is ``"<unk>"``, which no prediction names either, and a warning says so. A premise without a
+    pronoun is an error, as in T5."""
     premise, hypothesis = ex["sentence1"], ex["sentence2"]
     words = _bare_words(premise)
     readings = [(*_pronoun_reading(words, _bare_words(hypothesis), i), i)
@@ -353,10 +364,10 @@ def wnli_text(ex: dict) -> dict:
         target = re.sub(r"[.,?!]$", "", found.group(1))
         target = target[:-2] if target.endswith("'s") else target[:-1] if target.endswith("'") else target
     else:
-        log.warning("WNLI record idx %s: the hypothesis %r repeats no word around a pronoun of the premise %r; "
+        log.warning("WNLI record idx %s: no candidate found in the hypothesis %r for a pronoun of the premise %r; "
                     "its answer is scored as not naming the referent, as T5's empty target is", ex.get("idx"),
                     hypothesis, premise)
-        target = UNLABELLED_TARGET
+        target = _NO_CANDIDATE
     marked = premise.split(" ")
     word = marked[index]
     marked[index] = f"*{word[:-1]}* {word[-1]}" if word[-1] in ".,!?" else f"*{word}*"

@@ -103,12 +103,18 @@ def _batch_axes(rules: Rules) -> tuple[str, ...]:
 
 def batch_shards(mesh: Mesh, rules: Rules) -> int:
     """How many pieces the batch axis is split into: a global batch must divide by it."""
-    axes = _batch_axes(rules)
-    unknown = [a for a in axes if a not in mesh.shape]
+    unknown = [a for a in _batch_axes(rules) if a not in mesh.shape]
     if unknown:
         raise ConfigError(f"logical_axis_rules map 'batch' to mesh axis {unknown[0]!r}; the mesh has "
                           f"{tuple(mesh.shape)}")
-    return int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
+    return leading_axis_split(batch_sharding(mesh, rules))
+
+
+def leading_axis_split(sharding: NamedSharding) -> int:
+    """How many pieces ``sharding`` splits an array's leading axis into."""
+    axes = sharding.spec[0] if len(sharding.spec) else None
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    return int(np.prod([sharding.mesh.shape[a] for a in axes], dtype=np.int64))
 
 
 def data_shard(mesh: Mesh, rules: Rules, process_index: Optional[int] = None) -> tuple[int, int]:

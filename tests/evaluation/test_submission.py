@@ -126,8 +126,6 @@ def test_t5x_lite_submit_writes_glues_zip_under_mock_data(tmp_path, capsys):
             for name in names:
                 lines = z.read(name).decode().splitlines()
                 assert lines[0] == "index\tprediction" and len(lines) == 6
-                idx = [int(line.split("\t")[0]) for line in lines[1:]]
-                assert idx == sorted(set(idx))
         for f in BENCHMARKS["glue"]:  # every value is one the server reads for that file
             values = [line.split("\t")[1] for line in _lines(ckpt / "submission" / "glue" / f.name)[1:]]
             if f.form == "score":
@@ -157,8 +155,7 @@ def test_bert_classifiers_fine_tuned_per_task_submit_their_classes(tmp_path):
     assert list(result["files"]) == ["STS-B.tsv", "RTE.tsv"] and "CoLA.tsv" in result["missing"]
     rte = _lines(tmp_path / "out" / "glue" / "RTE.tsv")
     assert len(rte) == 5 and {line.split("\t")[1] for line in rte[1:]} <= {"entailment", "not_entailment"}
-    idx = [int(line.split("\t")[0]) for line in rte[1:]]
-    assert idx == sorted(set(idx))
+
     scores = [float(line.split("\t")[1]) for line in _lines(tmp_path / "out" / "glue" / "STS-B.tsv")[1:]]
     assert len(scores) == 4 and all(0 <= s <= 5 for s in scores)
     # errors name what is wrong before any params load
@@ -210,10 +207,21 @@ def test_hidden_labels_are_submitted_and_a_short_file_is_refused(tmp_path, monke
             lines = _lines(result["files"]["RTE.tsv"]["path"])
             assert [line.split("\t")[0] for line in lines] == ["index", "0", "1", "2", "3"], (name, lines)
             assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
-        # a record that gives no prediction (dropped or skipped) would leave a line out: refused, and no zip left
+        # a record dropped by a preprocessor (or skipped as bad) would leave a line out: refused, leaving the
+        # earlier submission as it was and no empty zip, also when told to overwrite it
         real_predict = submission.predict
-        monkeypatch.setattr(submission, "predict", lambda **k: real_predict(**k)[1:])
-        with pytest.raises(DataError, match=r"RTE.tsv: task 'glue_rte' split 'test' gave 3 predictions for 4 "
-                                            r"records"):
-            submit_checkpoint(checkpoint=ckpts["t5"], **kw)
-    assert sorted(p.name for p in (tmp_path / "t5" / "submission").glob("*.zip")) == ["glue.zip"]
+
+        def dropping_one(**k):
+            rows = real_predict(**k)
+            k["counts"]["dropped_examples"] = {k["task"]: 1}
+            return rows[1:]
+
+        monkeypatch.setattr(submission, "predict", dropping_one)
+        before = (tmp_path / "t5" / "submission" / "glue.zip").read_bytes()
+        for overwrite in (False, True):
+            with pytest.raises(DataError, match=r"RTE.tsv: task 'glue_rte' split 'test' has records 1 dropped by its "
+                                                r"preprocessors"):
+                submit_checkpoint(checkpoint=ckpts["t5"], overwrite=overwrite, **kw)
+    submitted = tmp_path / "t5" / "submission"
+    assert sorted(p.name for p in submitted.iterdir()) == ["glue", "glue.zip"]
+    assert (submitted / "glue.zip").read_bytes() == before and len(_lines(submitted / "glue" / "RTE.tsv")) == 5

@@ -51,6 +51,39 @@ def test_multirc_for_a_bert_classifier_classifies_each_answer_option():
     assert multirc_postprocessor(0) == 0
 
 
+MULTIRC_RECORDS = [{"paragraph": "<b>Sent 1: </b>Bob ran.<br>", "question": f"Who ran {q}?", "answer": answer,
+                    "label": label, "idx": {"paragraph": 0, "question": q, "answer": a}}
+                   for q, a, answer, label in [(0, 0, "Bob", 1), (0, 1, "Ann", 0), (1, 2, "Bob", -1), (1, 3, "Ann", -1),
+                                               (2, 4, "Bob", 1)]]
+
+
+def _multirc_data_source(builder, split, **kwargs):  # stands in for tfds.data_source("super_glue/multirc")
+    def encoded(v):
+        return v.encode() if isinstance(v, str) else {k: np.int64(x) for k, x in v.items()} if isinstance(
+            v, dict) else np.int64(v)
+
+    return [{k: encoded(v) for k, v in r.items()} for r in MULTIRC_RECORDS]
+
+
+def test_a_bert_classifier_predicts_multirc_rows_without_labels_and_scores_the_others():
+    from t5x_lite.evaluation.evaluate import evaluate
+    from t5x_lite.models.config import BertConfig
+    from t5x_lite.models.model import EncoderOnlyClassificationModel
+
+    bert = EncoderOnlyClassificationModel(config=BertConfig(vocab_size=8000, hidden_size=16, num_layers=1,
+                                                            num_heads=2, intermediate_size=32,
+                                                            max_position_embeddings=64))
+    kw = dict(model=bert, params=bert.init(jax.random.key(0), bert.dummy_batch(1, {"inputs": 48})),
+              feature_lengths={"inputs": 48}, batch_size=4, split="test")
+    with _tfds().testing.mock_data(as_data_source_fn=_multirc_data_source):
+        metrics, rows = evaluate(task="super_glue_multirc_classification", **kw)
+    assert metrics["unlabelled_examples"] == 2 and metrics["num_examples"] == 5 and "f1a" in metrics
+    assert [r["targets"] for r in rows] == [1, 0, None, None, 1]
+    assert [r["example"]["idx"]["answer"] for r in rows] == [0, 1, 2, 3, 4]
+    # scored over the two questions that have labels only: exact match is 0, 50 or 100 percent
+    assert metrics["exact_match"] in (0.0, 50.0, 100.0)
+
+
 def test_record_text_trains_on_each_answer_and_scores_against_all():
     ex = {"query": "@placeholder won the race.", "entities": ["Bob", "Ann"], "answers": ["Bob", "Bobby"],
           "passage": "Bob ran fast.\n@highlight\nA race\n@highlight\nHe won", "idx": {"passage": 0, "query": 0}}
@@ -433,7 +466,7 @@ def test_wnli_is_read_as_wsc_as_t5_reads_it(caplog):
         lost = wnli_text({"sentence1": "The cat sat. It purred loudly.", "sentence2": "Dogs bark.", "label": 0,
                           "idx": 7})
     assert lost["targets"] == "<unk>" and lost["inputs"] == "wsc: The cat sat. *It* purred loudly."
-    assert "WNLI record idx 7: the hypothesis 'Dogs bark.' repeats no word around a pronoun" in caplog.text
+    assert "WNLI record idx 7: no candidate found in the hypothesis 'Dogs bark.'" in caplog.text
     assert wsc_postprocessor("the cat", example={"label": 0, "targets_pretokenized": "<unk>"}) == 0
     with pytest.raises(ValueError, match="no pronoun"):
         wnli_text({"sentence1": "The fish ate the worm.", "sentence2": "The worm was eaten.", "label": 0, "idx": 9})

@@ -121,13 +121,18 @@ def _evaluate_as_train_does(trainer, params) -> dict:
     from t5x_lite.training import partitioning
     from t5x_lite.training.train import _run_eval
 
-    devices = trainer.mesh.devices.size
+    from t5x_lite.models.layers import active_axis_rules
+
+    trained = [x.sharding for x in jax.tree_util.tree_leaves(params)]
+    rules = tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in trainer.rules)
     calls = {"loss": [], "decode": []}
 
     def layout(params, rows):
-        spread = all(isinstance(x, jax.Array) and len(x.sharding.device_set) == devices
-                     for x in jax.tree_util.tree_leaves(params))
-        return [spread, int(rows.addressable_shards[0].data.shape[0]) if isinstance(rows, jax.Array) else None]
+        """[params sharded as training left them, traced under training's rules, rows of the batch per device]"""
+        leaves = jax.tree_util.tree_leaves(params)
+        as_trained = all(isinstance(x, jax.Array) and x.sharding == s for x, s in zip(leaves, trained))
+        rows = int(rows.addressable_shards[0].data.shape[0]) if isinstance(rows, jax.Array) else None
+        return [as_trained, active_axis_rules() == rules, rows]
 
     real_loss, real_decode = evaluation._jit_loss, decoding._predict
 
@@ -145,10 +150,12 @@ def _evaluate_as_train_does(trainer, params) -> dict:
                             4, 4, evaluation.DecodeOptions(max_decode_length=2), trainer.mesh, trainer.rules)
     finally:
         evaluation._jit_loss, decoding._predict = real_loss, real_decode
-    # a result spread over both processes comes back whole to each
+    # a result spread over both processes comes back whole to each; rows that do not split stay on the host
     rows = np.arange(8, dtype=np.int32).reshape(4, 2)
-    placed = evaluation._batch_placer(partitioning.batch_sharding(trainer.mesh, trainer.rules))({"rows": rows})
-    return {**metrics, "calls": calls, "gathered_whole": evaluation._host(placed["rows"]).tolist() == rows.tolist()}
+    place = evaluation._batch_placer(partitioning.batch_sharding(trainer.mesh, trainer.rules))
+    placed = place({"rows": rows, "odd": rows[:3], "scalar": np.int32(1)})
+    return {**metrics, "calls": calls, "gathered_whole": evaluation._host(placed["rows"]).tolist() == rows.tolist(),
+            "left_on_host": sorted(k for k, v in placed.items() if isinstance(v, np.ndarray))}
 
 
 def main(argv=None) -> None:

@@ -150,12 +150,15 @@ def test_two_processes_match_single_process(tmp_path, model_parallel, strategy):
             assert r["data_shard"] == [0, 1] and r["host_rows"] == worker.GLOBAL_BATCH, r
             assert any("'model'" in spec for spec in r["param_specs"]), r["param_specs"]
         # evaluation during training, with the params spread over both processes: the same metrics as in one
-        # its loss and decode got the params spread over the mesh as trained, and each batch's 4 rows split over
-        # the data axis: 2 per device on FSDP's 2 x 2 mesh, all 4 on the 1 x 4 one
+        # its loss and decode got the params sharded as trained, were traced under training's rules, and each
+        # batch's 4 rows were split over the data axis: 2 per device on FSDP's 2 x 2 mesh, all 4 on the 1 x 4 one
         calls = r["eval_metrics"].pop("calls")
         rows = 2 if strategy == "fsdp" else 4
-        assert calls["loss"] == [[True, rows]] and calls["decode"] == [[True, rows]], calls
+        assert calls["loss"] == [[True, True, rows]] and calls["decode"] == [[True, True, rows]], calls
         assert r["eval_metrics"].pop("gathered_whole") is True, r
+        # 3 rows do not split over FSDP's 2 data devices (nor does a scalar): left for jit to replicate
+        left = r["eval_metrics"].pop("left_on_host")
+        assert left == (["odd", "scalar"] if strategy == "fsdp" else ["scalar"]), left
         assert r["eval_metrics"]["num_examples"] == 4 and "accuracy" in r["eval_metrics"], r
         assert r["eval_metrics"]["accuracy"] == ref_eval["accuracy"], (r["eval_metrics"], ref_eval)
         assert abs(r["eval_metrics"]["loss"] - ref_eval["loss"]) < TOL, (r["eval_metrics"], ref_eval)
