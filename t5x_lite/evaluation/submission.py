@@ -31,6 +31,8 @@ from collections import abc
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+import numpy as np
+
 from t5x_lite.data.sources import DataError
 from t5x_lite.errors import ConfigError, check_types
 from t5x_lite.evaluation.evaluate import DecodeOptions, _labeller, predict, resolve_task
@@ -98,7 +100,7 @@ def _label(file: LeaderboardFile, value: Any) -> tuple[Any, bool]:
     if file.form == "text":
         return str(value), True
     if file.form == "score":
-        readable = isinstance(value, (int, float)) and math.isfinite(value)
+        readable = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
         return (min(max(float(value), 0.0), 5.0) if readable else 0.0), readable
     names = label_names(file.task)
     classes = 2 if file.form in ("referent", "multirc") else len(names)
@@ -116,9 +118,9 @@ def _label(file: LeaderboardFile, value: Any) -> tuple[Any, bool]:
 def _row_value(row: Mapping[str, Any], read: Optional[Callable]) -> Any:
     """A row's prediction as its task's postprocessor reads it; a classifier's class id (or score) as it is."""
     prediction = row["prediction"]
-    if not isinstance(prediction, str) or read is None:
-        return int(prediction) if isinstance(prediction, (bool, int)) else prediction
-    return read(row, False)
+    if isinstance(prediction, str) and read is not None:
+        prediction = read(row, False)
+    return int(prediction) if isinstance(prediction, (bool, int, np.integer)) else prediction
 
 
 def _idx(row: Mapping[str, Any], file: LeaderboardFile) -> Any:

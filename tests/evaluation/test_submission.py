@@ -55,6 +55,11 @@ def test_glue_files_are_tsvs_of_index_and_prediction_in_idx_order(tmp_path):
     assert _lines(qqp["path"])[1:] == ["0\t1", "1\t0"]
     stsb = write_file(_file("glue", "STS-B.tsv"), _rows([2.25, 7.0], [0, 1], targets=None), tmp_path)
     assert _lines(stsb["path"])[1:] == ["0\t2.250", "1\t5.000"]
+    # NumPy's numbers read as Python's
+    rte = write_file(_file("glue", "RTE.tsv"), _rows([np.int64(1)], [0], targets=None), tmp_path)
+    stsb = write_file(_file("glue", "STS-B.tsv"), _rows([np.float32(1.5)], [0], targets=None), tmp_path)
+    assert _lines(rte["path"])[1:] == ["0\tnot_entailment"] and _lines(stsb["path"])[1:] == ["0\t1.500"]
+    assert rte["unreadable"] == stsb["unreadable"] == 0
     with pytest.raises(ConfigError, match=r"WNLI.tsv: two predictions of 'glue_wnli' split 'test' have idx 4"):
         write_file(_file("glue", "WNLI.tsv"), _rows(["entailment", "entailment"], [4, 4]), tmp_path)
     with pytest.raises(ConfigError, match=r"SST-2.tsv: a prediction of 'glue_sst2' has no idx"):
