@@ -57,7 +57,7 @@ def layer_gradients(batch, queries, keys, heads, head_dim, d_model):
 
     def layer(x, x_kv, wq, wk, wv, wo, bias):
         q, k, v = (layers.dense_dot(inp, w, 1) for inp, w in ((x, wq), (x_kv, wk), (x_kv, wv)))
-        return layers.dense_dot(layers._attention(q, k, v, bias, None, 1.0), wo, 2)
+        return layers.dense_dot(layers._attention(q, k, v, bias, None, None, 1.0, 1.0), wo, 2)
 
     fn = jax.jit(lambda *a: jax.vjp(layer, *a)[1](d_out))
     jax.block_until_ready(fn(*args))  # trace and compile now, under the caller's products

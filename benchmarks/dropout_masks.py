@@ -1,5 +1,6 @@
 """Train step with dropout 0.1: masks drawn per element (Hugging Face's way, the default) against t5x's masks
-shared along the sequence (``T5Config.broadcast_dropout = True``), and the step without dropout.
+shared along the sequence (``T5Config.broadcast_dropout = True``), the step without dropout, and attention on the
+``einsum`` reference path (which dropout took before the hand-written path had it).
 
     python benchmarks/dropout_masks.py [--shape tiny] [--rounds 10] [--steps 5] [--arms per_element,broadcast]
 
@@ -21,6 +22,9 @@ ARMS = {  # name -> gin bindings
     "per_element": ["models.T5Config.dropout_rate = 0.1", "models.T5Config.broadcast_dropout = False"],
     "broadcast": ["models.T5Config.dropout_rate = 0.1", "models.T5Config.broadcast_dropout = True"],
     "no_dropout": ["models.T5Config.dropout_rate = 0.0"],
+    # the attention path JAX differentiates, which dropout took before the hand-written one had it
+    "einsum_attention": ["models.T5Config.dropout_rate = 0.1", "models.T5Config.broadcast_dropout = False",
+                         "models.T5Config.attention_impl = 'einsum'"],
 }
 
 

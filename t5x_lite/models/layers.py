@@ -384,29 +384,35 @@ def _sum_to_shape(x: Array, shape: tuple) -> Array:
     return x.reshape(shape)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _attention(query, key, value, bias, mask, scale):
-    """``softmax(q k^T * scale + bias, masked) v`` with a hand-written backward pass.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _attention(query, key, value, bias, mask, keep, scale, keep_scale):
+    """``softmax(q k^T * scale + bias, masked) v`` with a hand-written backward pass; with ``keep`` (a boolean
+    mask over the ``[B, heads, Q, K]`` probabilities), dropout: kept probabilities times ``keep_scale``.
 
     The softmax gradient is FlashAttention's, ``P * (dP - rowsum(dO * O))``:
-    its row sums run over the head dimension, not the keys. Differentiating
+    its row sums run over the head dimension, not the keys (with dropout too: ``O`` is computed from the
+    dropped-out probabilities, so ``rowsum(dO * O)`` is still ``rowsum(dP * P)``). Differentiating
     through max, exp, sum and divide instead gave XLA:CPU one fusion per layer
     that took 3-4x as long as the forward softmax (``benchmarks/train_step_profile.py``).
     Reverse-mode differentiation only, like ``dense_dot``.
     """
-    return _attention_fwd(query, key, value, bias, mask, scale)[0]
+    return _attention_fwd(query, key, value, bias, mask, keep, scale, keep_scale)[0]
 
 
-def _attention_fwd(query, key, value, bias, mask, scale):
+def _dropped(probs, keep, keep_scale):
+    return probs if keep is None else jnp.where(keep, probs * keep_scale, 0.0)
+
+
+def _attention_fwd(query, key, value, bias, mask, keep, scale, keep_scale):
     probs = _attention_probs(_scores(query, key), bias, mask, scale)
-    out = _weighted_sum(probs.astype(value.dtype), value)
-    return out, (query, key, value, bias, mask, probs, out)
+    out = _weighted_sum(_dropped(probs, keep, keep_scale).astype(value.dtype), value)
+    return out, (query, key, value, bias, mask, keep, probs, out)
 
 
-def _attention_bwd(scale, res, d_out):
-    query, key, value, bias, mask, probs, out = res
-    d_value = jnp.einsum("bnqk,bqnh->bknh", probs.astype(d_out.dtype), d_out)
-    d_probs = _scores(d_out, value).astype(jnp.float32)
+def _attention_bwd(scale, keep_scale, res, d_out):
+    query, key, value, bias, mask, keep, probs, out = res
+    d_value = jnp.einsum("bnqk,bqnh->bknh", _dropped(probs, keep, keep_scale).astype(d_out.dtype), d_out)
+    d_probs = _dropped(_scores(d_out, value).astype(jnp.float32), keep, keep_scale)
     row = jnp.einsum("bqnh,bqnh->bnq", d_out.astype(jnp.float32), out.astype(jnp.float32))
     d_logits = probs * (d_probs - row[..., None])
     if mask is not None:
@@ -415,10 +421,18 @@ def _attention_bwd(scale, res, d_out):
     d_query = _weighted_sum(d_scaled, key).astype(query.dtype)
     d_key = jnp.einsum("bnqk,bqnh->bknh", d_scaled, query).astype(key.dtype)
     d_bias = None if bias is None else _sum_to_shape(d_logits, bias.shape).astype(bias.dtype)
-    return d_query, d_key, d_value.astype(value.dtype), d_bias, None
+    return d_query, d_key, d_value.astype(value.dtype), d_bias, None, None
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+def _dropout_keep(rng, rate: float, shape: tuple, broadcast_dims: Sequence[int]) -> Array:
+    """Which of the ``[B, heads, Q, K]`` probabilities dropout keeps; ``broadcast_dims`` share one draw."""
+    mask_shape = list(shape)
+    for axis in broadcast_dims:
+        mask_shape[axis] = 1
+    return jax.random.bernoulli(rng, 1.0 - rate, mask_shape)
 
 
 def dot_product_attention(
@@ -438,27 +452,27 @@ def dot_product_attention(
     """[B, Q, N, H] x [B, K, N, H] -> [B, Q, N, H]. Softmax is taken in float32.
 
     ``implementation='xla'`` is plain XLA with a hand-written backward pass
-    (``_attention``); ``'cudnn'`` asks ``jax.nn.dot_product_attention`` for
-    cuDNN's fused kernel on GPUs; ``'einsum'`` is the reference that JAX
-    differentiates, and the only path with attention-probability dropout.
+    (``_attention``), attention-probability dropout included; ``'cudnn'`` asks
+    ``jax.nn.dot_product_attention`` for cuDNN's fused kernel on GPUs (which has
+    no dropout: with dropout it takes the reference path); ``'einsum'`` is the
+    reference that JAX differentiates. Both draw the same masks from one rng.
     ``dropout_broadcast_dims`` are axes of the ``[B, heads, Q, K]`` probabilities
     that share one dropout mask (t5x: ``(-2,)``, the queries).
     """
-    use_reference = implementation == "einsum" or (dropout_rate > 0.0 and not deterministic)
-    if not use_reference:
-        if implementation == "xla":
-            return _attention(query, key, value, bias, mask, scale)
-        if implementation != "cudnn":
-            raise ValueError(f"attention implementation must be 'xla', 'cudnn' or 'einsum', got {implementation!r}")
+    dropout = dropout_rate > 0.0 and not deterministic
+    probs_shape = (query.shape[0], query.shape[2], query.shape[1], key.shape[1])
+    if implementation == "xla":
+        keep = _dropout_keep(dropout_rng, dropout_rate, probs_shape, dropout_broadcast_dims) if dropout else None
+        return _attention(query, key, value, bias, mask, keep, scale, 1.0 / (1.0 - dropout_rate))
+    if implementation == "cudnn" and not dropout:
         return jax.nn.dot_product_attention(
             query, key, value, bias=bias, mask=mask, scale=scale, implementation=implementation
         )
+    if implementation not in ("cudnn", "einsum"):
+        raise ValueError(f"attention implementation must be 'xla', 'cudnn' or 'einsum', got {implementation!r}")
     weights = _attention_probs(jnp.einsum("bqnh,bknh->bnqk", query, key), bias, mask, scale)
-    if dropout_rate > 0.0 and not deterministic:
-        mask_shape = list(weights.shape)
-        for axis in dropout_broadcast_dims:
-            mask_shape[axis] = 1
-        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, mask_shape)
+    if dropout:
+        keep = _dropout_keep(dropout_rng, dropout_rate, weights.shape, dropout_broadcast_dims)
         weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
     return jnp.einsum("bnqk,bknh->bqnh", weights.astype(value.dtype), value)
 

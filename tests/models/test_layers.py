@@ -106,6 +106,32 @@ def test_attention_gradients_equal_autodiff_of_einsum_reference(bias_shape, with
         assert np.all(np.asarray(d_bias)[0, :, 1, :] == 0.0)
 
 
+@pytest.mark.parametrize("broadcast_dims", [(), (-2,)], ids=["per_element", "shared_along_queries"])
+def test_attention_dropout_on_the_hand_written_path_equals_the_reference(broadcast_dims, monkeypatch):
+    # Same rng, same mask: the dropped-out probabilities' gradient through FlashAttention's softmax formula
+    # (rowsum(dO * O) with O from the dropped probabilities) equals JAX's autodiff of the reference.
+    q, k, v = _normal(0, (B, Q, N, H)), _normal(1, (B, K, N, H)), _normal(2, (B, K, N, H))
+    bias, mask = _normal(4, (1, N, Q, K)), _mask()
+
+    def value_and_grads(implementation):
+        def f(q, k, v, bias):
+            out = L.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=0.7, implementation=implementation,
+                                          dropout_rate=0.3, dropout_rng=jax.random.key(5), deterministic=False,
+                                          dropout_broadcast_dims=broadcast_dims)
+            return _cos_weighted(out)
+        return jax.value_and_grad(f, argnums=(0, 1, 2, 3))(q, k, v, bias)
+
+    masks = []
+    hand_written = L._attention
+    monkeypatch.setattr(L, "_attention", lambda *a: masks.append(a[5]) or hand_written(*a))
+    ours = value_and_grads("xla")
+    assert len(masks) == 1 and masks[0].shape == ((B, N, Q, K) if not broadcast_dims else (B, N, 1, K))
+    ref = value_and_grads("einsum")
+    _assert_trees_close(ours, ref, 1e-5)
+    no_dropout = _attention_value_and_grads("xla", q, k, v, bias, mask, _cos_weighted)
+    assert abs(float(ours[0]) - float(no_dropout[0])) > 1e-3  # the dropout took effect
+
+
 def test_attention_in_bfloat16_follows_the_reference():
     q, k, v = (_normal(i, (B, T, N, H), jnp.bfloat16) for i, T in enumerate((Q, K, K)))
     bias, mask = _normal(4, (B, N, Q, K)), _mask()
