@@ -138,7 +138,7 @@ def _batch_placer(sharding: Optional[jax.sharding.NamedSharding]) -> Place:
     over them stay host arrays for jit to lay out (said once per evaluation)."""
     if sharding is None:
         return dict
-    from t5x_lite.training.partitioning import leading_axis_split
+    from t5x_lite.training.partitioning import host_batch_to_global, leading_axis_split
 
     split = leading_axis_split(sharding)
     warned = []
@@ -154,7 +154,7 @@ def _batch_placer(sharding: Optional[jax.sharding.NamedSharding]) -> Place:
                     warned.append(key)
                 out[key] = value
                 continue
-            out[key] = jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
+            out[key] = host_batch_to_global({key: value}, sharding.mesh, sharding, slices=1)[key]
         return out
 
     return place
@@ -172,10 +172,12 @@ def _labeller(task) -> Callable[[Mapping[str, Any], bool], Any]:
     if fn is None:
         return lambda row, is_target: row["targets"] if is_target else row["prediction"]
     takes = _keyword_parameters(fn)
-    if "example" not in takes:
-        return lambda row, is_target: fn(row["targets"] if is_target else row["prediction"])
 
     def label(row: Mapping[str, Any], is_target: bool):
+        if is_target and row["targets"] is None:  # a classifier's row without a label: nothing to postprocess
+            return None
+        if "example" not in takes:
+            return fn(row["targets"] if is_target else row["prediction"])
         kwargs = {"example": {**row.get("example", {}), "targets_pretokenized": row["targets"]}}
         if "is_target" in takes:
             kwargs["is_target"] = is_target
@@ -506,8 +508,6 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
         loss = _loss_and_examples(model, params, task, split, feature_lengths, batch_size, max_examples, labelled,
                                   place)
     label = _labeller(task)  # a classifier's class ids too: MultiRC's metric needs its postprocessor's group
-    if model.kind == "encoder_only_classification":
-        label = _skipping_unlabelled(label)
     pairs = [(target, label(r, False)) for r in rows if (target := label(r, True)) is not None]
     metrics = compute_metrics([t for t, _ in pairs], [p for _, p in pairs], names) if names and pairs else {}
     if loss.unlabelled:  # a test split's hidden labels (GLUE, SuperGLUE): predictions only
@@ -520,11 +520,6 @@ def evaluate(*, model, params, task, split: str = "validation", feature_lengths:
         metrics["loss"] = loss.mean()
     metrics["num_examples"] = loss.examples
     return metrics, rows
-
-
-def _skipping_unlabelled(label: Callable[[Mapping[str, Any], bool], Any]) -> Callable[[Mapping[str, Any], bool], Any]:
-    """``label``, with a classifier row's None target (no label) read as None, not passed to a postprocessor."""
-    return lambda row, is_target: None if is_target and row["targets"] is None else label(row, is_target)
 
 
 NOT_SCORES = ("loss", "num_examples", "invalid_predictions", "unlabelled_examples")

@@ -165,6 +165,11 @@ def _without_markup(text: str) -> str:
     return re.sub(r"<(/)?b>", "", text.replace("<br>", " "))
 
 
+def _multirc_question(ex: dict) -> list:
+    """The answer option's question, as [paragraph, question]: the metric scores a question's options together."""
+    return [int(ex["idx"]["paragraph"]), int(ex["idx"]["question"])]
+
+
 def multirc_text(ex: dict) -> Optional[dict]:
     """``"multirc question: ... answer: ... paragraph: ..."`` -> ``"True"`` / ``"False"`` (is this answer option
     right?), with the paragraph's HTML markup removed as T5 does; ``group`` is the question, for scoring the
@@ -173,7 +178,7 @@ def multirc_text(ex: dict) -> Optional[dict]:
     if out is None:
         return None
     out["inputs"] = _without_markup(out["inputs"])
-    out["group"] = [int(ex["idx"]["paragraph"]), int(ex["idx"]["question"])]
+    out["group"] = _multirc_question(ex)
     return out
 
 
@@ -184,12 +189,11 @@ def multirc_to_class(pairs: bool = False) -> Callable:
     ``label_weight`` 0."""
 
     def preprocess(ex: dict) -> dict:
-        text = multirc_text(ex)
         if pairs:
             inputs = (_without_markup(ex["paragraph"]), f"{ex['question']} {ex['answer']}")
         else:
-            inputs = text["inputs"]
-        return {"inputs": inputs, **_class_label(ex["label"]), "group": text["group"], "idx": ex["idx"]}
+            inputs = multirc_text(ex)["inputs"]
+        return {"inputs": inputs, **_class_label(ex["label"]), "group": _multirc_question(ex), "idx": ex["idx"]}
 
     return preprocess
 
