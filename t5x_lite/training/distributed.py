@@ -250,3 +250,23 @@ def shutdown() -> None:
     """Leave the distributed runtime (a no-op when not in one); JAX also does this at exit."""
     if jax.distributed.is_initialized():
         jax.distributed.shutdown()
+
+
+_barriers = 0  # the coordination service wants each barrier's key used once
+
+
+def wait_for_every_process(what: str, timeout_s: int = 3600) -> None:
+    """Block until every process gets here (the coordination service's barrier, no device involved); a no-op
+    in one process.
+
+    gloo, JAX's CPU collectives, gives the other processes 30 s to join a device group's first collective (not
+    configurable), so processes that finish compiling further apart than that fail in their first step: seen
+    with two processes on a loaded 2-core machine. ``Trainer.step`` waits here once a compiled step is ready.
+    """
+    global _barriers
+    if jax.process_count() == 1:
+        return
+    from orbax.checkpoint import multihost
+
+    _barriers += 1
+    multihost.get_barrier_sync_fn()(key=f"t5x_lite {_barriers}: {what}", timeout_ms=timeout_s * 1000)

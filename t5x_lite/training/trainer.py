@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from t5x_lite.models import stacking
-from t5x_lite.training import partitioning
+from t5x_lite.training import distributed, partitioning
 
 Array = jax.Array
 log = logging.getLogger(__name__)
@@ -163,6 +163,7 @@ class Trainer:
         self._abstract_state = None
         self._step_fn = None
         self._precompiled = None  # (global batch signature, Future of the compiled step)
+        self._precompiled_ran = False
         self._in_flight = None  # the last step's metrics, while wait_for_previous_step
         self._pause_s = None  # release_pause_s or 0, once the compiled step's temporaries are known
         if self.wait_for_previous_step is None:
@@ -245,6 +246,7 @@ class Trainer:
         with partitioning.activate(self.mesh, self.rules):
             lowered = self._jit_step().lower(abstract_state, abstract_batch)
         self._precompiled = (signature, _compile_in_background(lowered))
+        self._precompiled_ran = False
 
     # ------------------------------------------------------------------ step
 
@@ -306,6 +308,9 @@ class Trainer:
             out = None
             if self._precompiled is not None and self._precompiled[0] == _signature(batch):
                 compiled = self._precompiled[1].result()
+                if not self._precompiled_ran:  # its first collectives start together in every process
+                    distributed.wait_for_every_process("the train step is compiled")
+                    self._precompiled_ran = True
                 if self._pause_s is None and self.wait_for_previous_step:
                     small = _temporaries_bytes(compiled) < _PAUSE_MIN_TEMP_BYTES
                     self._pause_s = 0.0 if small else self.release_pause_s
