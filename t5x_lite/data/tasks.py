@@ -63,6 +63,10 @@ class Task:
     # A classification task's number of classes (1: a regression target), checked against a BERT classifier's
     # BertConfig.num_labels before any data is read; None: not said (checked per record against the head).
     num_labels: Optional[int] = None
+    # An example the model reads as several inputs (ReCoRD's candidate entities, for a classifier): its prediction
+    # rows (as ``evaluation.predict`` gives them) -> one row per example, before postprocessing, metrics and the
+    # predictions file. Evaluation's ``max_examples`` and loss still count the model's inputs.
+    combine_predictions: Optional[Callable[[list], list]] = None
 
     def __post_init__(self):
         if self.on_error not in ("raise", "skip"):

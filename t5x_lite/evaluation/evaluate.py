@@ -226,17 +226,27 @@ def _predict(*, model, params, task, split, feature_lengths, batch_size, decode,
              loss: Optional["_LossTally"] = None, labelled: Callable[[dict], bool] = lambda row: True,
              place: Place = dict, counts: Optional[dict] = None) -> list[dict]:
     """``predict``; with ``loss``, each batch's loss is added to it too (one read of the split for both), over
-    the rows ``labelled`` says have a label; ``place`` lays out each batch's model inputs (``_batch_placer``)."""
-    from t5x_lite.decoding import predict_batch
-
+    the rows ``labelled`` says have a label; ``place`` lays out each batch's model inputs (``_batch_placer``).
+    A task whose examples are read as several inputs (``Task.combine_predictions``) gets one row per example."""
     if not can_decode(model):
         raise ConfigError(f"the model (kind {model.kind}) cannot decode predictions (only {DECODERS} can)")
+    common = dict(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
+                  batch_size=batch_size, max_examples=max_examples, loss=loss, place=place, counts=counts)
+    if model.kind == "encoder_only_classification":
+        rows = _classify(**common)
+    else:
+        rows = _decode(decode=decode, labelled=labelled, **common)
+    return task.combine_predictions(rows) if task.combine_predictions is not None else rows
+
+
+def _decode(*, model, params, task, split, feature_lengths, batch_size, decode, max_examples, loss, labelled,
+            place, counts) -> list[dict]:
+    """A decoder's rows (``_predict``)."""
+    from t5x_lite.decoding import predict_batch
+
     vocab = task.vocabulary
     rng = jax.random.key(decode.seed)
     rows: list[dict] = []
-    if model.kind == "encoder_only_classification":
-        return _classify(model=model, params=params, task=task, split=split, feature_lengths=feature_lengths,
-                         batch_size=batch_size, max_examples=max_examples, loss=loss, place=place, counts=counts)
     for i, (batch, n) in enumerate(_eval_batches(task, split=split, feature_lengths=feature_lengths,
                                                   batch_size=batch_size, converter=model.feature_converter(),
                                                   max_examples=max_examples, keep_text=True, counts=counts)):

@@ -230,8 +230,8 @@ def submit_checkpoint(
 
     ``checkpoint`` is one checkpoint for every task (fine-tuned on T5's mixture), or a mapping from each task
     (``glue_cola`` ...) to its own (fine-tuned task by task; a BERT classifier always is, its head sized to the
-    task's classes). A BERT classifier predicts the task's ``_classification`` variant; ReCoRD and WSC have
-    none. ``tasks`` restricts the submission to some of the tasks, for a partial check: the leaderboard expects
+    task's classes). A BERT classifier predicts the task's ``_classification`` variant (ReCoRD's answers each
+    query with its likeliest candidate). ``tasks`` restricts the submission to some of the tasks, for a partial check: the leaderboard expects
     every file. ``wnli_task="glue_wnli_simple"`` predicts WNLI as T5 did, read as WSC (give it the checkpoint
     trained on SuperGLUE, whose WSC examples taught it the format). The files and ``<benchmark>.zip`` go to
     ``output_dir``, by default ``CHECKPOINT/submission`` (a training run's ``MODEL_DIR/submission``, with the
@@ -347,5 +347,5 @@ def _task_for(model, file: LeaderboardFile, checkpoint: str) -> str:
     name = f"{file.task}_classification"
     if name not in TaskRegistry.names():
         raise ConfigError(f"{checkpoint} holds a BERT classifier, and {file.task!r} ({file.name}) has no "
-                          "_classification variant for one (T5 casts it as text); predict it with a T5 model")
+                          "_classification variant for one (a T5 task); predict it with a T5 model")
     return name

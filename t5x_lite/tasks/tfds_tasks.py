@@ -10,11 +10,12 @@ diagnostic sets are cast as T5 casts them (``DIAGNOSTICS``).
 A test split's hidden labels give T5's ``"<unk>"`` target: the rows are predicted,
 and evaluation leaves them out.
 
-Each GLUE and SuperGLUE task but ReCoRD and WSC also comes as ``<task>_classification``
-for a BERT classifier: the same input text, the label as a class id (STS-B: its 0-5
-score as a float, for a regression head; MultiRC: is this answer option right),
-scored by the same metrics, a test split's rows predicted with their ``idx``; so do
-the diagnostic sets.
+Each GLUE and SuperGLUE task also comes as ``<task>_classification`` for a BERT
+classifier: the same input text, the label as a class id (STS-B: its 0-5 score as a
+float, for a regression head; MultiRC: is this answer option right; ReCoRD: is this
+candidate entity the answer, the likeliest candidate then predicted per query; WSC: is
+this candidate the pronoun's referent), scored by the same metrics, a test split's rows
+predicted with their ``idx``; so do the diagnostic sets.
 
 These tasks use the bundled vocabulary by default. To use your own (T5's
 ``spiece.model``), call :func:`register` with it before the first lookup.
@@ -23,6 +24,7 @@ These tasks use the bundled vocabulary by default. To use your own (T5's
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import string
@@ -221,9 +223,13 @@ def record_text(ex: dict) -> Optional[dict]:
     metric, which scores the same. A query without answers (the test split) is unlabelled."""
     answers = list(ex["answers"])
     answer = ex.get("answer", answers[0] if answers else UNLABELLED_TARGET)
-    passage = re.sub(r"([.?!\"'])\n@highlight\n", r"\1 ", ex["passage"]).replace("\n@highlight\n", ". ")
-    inputs = f"record query: {ex['query']} entities: {', '.join(ex['entities'])} passage: {passage}"
+    inputs = f"record query: {ex['query']} entities: {', '.join(ex['entities'])} passage: {_record_passage(ex)}"
     return {"inputs": inputs, "targets": answer, "answers": answers, "idx": ex["idx"]}
+
+
+def _record_passage(ex: dict) -> str:
+    """The passage with its ``@highlight`` lines made sentences, as T5 does."""
+    return re.sub(r"([.?!\"'])\n@highlight\n", r"\1 ", ex["passage"]).replace("\n@highlight\n", ". ")
 
 
 def record_postprocessor(text: str, example: Optional[dict] = None, is_target: bool = False):
@@ -234,6 +240,56 @@ def record_postprocessor(text: str, example: Optional[dict] = None, is_target: b
     return text
 
 
+def record_per_candidate(record: dict) -> list:
+    """ReCoRD for a classifier: one example per candidate entity, each distinct text once in the passage's order,
+    in every split (the classifier reads each candidate; ``record_best_candidate`` then picks one per query)."""
+    return [dict(record, entity=entity) for entity in dict.fromkeys(record["entities"])]
+
+
+def record_to_class(pairs: bool = False) -> Callable:
+    """ReCoRD for a BERT classifier, as SuperGLUE's BERT baseline reads it: is this candidate entity
+    (``record_per_candidate``) what the query's ``@placeholder`` stands for (1)? The inputs are the query with the
+    candidate in the placeholder's place and the passage, ``"record query: ... passage: ..."``, or with ``pairs``
+    (BERT's own tokenizer) the passage and the filled query as a pair. ``idx``, the candidate and the answers are
+    kept for ``record_best_candidate`` and the leaderboard; a query without answers (the test split) gives
+    ``label_weight`` 0."""
+
+    def preprocess(ex: dict) -> dict:
+        if "@placeholder" not in ex["query"]:
+            raise ValueError(f"the ReCoRD query {ex['query']!r} has no @placeholder for a candidate to fill")
+        answers = list(ex["answers"])
+        query = ex["query"].replace("@placeholder", ex["entity"])
+        passage = _record_passage(ex)
+        inputs = (passage, query) if pairs else f"record query: {query} passage: {passage}"
+        label = int(ex["entity"] in answers) if answers else -1
+        return {"inputs": inputs, **_class_label(label), "idx": ex["idx"], "entity": ex["entity"],
+                "answers": answers}
+
+    return preprocess
+
+
+def record_best_candidate(rows: list) -> list:
+    """A classifier's ReCoRD predictions, a row per candidate, as a row per query (rows grouped by the query's
+    ``idx``): the prediction is the candidate with the highest probability of class 1, the target all the
+    query's answers (None if it has none), scored by SQuAD's metric as T5's predictions are."""
+    queries: dict = {}
+    for row in rows:
+        queries.setdefault(json.dumps(row["example"]["idx"], sort_keys=True), []).append(row)
+    combined = []
+    for candidates in queries.values():
+        scores = [_log_prob_of_class_1(row) for row in candidates]
+        best = candidates[int(np.argmax(scores))]["example"]
+        combined.append({"inputs": candidates[int(np.argmax(scores))]["inputs"], "targets": best["answers"] or None,
+                         "prediction": best["entity"], "score": max(scores),
+                         "example": {"idx": best["idx"], "answers": best["answers"]}})
+    return combined
+
+
+def _log_prob_of_class_1(row: dict) -> float:
+    """A binary classifier's row carries the log-probability of the class it predicted."""
+    return row["score"] if row["prediction"] == 1 else float(np.log1p(-np.exp(row["score"])))
+
+
 def wsc_correct_referent_only(record: dict) -> list:
     """WSC's training examples: those whose candidate is the pronoun's referent, as T5 trains."""
     return [record] if int(record["label"]) == 1 else []
@@ -242,12 +298,31 @@ def wsc_correct_referent_only(record: dict) -> list:
 def wsc_text(ex: dict) -> dict:
     """``"wsc: ... *pronoun* ..."`` -> the candidate referent (``span1_text``), T5's "simple" WSC; ``label``
     says whether that candidate is the referent (the postprocessor compares the prediction with it)."""
+    return {"inputs": "wsc: " + _wsc_marked(ex), "targets": ex["span1_text"], "label": int(ex.get("label", 0)),
+            "idx": ex.get("idx", -1)}
+
+
+def _wsc_marked(ex: dict) -> str:
+    """WSC's sentence with its pronoun marked, ``*he*``."""
     words = ex["text"].split(" ")
     pronoun = ex["span2_text"]
     start, end, rest = _pronoun_span(words, pronoun, int(ex["span2_index"]))
-    marked = words[:start] + [f"*{pronoun}*" + (f" {rest}" if rest else "")] + words[end:]
-    return {"inputs": "wsc: " + " ".join(marked).rstrip(), "targets": ex["span1_text"],
-            "label": int(ex.get("label", 0)), "idx": ex.get("idx", -1)}
+    return " ".join(words[:start] + [f"*{pronoun}*" + (f" {rest}" if rest else "")] + words[end:]).rstrip()
+
+
+def wsc_to_class(pairs: bool = False) -> Callable:
+    """WSC for a BERT classifier: is the candidate (``span1_text``) what the marked pronoun refers to (1)? The
+    inputs are the sentence marked as T5 marks it and the candidate, ``"wsc: ... *he* ... candidate: ..."``, or
+    with ``pairs`` (BERT's own tokenizer) the marked sentence and the candidate as a pair. Every candidate trains,
+    right or wrong. SuperGLUE's BERT baseline pooled the two spans' token vectors into its classifier instead, a
+    head this model does not have; a hidden label (the test split) gives ``label_weight`` 0."""
+
+    def preprocess(ex: dict) -> dict:
+        marked = _wsc_marked(ex)
+        inputs = (marked, ex["span1_text"]) if pairs else f"wsc: {marked} candidate: {ex['span1_text']}"
+        return {"inputs": inputs, **_class_label(ex["label"]), "idx": ex["idx"]}
+
+    return preprocess
 
 
 def _pronoun_span(words: list, pronoun: str, index: int) -> tuple[int, int, str]:
@@ -395,6 +470,17 @@ def _split_dependent(make: Callable, train_expand: Callable, what: str, task: st
     return source
 
 
+def _expanded(make: Callable, expand: Callable, what: str) -> Callable:
+    """A source factory whose every split is expanded by ``expand`` (``ExpandedSource``)."""
+
+    def source(split: str):
+        from t5x_lite.data.sources import ExpandedSource
+
+        return ExpandedSource(make(split), expand, what)
+
+    return source
+
+
 def _source(tfds_name: str, validation_split: str = "validation", data_dir: Optional[str] = None,
             random_access: str = "auto"):
     def make(split: str):
@@ -489,6 +575,17 @@ def register(vocabulary=None, data_dir: Optional[str] = None) -> None:
                           preprocessors=(multirc_to_class(pairs),), output_features={"inputs": feature},
                           metric_names=("multirc",), postprocess_fn=multirc_postprocessor,
                           eval_fields=("group", "idx"), num_labels=2), overwrite=True)
+    TaskRegistry.add(Task(name="super_glue_record_classification",
+                          source=_expanded(_source("super_glue/record", data_dir=data_dir), record_per_candidate,
+                                           "one example per candidate entity"),
+                          preprocessors=(record_to_class(pairs),), output_features={"inputs": feature},
+                          metric_names=("squad",), postprocess_fn=record_postprocessor,
+                          combine_predictions=record_best_candidate, eval_fields=("idx", "entity", "answers"),
+                          num_labels=2), overwrite=True)
+    TaskRegistry.add(Task(name="super_glue_wsc_classification",
+                          source=_source("super_glue/wsc.fixed", data_dir=data_dir),
+                          preprocessors=(wsc_to_class(pairs),), output_features={"inputs": feature},
+                          metric_names=("accuracy",), eval_fields=("idx",), num_labels=2), overwrite=True)
     for task, cast_as, fields, labels, source, metrics, rekey in _diagnostic_tasks(data_dir):
         TaskRegistry.add(Task(name=f"{task}_classification", source=source,
                               preprocessors=rekey + (to_class(cast_as, fields, labels, pairs),),

@@ -168,10 +168,10 @@ def test_bert_classifiers_fine_tuned_per_task_submit_their_classes(tmp_path):
         submit_checkpoint(**dict(kw, tasks=["glue_rte", "glue_cola"]))
     with pytest.raises(ConfigError, match=r"with a checkpoint per task, give output_dir"):
         submit_checkpoint(**dict(kw, output_dir=None))
-    with pytest.raises(ConfigError, match=r"holds a BERT classifier, and 'super_glue_record' \(ReCoRD.jsonl\) has no "
+    with pytest.raises(ConfigError, match=r"holds a BERT classifier, and 'glue_wnli_simple' \(WNLI.tsv\) has no "
                                           r"_classification variant"):
-        submit_checkpoint(**dict(kw, benchmark="super_glue", tasks=["super_glue_record"],
-                                 checkpoint={"super_glue_record": ckpts["glue_rte"]}))
+        submit_checkpoint(**dict(kw, tasks=["glue_wnli_simple"], wnli_task="glue_wnli_simple",
+                                 checkpoint={"glue_wnli_simple": ckpts["glue_rte"]}))
     # MultiRC's answer options, classified, nest by paragraph and question as T5's predictions do
     with tfds.testing.mock_data(num_examples=4):
         result = submit_checkpoint(**dict(kw, benchmark="super_glue", tasks=["super_glue_multirc"],
@@ -179,6 +179,41 @@ def test_bert_classifiers_fine_tuned_per_task_submit_their_classes(tmp_path):
     lines = [json.loads(line) for line in _lines(result["files"]["MultiRC.jsonl"]["path"])]
     answers = [a for p in lines for q in p["passage"]["questions"] for a in q["answers"]]
     assert len(answers) == 4 and {a["label"] for a in answers} <= {0, 1}
+
+
+def _record_and_wsc_test_source(builder, split, **kwargs):  # stands in for super_glue/record and wsc.fixed
+    if builder.builder_config.name == "record":
+        records = [{"passage": "Bob met Ann.", "query": f"@placeholder met her {q}.", "entities": ["Bob", "Ann"],
+                    "answers": [], "idx": {"passage": 0, "query": q}} for q in (1, 0)]
+    else:
+        records = [{"text": "Tom asked Bob if he could go.", "span1_text": name, "span1_index": 0, "span2_text": "he",
+                    "span2_index": 4, "label": -1, "idx": i} for i, name in enumerate(["Tom", "Bob"])]
+
+    def encoded(v):
+        if isinstance(v, list):
+            return np.array([x.encode() for x in v], dtype=object)
+        if isinstance(v, dict):
+            return {k: np.int64(x) for k, x in v.items()}
+        return v.encode() if isinstance(v, str) else np.int64(v)
+
+    return [{k: encoded(v) for k, v in r.items()} for r in records]
+
+
+def test_a_bert_classifier_submits_record_and_wsc(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    model = EncoderOnlyClassificationModel(config=TINY_BERT)
+    ckpt = str(checkpoints.save_params(tmp_path / "bert", model.init(jax.random.key(0), model.dummy_batch(
+        1, {"inputs": 32})), model))
+    with tfds.testing.mock_data(as_data_source_fn=_record_and_wsc_test_source):
+        result = submit_checkpoint(checkpoint={"super_glue_record": ckpt, "super_glue_wsc": ckpt},
+                                   benchmark="super_glue", tasks=["super_glue_record", "super_glue_wsc"],
+                                   feature_lengths={"inputs": 32}, batch_size=4, output_dir=str(tmp_path / "out"))
+    record = [json.loads(line) for line in _lines(result["files"]["ReCoRD.jsonl"]["path"])]
+    # one line per query (not per candidate), in idx order, naming one of its candidates
+    assert [r["idx"] for r in record] == [0, 1] and {r["label"] for r in record} <= {"Bob", "Ann"}
+    wsc = [json.loads(line) for line in _lines(result["files"]["WSC.jsonl"]["path"])]
+    assert [r["idx"] for r in wsc] == [0, 1] and {r["label"] for r in wsc} <= {"True", "False"}
+    assert result["files"]["ReCoRD.jsonl"]["unreadable"] == 0 and result["files"]["WSC.jsonl"]["unreadable"] == 0
 
 
 def test_unknown_benchmarks_and_tasks_are_named():

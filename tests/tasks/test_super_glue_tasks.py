@@ -14,8 +14,9 @@ import t5x_lite.tasks  # noqa: F401
 from t5x_lite.data.sources import DataError
 from t5x_lite.data.tasks import TaskRegistry
 from t5x_lite.tasks.tfds_tasks import (dpr_text, multirc_postprocessor, multirc_text, multirc_to_class,
-                                       record_per_answer, record_postprocessor, record_text, wnli_text,
-                                       wsc_correct_referent_only, wsc_postprocessor, wsc_text)
+                                       record_best_candidate, record_per_answer, record_per_candidate,
+                                       record_postprocessor, record_text, record_to_class, wnli_text,
+                                       wsc_correct_referent_only, wsc_postprocessor, wsc_text, wsc_to_class)
 
 
 def _tfds():
@@ -84,6 +85,52 @@ def test_a_bert_classifier_predicts_multirc_rows_without_labels_and_scores_the_o
     assert metrics["exact_match"] in (0.0, 50.0, 100.0)
 
 
+RECORD_QUERIES = [{"passage": "Bob met Ann in Rome.\n@highlight\nA meeting", "query": f"@placeholder saw Rome {q}.",
+                   "entities": entities, "answers": answers, "idx": {"passage": 0, "query": q}}
+                  for q, entities, answers in [(0, ["Bob", "Ann", "Rome"], ["Bob"]), (1, ["Ann", "Bob"], ["Ann"]),
+                                               (2, ["Rome", "Bob", "Rome"], ["Rome"])]]
+
+
+def _record_data_source(builder, split, **kwargs):  # stands in for tfds.data_source("super_glue/record")
+    def encoded(v):
+        if isinstance(v, list):
+            return np.array([x.encode() for x in v], dtype=object)
+        return v.encode() if isinstance(v, str) else {k: np.int64(x) for k, x in v.items()}
+
+    hidden = split == "test"
+    return [{k: encoded([] if hidden and k == "answers" else v) for k, v in r.items()} for r in RECORD_QUERIES]
+
+
+def test_a_bert_classifier_answers_record_queries_with_their_likeliest_candidate():
+    from t5x_lite.evaluation.evaluate import _classify, evaluate
+    from t5x_lite.models.config import BertConfig
+    from t5x_lite.models.model import EncoderOnlyClassificationModel
+
+    bert = EncoderOnlyClassificationModel(config=BertConfig(vocab_size=8000, hidden_size=16, num_layers=1,
+                                                            num_heads=2, intermediate_size=32,
+                                                            max_position_embeddings=64))
+    kw = dict(model=bert, params=bert.init(jax.random.key(0), bert.dummy_batch(1, {"inputs": 48})),
+              feature_lengths={"inputs": 48}, batch_size=4)
+    task = TaskRegistry.get("super_glue_record_classification")
+    with _tfds().testing.mock_data(as_data_source_fn=_record_data_source):
+        metrics, rows = evaluate(task=task.name, **kw)
+        candidates = _classify(task=task, split="validation", max_examples=None, **kw)
+        test_metrics, test_rows = evaluate(task=task.name, split="test", **kw)
+    # the classifier read 7 candidates (Rome once in query 2) and answered each of the 3 queries once
+    assert metrics["num_examples"] == 7 and len(candidates) == 7 and {"em", "f1", "loss"} <= set(metrics)
+    assert [r["example"]["idx"]["query"] for r in rows] == [0, 1, 2]
+    assert [r["targets"] for r in rows] == [["Bob"], ["Ann"], ["Rome"]]
+    assert rows == record_best_candidate(candidates)
+    for row, query in zip(rows, RECORD_QUERIES):
+        assert row["prediction"] in query["entities"]
+    expected = sum(r["prediction"] == q["answers"][0] for r, q in zip(rows, RECORD_QUERIES)) / 3 * 100
+    assert metrics["em"] == pytest.approx(expected)
+    # the test split: every query answered, nothing scored
+    assert test_metrics["unlabelled_examples"] == 7 and "em" not in test_metrics
+    assert [r["targets"] for r in test_rows] == [None] * 3
+    assert [r["prediction"] for r in test_rows] == [r["prediction"] for r in rows]
+
+
 def test_record_text_trains_on_each_answer_and_scores_against_all():
     ex = {"query": "@placeholder won the race.", "entities": ["Bob", "Ann"], "answers": ["Bob", "Bobby"],
           "passage": "Bob ran fast.\n@highlight\nA race\n@highlight\nHe won", "idx": {"passage": 0, "query": 0}}
@@ -97,6 +144,58 @@ def test_record_text_trains_on_each_answer_and_scores_against_all():
     assert record_postprocessor("<unk>", example=hidden, is_target=True) is None
     assert record_postprocessor("Bob") == "Bob"
     assert record_postprocessor("x", example={"answers": ["Bob", "Bobby"]}, is_target=True) == ["Bob", "Bobby"]
+
+
+def test_record_for_a_bert_classifier_fills_the_query_with_each_candidate():
+    ex = {"query": "@placeholder won the race.", "entities": ["Bob", "Ann", "Bob"], "answers": ["Bob", "Bobby"],
+          "passage": "Bob ran fast.\n@highlight\nA race\n@highlight\nHe won", "idx": {"passage": 0, "query": 0}}
+    candidates = record_per_candidate(ex)
+    assert [c["entity"] for c in candidates] == ["Bob", "Ann"]  # each entity's text once
+    bob, ann = (record_to_class()(c) for c in candidates)
+    assert bob == {"inputs": "record query: Bob won the race. passage: Bob ran fast. A race. He won", "label": 1,
+                   "label_weight": 1.0, "idx": ex["idx"], "entity": "Bob", "answers": ["Bob", "Bobby"]}
+    assert ann["label"] == 0 and ann["label_weight"] == 1
+    # with BERT's own tokenizer: the passage and the filled query as a pair
+    assert record_to_class(pairs=True)(candidates[1])["inputs"] == ("Bob ran fast. A race. He won",
+                                                                    "Ann won the race.")
+    hidden = record_to_class()(dict(candidates[0], answers=[]))  # the test split: predicted, not scored
+    assert hidden["label"] == 0 and hidden["label_weight"] == 0
+    with pytest.raises(ValueError, match=r"the ReCoRD query 'Bob won.' has no @placeholder"):
+        record_to_class()(dict(candidates[0], query="Bob won."))
+
+
+def test_record_best_candidate_predicts_the_likeliest_answer_of_each_query():
+    from t5x_lite.evaluation.evaluate import _labeller
+
+    def row(query, entity, prediction, probability, answers):  # a binary classifier's row: its class's log-prob
+        return {"inputs": f"{entity} won.", "targets": int(entity in answers), "prediction": prediction,
+                "score": float(np.log(probability)),
+                "example": {"idx": {"passage": 0, "query": query}, "entity": entity, "answers": answers}}
+
+    rows = [row(0, "Bob", 0, 0.6, ["Ann"]), row(0, "Ann", 1, 0.55, ["Ann"]),  # class 1: 0.4 against 0.55
+            row(1, "Cy", 0, 0.9, []), row(1, "Di", 0, 0.7, []),  # neither predicted 1: 0.1 against 0.3
+            row(0, "Ed", 0, 0.99, ["Ann"])]  # a query's candidates need not be adjacent
+    combined = record_best_candidate(rows)
+    assert [(r["prediction"], r["targets"], r["inputs"]) for r in combined] == [("Ann", ["Ann"], "Ann won."),
+                                                                                 ("Di", None, "Di won.")]
+    assert combined[0]["score"] == pytest.approx(np.log(0.55)) and combined[1]["score"] == pytest.approx(np.log(0.3))
+    assert combined[0]["example"] == {"idx": {"passage": 0, "query": 0}, "answers": ["Ann"]}
+    # read by the task's postprocessor: the entity, scored against all the answers; none: unlabelled
+    label = _labeller(TaskRegistry.get("super_glue_record_classification"))
+    assert label(combined[0], False) == "Ann" and label(combined[0], True) == ["Ann"]
+    assert label(combined[1], True) is None
+
+
+def test_wsc_for_a_bert_classifier_reads_the_marked_sentence_and_the_candidate():
+    ex = _wsc("Mitchell asked Tom if he could lend some money.", "he", 4)
+    assert wsc_to_class()(ex) == {"inputs": "wsc: Mitchell asked Tom if *he* could lend some money. candidate: Tom",
+                                  "label": 1, "label_weight": 1.0, "idx": 0}
+    pair = wsc_to_class(pairs=True)(dict(ex, label=-1))
+    assert pair["inputs"] == ("Mitchell asked Tom if *he* could lend some money.", "Tom")
+    assert pair["label"] == 0 and pair["label_weight"] == 0  # a hidden label: predicted, not scored
+    assert wsc_to_class()(dict(ex, label=0))["label"] == 0  # a wrong candidate trains too
+    task = TaskRegistry.get("super_glue_wsc_classification")
+    assert task.num_labels == 2 and task.metric_names == ("accuracy",)
 
 
 def _wsc(text, pronoun, index, referent="Tom", label=1):
