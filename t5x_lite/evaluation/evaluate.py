@@ -215,8 +215,9 @@ def resolve_task(task, *, mixture_ok: bool = False):
 def predict(*, model, params, task, split: str = "validation", feature_lengths: Mapping[str, int],
             batch_size: int = 16, decode: DecodeOptions = DecodeOptions(), max_examples: Optional[int] = None,
             counts: Optional[dict] = None) -> list[dict]:
-    """Decode every example: [{"inputs", "targets", "prediction", "score"}] as text (a classifier's: class ids).
-    ``counts``, a dict, receives the pipeline's counts once the split is read (records dropped or skipped)."""
+    """Decode every example: [{"inputs", "targets", "prediction", "score"}] as text (a classifier's: class ids,
+    except where its task combines them, as ReCoRD's candidates into the entity text). ``counts``, a dict,
+    receives the pipeline's counts once the split is read (records dropped or skipped)."""
     return _predict(model=model, params=params, task=resolve_task(task), split=split,
                     feature_lengths=feature_lengths, batch_size=batch_size, decode=decode, max_examples=max_examples,
                     counts=counts)
@@ -236,7 +237,12 @@ def _predict(*, model, params, task, split, feature_lengths, batch_size, decode,
         rows = _classify(**common)
     else:
         rows = _decode(decode=decode, labelled=labelled, **common)
-    return task.combine_predictions(rows) if task.combine_predictions is not None else rows
+    if task.combine_predictions is None:
+        return rows
+    if max_examples is not None and len(rows) == max_examples:
+        log.warning("task %r: max_examples=%d counts the model's inputs, of which an example has several; the "
+                    "last example may be combined from some of its inputs only", task.name, max_examples)
+    return task.combine_predictions(rows)
 
 
 def _decode(*, model, params, task, split, feature_lengths, batch_size, decode, max_examples, loss, labelled,
@@ -334,7 +340,8 @@ def _jit_loss(model, params, batch):
 def _classify(*, model, params, task, split, feature_lengths, batch_size, max_examples,
               loss: Optional["_LossTally"] = None, place: Place = dict, counts: Optional[dict] = None) -> list[dict]:
     """A classifier's rows: the class id (a regression head's value) predicted and the target's, None where the
-    row has no label (``label_weight`` 0); the task's eval fields (a test split's ``idx``) as ``example``."""
+    row has no label (``label_weight`` 0), every class's log-probability (``class_log_probs``); the task's eval
+    fields (a test split's ``idx``) as ``example``."""
     rows = []
     for batch, n in _eval_batches(task, split=split, feature_lengths=feature_lengths, batch_size=batch_size,
                                   converter=model.feature_converter(), max_examples=max_examples,
@@ -344,7 +351,8 @@ def _classify(*, model, params, task, split, feature_lengths, batch_size, max_ex
         unlabelled = _weightless_rows(batch, n)
         if loss is not None:
             loss.add(params, batch, n, unlabelled)
-        logits = _host(_jit_logits(model, params, place(batch)))
+        logits = _host(_jit_logits(model, params, place(batch))).astype(np.float64)
+        # in float64: a confident row's other classes keep their log-probabilities (ReCoRD ranks by them)
         log_probs = None if model.regression else logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
         for r in range(n):
             row = {"inputs": _text(task.vocabulary, batch["input_tokens"][r])}
@@ -352,7 +360,8 @@ def _classify(*, model, params, task, split, feature_lengths, batch_size, max_ex
                 row.update(targets=float(batch["labels"][r]), prediction=float(logits[r, 0]), score=None)
             else:
                 pred = int(np.argmax(logits[r]))
-                row.update(targets=int(batch["labels"][r]), prediction=pred, score=float(log_probs[r, pred]))
+                row.update(targets=int(batch["labels"][r]), prediction=pred, score=float(log_probs[r, pred]),
+                           class_log_probs=[float(x) for x in log_probs[r]])
             if r in unlabelled:
                 row["targets"] = None
             if fields is not None:

@@ -13,7 +13,8 @@ entity's text keyed by the query's idx, and MultiRC one line per paragraph,
 0 / 1}]}]}}``. The file names are the leaderboards' (``CoLA.tsv``, ``BoolQ.jsonl``...).
 
 A T5 model's prediction is read through its task's postprocessor, as evaluation
-reads it; a BERT classifier's (a ``_classification`` task's) is already the class id.
+reads it; a BERT classifier's (a ``_classification`` task's) is already the class id,
+or for ReCoRD the entity's text.
 A prediction that names no label (an untrained model's) still needs a line: it is
 written as the first label (STS-B: 0), and counted.
 """
@@ -131,11 +132,13 @@ def _idx(row: Mapping[str, Any], file: LeaderboardFile) -> Any:
                           f"a task that keeps it, as t5x_lite infer writes them): {dict(row)!r:.200}") from None
 
 
-def write_file(file: LeaderboardFile, rows: Sequence[Mapping[str, Any]], directory: Union[str, Path]) -> dict:
+def write_file(file: LeaderboardFile, rows: Sequence[Mapping[str, Any]], directory: Union[str, Path],
+               task: Optional[str] = None) -> dict:
     """Write one leaderboard file from a split's prediction rows (as ``predict`` returns them, or as ``t5x_lite
-    infer`` writes them); {"path", "lines", "unreadable"}. Rows are written in ``idx`` order; two rows with one
-    ``idx`` are an error."""
-    read = _labeller(resolve_task(file.task)) if any(isinstance(r["prediction"], str) for r in rows) else None
+    infer`` writes them) of ``task`` (default: the file's); {"path", "lines", "unreadable"}. Rows are written in
+    ``idx`` order; two rows with one ``idx`` are an error."""
+    text = any(isinstance(r["prediction"], str) for r in rows)
+    read = _labeller(resolve_task(task or file.task)) if text else None
     unreadable = 0
     entries = []
     for row in rows:
@@ -230,13 +233,13 @@ def submit_checkpoint(
 
     ``checkpoint`` is one checkpoint for every task (fine-tuned on T5's mixture), or a mapping from each task
     (``glue_cola`` ...) to its own (fine-tuned task by task; a BERT classifier always is, its head sized to the
-    task's classes). A BERT classifier predicts the task's ``_classification`` variant (ReCoRD's answers each
-    query with its likeliest candidate). ``tasks`` restricts the submission to some of the tasks, for a partial check: the leaderboard expects
-    every file. ``wnli_task="glue_wnli_simple"`` predicts WNLI as T5 did, read as WSC (give it the checkpoint
-    trained on SuperGLUE, whose WSC examples taught it the format). The files and ``<benchmark>.zip`` go to
-    ``output_dir``, by default ``CHECKPOINT/submission`` (a training run's ``MODEL_DIR/submission``, with the
-    step in the names), numbered past an earlier submission there unless ``overwrite``. Returns {"zip",
-    "files": {name: {"path", "lines", "unreadable"}}, "missing"}.
+    task's classes). A BERT classifier predicts the task's ``_classification`` variant (ReCoRD's answers
+    each query with its likeliest candidate). ``tasks`` restricts the submission to some of the tasks, for a
+    partial check: the leaderboard expects every file. ``wnli_task="glue_wnli_simple"`` predicts WNLI as T5 did,
+    read as WSC (give it the checkpoint trained on SuperGLUE, whose WSC examples taught it the format). The files
+    and ``<benchmark>.zip`` go to ``output_dir``, by default ``CHECKPOINT/submission`` (a training run's
+    ``MODEL_DIR/submission``, with the step in the names), numbered past an earlier submission there unless
+    ``overwrite``. Returns {"zip", "files": {name: {"path", "lines", "unreadable"}}, "missing"}.
     """
     from t5x_lite.evaluation.run import _check_model, _check_settings, _output_paths
     from t5x_lite.training import checkpoints
@@ -301,7 +304,7 @@ def submit_checkpoint(
             rows = predict(model=model, params=params, task=task, split=f.split, feature_lengths=feature_lengths,
                            batch_size=batch_size, decode=decode, max_examples=max_examples, counts=counts)
             _check_complete(f, task, counts)
-            written[f.name] = write_file(f, rows, staging)
+            written[f.name] = write_file(f, rows, staging, task)
             log.info("%s: %d lines from %s split %r", f.name, written[f.name]["lines"], task, f.split)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

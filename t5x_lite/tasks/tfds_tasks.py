@@ -241,8 +241,8 @@ def record_postprocessor(text: str, example: Optional[dict] = None, is_target: b
 
 
 def record_per_candidate(record: dict) -> list:
-    """ReCoRD for a classifier: one example per candidate entity, each distinct text once in the passage's order,
-    in every split (the classifier reads each candidate; ``record_best_candidate`` then picks one per query)."""
+    """ReCoRD for a classifier: one example per candidate entity, each distinct text once, in the order the
+    record lists them (TFDS's: sorted), in every split; ``record_best_candidate`` then picks one per query."""
     return [dict(record, entity=entity) for entity in dict.fromkeys(record["entities"])]
 
 
@@ -277,17 +277,11 @@ def record_best_candidate(rows: list) -> list:
         queries.setdefault(json.dumps(row["example"]["idx"], sort_keys=True), []).append(row)
     combined = []
     for candidates in queries.values():
-        scores = [_log_prob_of_class_1(row) for row in candidates]
-        best = candidates[int(np.argmax(scores))]["example"]
-        combined.append({"inputs": candidates[int(np.argmax(scores))]["inputs"], "targets": best["answers"] or None,
-                         "prediction": best["entity"], "score": max(scores),
-                         "example": {"idx": best["idx"], "answers": best["answers"]}})
+        best = max(candidates, key=lambda row: row["class_log_probs"][1])
+        ex = best["example"]
+        combined.append({"inputs": best["inputs"], "targets": ex["answers"] or None, "prediction": ex["entity"],
+                         "score": best["class_log_probs"][1], "example": {"idx": ex["idx"], "answers": ex["answers"]}})
     return combined
-
-
-def _log_prob_of_class_1(row: dict) -> float:
-    """A binary classifier's row carries the log-probability of the class it predicted."""
-    return row["score"] if row["prediction"] == 1 else float(np.log1p(-np.exp(row["score"])))
 
 
 def wsc_correct_referent_only(record: dict) -> list:
@@ -456,16 +450,16 @@ def wnli_text(ex: dict) -> dict:
 def _split_dependent(make: Callable, train_expand: Callable, what: str, task: str) -> Callable:
     """A source factory whose training split (``train``, or a slice of it) is expanded, or filtered, by
     ``train_expand``; training data joined with another split would be half one, half the other: refused."""
+    expanded = _expanded(make, train_expand, what)
 
     def source(split: str):
-        from t5x_lite.data.sources import DataError, ExpandedSource
+        from t5x_lite.data.sources import DataError
 
         names = set(split_names(split))
         if "train" in names and len(names) > 1:
             raise DataError(f"task {task!r}: split {split!r} joins its training split, whose examples are "
                             f"{what}, with another; read them apart")
-        base = make(split)
-        return ExpandedSource(base, train_expand, what) if names == {"train"} else base
+        return expanded(split) if names == {"train"} else make(split)
 
     return source
 

@@ -252,21 +252,28 @@ def shutdown() -> None:
         jax.distributed.shutdown()
 
 
-_barriers = 0  # the coordination service wants each barrier's key used once
+_barriers: dict = {}  # per set of processes: how many barriers they passed (the service wants each key once)
 
 
-def wait_for_every_process(what: str, timeout_s: int = 3600) -> None:
-    """Block until every process gets here (the coordination service's barrier, no device involved); a no-op
-    in one process.
+def wait_for_every_process(what: str, processes: Sequence[int], timeout_s: int = 900) -> None:
+    """Block until each of ``processes`` (the process indices of a mesh's devices) gets here: the coordination
+    service's barrier, no device involved. A no-op for one process or without the distributed runtime.
 
     gloo, JAX's CPU collectives, gives the other processes 30 s to join a device group's first collective (not
     configurable), so processes that finish compiling further apart than that fail in their first step: seen
     with two processes on a loaded 2-core machine. ``Trainer.step`` waits here once a compiled step is ready.
     """
-    global _barriers
-    if jax.process_count() == 1:
+    group = frozenset(int(p) for p in processes)
+    if len(group) < 2 or not jax.distributed.is_initialized():
         return
     from orbax.checkpoint import multihost
 
-    _barriers += 1
-    multihost.get_barrier_sync_fn()(key=f"t5x_lite {_barriers}: {what}", timeout_ms=timeout_s * 1000)
+    count = _barriers[group] = _barriers.get(group, 0) + 1
+    try:
+        everyone = group == frozenset(range(jax.process_count()))
+        multihost.get_barrier_sync_fn(processes=None if everyone else set(group))(
+            key=f"t5x_lite {count} {sorted(group)}: {what}", timeout_ms=timeout_s * 1000)
+    except Exception as e:
+        raise RuntimeError(f"process {jax.process_index()} waited {timeout_s} s for processes {sorted(group)} to "
+                           f"reach this point ({what}); one of them has failed or is still busy: see its log "
+                           f"({type(e).__name__}: {e})") from e

@@ -309,7 +309,7 @@ class Trainer:
             if self._precompiled is not None and self._precompiled[0] == _signature(batch):
                 compiled = self._precompiled[1].result()
                 if not self._precompiled_ran:  # its first collectives start together in every process
-                    distributed.wait_for_every_process("the train step is compiled")
+                    distributed.wait_for_every_process("the train step is compiled", self._processes)
                     self._precompiled_ran = True
                 if self._pause_s is None and self.wait_for_previous_step:
                     small = _temporaries_bytes(compiled) < _PAUSE_MIN_TEMP_BYTES
@@ -326,6 +326,10 @@ class Trainer:
         if self.wait_for_previous_step:
             self._in_flight = out[1]
         return out
+
+    @functools.cached_property
+    def _processes(self) -> frozenset:
+        return frozenset(d.process_index for d in self.mesh.devices.flat)
 
     @functools.cached_property
     def data_shard(self) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from t5x_lite.tasks.tfds_tasks import label_names
 from t5x_lite.models.config import BertConfig, T5Config
 from t5x_lite.models.model import EncoderDecoderModel, EncoderOnlyClassificationModel
 from t5x_lite.training import checkpoints
+from tests.tfds_records import as_tfds
 
 TINY_T5 = T5Config(vocab_size=8000, d_model=32, d_ff=48, num_heads=2, d_kv=16, num_encoder_layers=1,
                    num_decoder_layers=1, mlp_activations=("gelu", "linear"), logits_via_embedding=False,
@@ -188,15 +189,7 @@ def _record_and_wsc_test_source(builder, split, **kwargs):  # stands in for supe
     else:
         records = [{"text": "Tom asked Bob if he could go.", "span1_text": name, "span1_index": 0, "span2_text": "he",
                     "span2_index": 4, "label": -1, "idx": i} for i, name in enumerate(["Tom", "Bob"])]
-
-    def encoded(v):
-        if isinstance(v, list):
-            return np.array([x.encode() for x in v], dtype=object)
-        if isinstance(v, dict):
-            return {k: np.int64(x) for k, x in v.items()}
-        return v.encode() if isinstance(v, str) else np.int64(v)
-
-    return [{k: encoded(v) for k, v in r.items()} for r in records]
+    return [as_tfds(r) for r in records]
 
 
 def test_a_bert_classifier_submits_record_and_wsc(tmp_path):
@@ -230,7 +223,7 @@ RTE_TEST = [{"sentence1": f"A man plays guitar number {i}.", "sentence2": "A per
 
 
 def _rte_test_source(builder, split, **kwargs):  # stands in for tfds.data_source("glue/rte")
-    return [{k: v.encode() if isinstance(v, str) else np.int64(v) for k, v in r.items()} for r in RTE_TEST]
+    return [as_tfds(r) for r in RTE_TEST]
 
 
 def test_hidden_labels_are_submitted_and_a_short_file_is_refused(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from t5x_lite.tasks.tfds_tasks import (dpr_text, multirc_postprocessor, multirc_
                                        record_best_candidate, record_per_answer, record_per_candidate,
                                        record_postprocessor, record_text, record_to_class, wnli_text,
                                        wsc_correct_referent_only, wsc_postprocessor, wsc_text, wsc_to_class)
+from tests.tfds_records import as_tfds
 
 
 def _tfds():
@@ -59,11 +60,7 @@ MULTIRC_RECORDS = [{"paragraph": "<b>Sent 1: </b>Bob ran.<br>", "question": f"Wh
 
 
 def _multirc_data_source(builder, split, **kwargs):  # stands in for tfds.data_source("super_glue/multirc")
-    def encoded(v):
-        return v.encode() if isinstance(v, str) else {k: np.int64(x) for k, x in v.items()} if isinstance(
-            v, dict) else np.int64(v)
-
-    return [{k: encoded(v) for k, v in r.items()} for r in MULTIRC_RECORDS]
+    return [as_tfds(r) for r in MULTIRC_RECORDS]
 
 
 def test_a_bert_classifier_predicts_multirc_rows_without_labels_and_scores_the_others():
@@ -92,13 +89,7 @@ RECORD_QUERIES = [{"passage": "Bob met Ann in Rome.\n@highlight\nA meeting", "qu
 
 
 def _record_data_source(builder, split, **kwargs):  # stands in for tfds.data_source("super_glue/record")
-    def encoded(v):
-        if isinstance(v, list):
-            return np.array([x.encode() for x in v], dtype=object)
-        return v.encode() if isinstance(v, str) else {k: np.int64(x) for k, x in v.items()}
-
-    hidden = split == "test"
-    return [{k: encoded([] if hidden and k == "answers" else v) for k, v in r.items()} for r in RECORD_QUERIES]
+    return [as_tfds(dict(r, answers=[]) if split == "test" else r) for r in RECORD_QUERIES]
 
 
 def test_a_bert_classifier_answers_record_queries_with_their_likeliest_candidate():
@@ -167,18 +158,20 @@ def test_record_for_a_bert_classifier_fills_the_query_with_each_candidate():
 def test_record_best_candidate_predicts_the_likeliest_answer_of_each_query():
     from t5x_lite.evaluation.evaluate import _labeller
 
-    def row(query, entity, prediction, probability, answers):  # a binary classifier's row: its class's log-prob
-        return {"inputs": f"{entity} won.", "targets": int(entity in answers), "prediction": prediction,
-                "score": float(np.log(probability)),
+    def row(query, entity, log_p0, log_p1, answers):  # a binary classifier's row
+        return {"inputs": f"{entity} won.", "targets": int(entity in answers), "prediction": int(log_p1 > log_p0),
+                "score": max(log_p0, log_p1), "class_log_probs": [log_p0, log_p1],
                 "example": {"idx": {"passage": 0, "query": query}, "entity": entity, "answers": answers}}
 
-    rows = [row(0, "Bob", 0, 0.6, ["Ann"]), row(0, "Ann", 1, 0.55, ["Ann"]),  # class 1: 0.4 against 0.55
-            row(1, "Cy", 0, 0.9, []), row(1, "Di", 0, 0.7, []),  # neither predicted 1: 0.1 against 0.3
-            row(0, "Ed", 0, 0.99, ["Ann"])]  # a query's candidates need not be adjacent
+    rows = [row(0, "Bob", np.log(0.6), np.log(0.4), ["Ann"]), row(0, "Ann", np.log(0.45), np.log(0.55), ["Ann"]),
+            # no candidate predicted 1, each sure of it: class 1's log-probabilities still rank them (logits 6
+            # against -20 and -10; float32's p(0) would be 1.0 for both)
+            row(1, "Cy", -5e-12, -26.0, []), row(1, "Di", -4.5e-7, -16.0, []),
+            row(0, "Ed", np.log(0.99), np.log(0.01), ["Ann"])]  # a query's candidates need not be adjacent
     combined = record_best_candidate(rows)
     assert [(r["prediction"], r["targets"], r["inputs"]) for r in combined] == [("Ann", ["Ann"], "Ann won."),
                                                                                  ("Di", None, "Di won.")]
-    assert combined[0]["score"] == pytest.approx(np.log(0.55)) and combined[1]["score"] == pytest.approx(np.log(0.3))
+    assert combined[0]["score"] == pytest.approx(np.log(0.55)) and combined[1]["score"] == -16.0
     assert combined[0]["example"] == {"idx": {"passage": 0, "query": 0}, "answers": ["Ann"]}
     # read by the task's postprocessor: the entity, scored against all the answers; none: unlabelled
     label = _labeller(TaskRegistry.get("super_glue_record_classification"))
@@ -250,7 +243,7 @@ WSC_RECORDS = [
 
 
 def _wsc_data_source(builder, split, **kwargs):  # stands in for tfds.data_source("super_glue/wsc.fixed")
-    return [{k: v.encode() if isinstance(v, str) else np.int64(v) for k, v in r.items()} for r in WSC_RECORDS]
+    return [as_tfds(r) for r in WSC_RECORDS]
 
 
 def _tiny_model():
@@ -484,7 +477,7 @@ AX_RECORDS = [{"premise": f"A man plays guitar number {i}.", "hypothesis": "A pe
 
 
 def _ax_data_source(builder, split, **kwargs):  # stands in for tfds.data_source("glue/ax")
-    return [{k: v.encode() if isinstance(v, str) else np.int64(v) for k, v in r.items()} for r in AX_RECORDS]
+    return [as_tfds(r) for r in AX_RECORDS]
 
 
 def test_diagnostic_sets_are_cast_as_the_task_they_diagnose(tmp_path):
@@ -572,7 +565,7 @@ def test_wnli_is_read_as_wsc_as_t5_reads_it(caplog):
 
 
 def _wnli_data_source(builder, split, **kwargs):  # stands in for tfds.data_source("glue/wnli")
-    return [{"sentence1": p.encode(), "sentence2": h.encode(), "label": np.int64(label), "idx": np.int64(i)}
+    return [as_tfds({"sentence1": p, "sentence2": h, "label": label, "idx": i})
             for i, (p, h, label) in enumerate(WNLI_RECORDS)]
 
 

@@ -209,6 +209,7 @@ def main(argv=None) -> None:
         "local_devices": jax.local_device_count(),
         "global_devices": jax.device_count(),
         "cpu_collectives": jax.config.jax_cpu_collectives_implementation,
+        "barriers": sum(distributed._barriers.values()),
         **result,
         "init_seconds": round(init_seconds, 2),
         "seconds": round(time.perf_counter() - start, 2),

@@ -139,6 +139,7 @@ def test_two_processes_match_single_process(tmp_path, model_parallel, strategy):
         assert r["joined"] and r["process_count"] == NUM_PROCESSES and r["cpu_collectives"] == "gloo", r
         assert r["local_devices"] == 2 and r["global_devices"] == 4, r
         assert len(r["losses"]) == worker.STEPS, r
+        assert r["barriers"] == 1, r  # the processes met once the step had compiled, before its collectives
         # every process's data position gathered (what a checkpoint keeps), the rows check passed
         assert sorted(r["gathered_positions"], key=lambda g: g["process"]) == [
             {"process": p["process_index"], "shard": p["data_shard"]} for p in results], r
@@ -384,3 +385,25 @@ def test_processes_feeding_one_slice_must_read_the_same_rows():
         train_lib._check_shared_rows(batch, (0, 1), allgather=_two_processes([1, 0, other_digest]))
     # different slices may differ (data parallelism)
     train_lib._check_shared_rows(batch, (0, 2), allgather=_two_processes([1, 1, other_digest]))
+
+
+def test_waiting_for_other_processes_is_a_noop_alone_and_names_them_when_they_never_come(monkeypatch):
+    from orbax.checkpoint import multihost
+
+    def unexpected(**kwargs):
+        raise AssertionError("no barrier for one process")
+
+    monkeypatch.setattr(multihost, "get_barrier_sync_fn", unexpected)
+    distributed.wait_for_every_process("alone", [0])  # one process: nothing to wait for
+    distributed.wait_for_every_process("alone", [0, 1])  # no distributed runtime: nothing to wait with
+
+    def never_met(**kwargs):
+        def barrier(*, key, timeout_ms):
+            raise RuntimeError(f"DEADLINE_EXCEEDED: barrier {key} timed out after {timeout_ms} ms")
+        return barrier
+
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(multihost, "get_barrier_sync_fn", never_met)
+    with pytest.raises(RuntimeError, match=r"waited 5 s for processes \[0, 1\] to reach this point \(the step is "
+                                           r"compiled\); one of them has failed or is still busy"):
+        distributed.wait_for_every_process("the step is compiled", [1, 0], timeout_s=5)
