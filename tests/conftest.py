@@ -7,11 +7,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# The tests' models are tiny, so LLVM's optimizations cost more compile time than they save at run time: without
-# them a cold run of test_trainer.py and test_t5.py took 282 s against 353 s (user time 342 s against 476 s). The
-# subprocesses the tests start inherit it; the benchmarks' own numbers never come from a test run.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 import jax  # noqa: E402
 
